@@ -1,0 +1,128 @@
+// Multi-tensor steps: every tensor of a step in one call, in at most two passes over memory
+// per tensor (a read pass over the gradient for clip norms, then the fused update).
+// Front ends fill TensorSlots with raw pointers, pick an Executor, and call apply_*.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dispatch.h"
+#include "parallel.h"
+#include "rules.h"
+
+namespace pyopt {
+
+// One tensor of a step. slots: momentum uses slots[0] (velocity); Adam uses m, v, vhat
+// (vhat only with amsgrad). All arrays hold `size` elements of T and do not overlap.
+template <class T>
+struct TensorSlots {
+  T* param = nullptr;
+  const T* grad = nullptr;
+  T* slots[3] = {nullptr, nullptr, nullptr};
+  std::int64_t size = 0;
+  double weight_decay = 0.0;
+};
+
+// Per-tensor gradient scale factors of a step. Returns false when the step must be
+// skipped (skip_nonfinite and some gradient is not finite).
+template <class T>
+bool gradient_scales(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan& plan, const GradientOptions& opt,
+                     const Executor& exec, std::vector<double>& scales) {
+  scales.assign(tensors.size(), 1.0);
+  const bool clip = opt.clipnorm > 0.0 || opt.global_clipnorm > 0.0;
+  if (!clip && !opt.skip_nonfinite) return true;
+  std::vector<double> partial(plan.slices.size());
+  for_each_slice(plan, exec, std::int64_t(sizeof(T)), [&](std::int64_t s) {
+    const Slice& sl = plan.slices[size_t(s)];
+    partial[size_t(s)] = dispatch::sum_of_squares<T>(tensors[size_t(sl.tensor)].grad + sl.begin, sl.end - sl.begin);
+  });
+  // Reduce in slice order: deterministic whatever the thread count.
+  std::vector<double> sums(tensors.size(), 0.0);
+  for (size_t s = 0; s < plan.slices.size(); ++s) sums[size_t(plan.slices[s].tensor)] += partial[s];
+  double global = 0.0;
+  for (double x : sums) global += x;
+  if (opt.skip_nonfinite && !std::isfinite(global)) return false;
+  for (size_t t = 0; t < tensors.size(); ++t)
+    scales[t] = opt.global_clipnorm > 0.0 ? clip_factor(global, opt.global_clipnorm) : clip_factor(sums[t], opt.clipnorm);
+  return true;
+}
+
+namespace detail {
+template <class T>
+std::vector<std::int64_t> sizes_of(const std::vector<TensorSlots<T>>& tensors) {
+  std::vector<std::int64_t> sizes;
+  sizes.reserve(tensors.size());
+  for (const auto& t : tensors) sizes.push_back(t.size);
+  return sizes;
+}
+
+// Shared driver: plan, clip scales, then update(tensor, slice, scale) per slice.
+template <class T, class Update>
+bool apply_multi(const std::vector<TensorSlots<T>>& tensors, const GradientOptions& opt, const Executor& exec,
+                 std::int64_t bytes_per_elem, Update&& update) {
+  const ChunkPlan plan = plan_chunks(sizes_of(tensors));
+  std::vector<double> scales;
+  if (!gradient_scales(tensors, plan, opt, exec, scales)) return false;
+  for_each_slice(plan, exec, bytes_per_elem, [&](std::int64_t s) {
+    const Slice& sl = plan.slices[size_t(s)];
+    update(tensors[size_t(sl.tensor)], sl.begin, sl.end - sl.begin, scales[size_t(sl.tensor)]);
+  });
+  return true;
+}
+}  // namespace detail
+
+// Each apply_* returns false (and writes nothing) when the step was skipped as non-finite.
+// Hyperparameters must have passed check(); front ends validate before calling.
+
+template <class T>
+bool apply_gradient_descent(const std::vector<TensorSlots<T>>& tensors, const GradientDescentHyper& h,
+                            const GradientOptions& opt, const Executor& exec) {
+  return detail::apply_multi(tensors, opt, exec, 3 * sizeof(T),
+                             [&](const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) {
+                               const auto s = scalars(h, t.weight_decay, scale);
+                               if (t.weight_decay != 0.0)
+                                 dispatch::gradient_descent<T, true>(t.param + b, t.grad + b, n, s);
+                               else
+                                 dispatch::gradient_descent<T, false>(t.param + b, t.grad + b, n, s);
+                             });
+}
+
+template <class T>
+bool apply_momentum(const std::vector<TensorSlots<T>>& tensors, const MomentumHyper& h, const GradientOptions& opt,
+                    const Executor& exec) {
+  return detail::apply_multi(tensors, opt, exec, 5 * sizeof(T),
+                             [&](const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) {
+                               const auto s = scalars(h, t.weight_decay, scale);
+                               T* p = t.param + b;
+                               const T* g = t.grad + b;
+                               T* vel = t.slots[0] + b;
+                               const bool decay = t.weight_decay != 0.0;
+                               if (decay && h.nesterov) dispatch::momentum<T, true, true>(p, g, vel, n, s);
+                               else if (decay) dispatch::momentum<T, true, false>(p, g, vel, n, s);
+                               else if (h.nesterov) dispatch::momentum<T, false, true>(p, g, vel, n, s);
+                               else dispatch::momentum<T, false, false>(p, g, vel, n, s);
+                             });
+}
+
+template <class T>
+bool apply_adam(const std::vector<TensorSlots<T>>& tensors, const AdamHyper& h, const GradientOptions& opt,
+                const Executor& exec) {
+  return detail::apply_multi(tensors, opt, exec, (h.amsgrad ? 9 : 7) * sizeof(T),
+                             [&](const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) {
+                               const auto s = scalars(h, t.weight_decay, scale);
+                               T* p = t.param + b;
+                               const T* g = t.grad + b;
+                               T* m = t.slots[0] + b;
+                               T* v = t.slots[1] + b;
+                               T* vh = h.amsgrad ? t.slots[2] + b : nullptr;
+                               const bool decay = t.weight_decay != 0.0;
+                               if (decay && h.amsgrad) dispatch::adam<T, true, true>(p, g, m, v, vh, n, s);
+                               else if (decay) dispatch::adam<T, true, false>(p, g, m, v, vh, n, s);
+                               else if (h.amsgrad) dispatch::adam<T, false, true>(p, g, m, v, vh, n, s);
+                               else dispatch::adam<T, false, false>(p, g, m, v, vh, n, s);
+                             });
+}
+
+}  // namespace pyopt

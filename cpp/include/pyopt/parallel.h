@@ -1,0 +1,188 @@
+// Work splitting for multi-tensor steps, and a small thread pool for front ends that have
+// none of their own (the NumPy bindings; TensorFlow passes its intra-op pool instead).
+//
+// All tensors of a step are laid end to end in one virtual index space, cut into chunks of
+// kChunkElems elements. A chunk edge that falls inside a tensor is rounded up to a multiple
+// of kAlignElems elements of that tensor, so two threads never write the same cache line
+// (for element sizes >= 2 bytes). The cut does not depend on the thread count, so partial
+// sums (clip norms) are reduced in the same order however many threads run: results are
+// bit-for-bit reproducible.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace pyopt {
+
+constexpr std::int64_t kChunkElems = 32768;  // below this a step runs on the calling thread
+constexpr std::int64_t kAlignElems = 32;     // 64 bytes of 2-byte elements
+
+// Runs fn(begin, end) over sub-ranges covering [0, n) (possibly in parallel) and returns
+// when all are done. `cost` is a per-item cost estimate in bytes moved, for pools that use it.
+using Executor = std::function<void(std::int64_t n, std::int64_t cost,
+                                    const std::function<void(std::int64_t, std::int64_t)>& fn)>;
+
+inline void run_inline(std::int64_t n, std::int64_t, const std::function<void(std::int64_t, std::int64_t)>& fn) {
+  if (n > 0) fn(0, n);
+}
+
+// A contiguous piece of one tensor, owned by one chunk.
+struct Slice {
+  std::int64_t tensor, begin, end;
+};
+
+struct ChunkPlan {
+  std::vector<Slice> slices;             // ordered by chunk, then tensor
+  std::vector<std::int64_t> chunk_start;  // slices of chunk k: [chunk_start[k], chunk_start[k+1])
+  std::int64_t total = 0;
+  std::int64_t num_chunks() const { return std::int64_t(chunk_start.size()) - 1; }
+};
+
+inline ChunkPlan plan_chunks(const std::vector<std::int64_t>& sizes, std::int64_t chunk = kChunkElems) {
+  ChunkPlan plan;
+  for (std::int64_t s : sizes) plan.total += s;
+  const std::int64_t chunks = std::max<std::int64_t>(1, (plan.total + chunk - 1) / chunk);
+  // Local edge of global cut k inside a tensor starting at `offset` with `size` elements.
+  auto edge = [chunk](std::int64_t k, std::int64_t offset, std::int64_t size) {
+    std::int64_t local = k * chunk - offset;
+    if (local <= 0) return std::int64_t(0);
+    local = (local + kAlignElems - 1) / kAlignElems * kAlignElems;
+    return std::min(local, size);
+  };
+  plan.chunk_start.assign(size_t(chunks + 1), 0);
+  std::int64_t offset = 0;
+  for (std::int64_t t = 0; t < std::int64_t(sizes.size()); ++t) {
+    const std::int64_t size = sizes[size_t(t)];
+    if (size > 0) {
+      const std::int64_t first = std::min(offset / chunk, chunks - 1);
+      for (std::int64_t k = first; k < chunks; ++k) {
+        const std::int64_t b = edge(k, offset, size), e = (k + 1 == chunks) ? size : edge(k + 1, offset, size);
+        if (b >= size) break;
+        if (e > b) {
+          plan.slices.push_back({t, b, e});
+          plan.chunk_start[size_t(k + 1)]++;
+        }
+      }
+    }
+    offset += size;
+  }
+  for (size_t k = 1; k < plan.chunk_start.size(); ++k) plan.chunk_start[k] += plan.chunk_start[k - 1];
+  return plan;
+}
+
+// Calls fn(slice_index) for every slice, chunks spread over the executor.
+template <class F>
+void for_each_slice(const ChunkPlan& plan, const Executor& exec, std::int64_t bytes_per_elem, F&& fn) {
+  auto body = [&](std::int64_t k0, std::int64_t k1) {
+    for (std::int64_t s = plan.chunk_start[size_t(k0)]; s < plan.chunk_start[size_t(k1)]; ++s) fn(s);
+  };
+  if (plan.num_chunks() <= 1) {
+    body(0, plan.num_chunks());
+    return;
+  }
+  exec(plan.num_chunks(), kChunkElems * bytes_per_elem, body);
+}
+
+// A fixed set of worker threads. parallel_for hands out one index at a time; the calling
+// thread works too. If the pool is already busy (another Python thread is mid-step), the
+// caller runs its work inline instead of waiting.
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads) { resize(threads); }
+  ~ThreadPool() { stop(); }
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return int(workers_.size()) + 1; }
+
+  void resize(int threads) {
+    std::lock_guard<std::mutex> busy(busy_);
+    stop();
+    quit_ = false;
+    for (int i = 1; i < std::max(1, threads); ++i) workers_.emplace_back([this] { worker_loop(); });
+  }
+
+  void parallel_for(std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& fn) {
+    if (n <= 0) return;
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock() || workers_.empty() || n == 1) {
+      fn(0, n);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &fn;
+      job_size_ = n;
+      next_.store(0);
+      done_ = 0;
+      ++generation_;
+    }
+    wake_.notify_all();
+    const std::int64_t mine = drain();
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_ += mine;
+    finished_.wait(lock, [&] { return done_ == job_size_ && active_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  std::int64_t drain() {
+    std::int64_t count = 0;
+    for (std::int64_t i = next_.fetch_add(1); i < job_size_; i = next_.fetch_add(1)) {
+      (*job_)(i, i + 1);
+      ++count;
+    }
+    return count;
+  }
+
+  void worker_loop() {
+    std::uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return quit_ || generation_ != seen; });
+        if (quit_) return;
+        seen = generation_;
+        if (job_ == nullptr) continue;
+        ++active_;
+      }
+      const std::int64_t mine = drain();
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        done_ += mine;
+        --active_;
+      }
+      finished_.notify_all();
+    }
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      quit_ = true;
+    }
+    wake_.notify_all();
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex busy_;   // one job at a time
+  std::mutex mutex_;  // guards the fields below
+  std::condition_variable wake_, finished_;
+  const std::function<void(std::int64_t, std::int64_t)>* job_ = nullptr;
+  std::int64_t job_size_ = 0;
+  std::atomic<std::int64_t> next_{0};
+  std::int64_t done_ = 0;
+  int active_ = 0;
+  std::uint64_t generation_ = 0;
+  bool quit_ = false;
+};
+
+}  // namespace pyopt

@@ -1,0 +1,277 @@
+// pybind11 bindings `pyopt._core`: check the NumPy buffers, release the GIL, hand raw
+// pointers to the core. All maths lives in cpp/include/pyopt.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <pybind11/numpy.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pyopt/apply.h"
+
+namespace py = pybind11;
+using namespace pyopt;
+
+namespace {
+
+int default_threads() {
+  if (const char* env = std::getenv("PYOPT_NUM_THREADS")) {
+    const int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+ThreadPool& pool() {
+  static ThreadPool* p = new ThreadPool(default_threads());  // never destroyed: no join at interpreter exit
+  return *p;
+}
+
+Executor pool_executor() {
+  return [](std::int64_t n, std::int64_t, const std::function<void(std::int64_t, std::int64_t)>& fn) {
+    pool().parallel_for(n, fn);
+  };
+}
+
+void require(const std::string& error) {
+  if (!error.empty()) throw py::value_error(error);
+}
+
+std::string describe_shape(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += std::to_string(a.shape(i)) + (a.ndim() == 1 ? "," : i + 1 < a.ndim() ? ", " : "");
+  return s + ")";
+}
+
+// One named array argument, e.g. "grads[3]".
+struct Arg {
+  std::string name;
+  py::array array;
+  bool written;
+};
+
+DType dtype_of(const Arg& a) {
+  const std::string name = py::str(a.array.dtype().attr("name"));
+  if (name == "float32") return DType::float32;
+  if (name == "float64") return DType::float64;
+  if (name == "float16") return DType::float16;
+  if (name == "bfloat16") return DType::bfloat16;
+  throw py::type_error(a.name + " has dtype " + name + "; supported: float16, bfloat16, float32, float64");
+}
+
+py::array as_array(const py::handle& obj, const std::string& name) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(name + " must be a numpy.ndarray, got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
+  return py::reinterpret_borrow<py::array>(obj);
+}
+
+// Checks every array of the step before anything is written: dtypes agree, shapes agree
+// with the parameter, C-contiguous, written arrays writeable, no written array overlapping
+// any other. Returns the common dtype.
+DType check_arrays(const std::vector<Arg>& args, std::size_t per_tensor) {
+  if (args.empty()) return DType::float32;
+  const DType dtype = dtype_of(args[0]);
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const Arg& a = args[i];
+    const Arg& param = args[i - i % per_tensor];
+    if (dtype_of(a) != dtype)
+      throw py::type_error(a.name + " has dtype " + dtype_name(dtype_of(a)) + " but " + args[0].name + " has dtype " +
+                           dtype_name(dtype) + "; all arrays of a step must share one dtype");
+    if (&a != &param) {
+      bool same = a.array.ndim() == param.array.ndim();
+      for (py::ssize_t d = 0; same && d < a.array.ndim(); ++d) same = a.array.shape(d) == param.array.shape(d);
+      if (!same)
+        throw py::value_error(a.name + " has shape " + describe_shape(a.array) + " but " + param.name + " has shape " +
+                              describe_shape(param.array));
+    }
+    if (!(a.array.flags() & py::array::c_style))
+      throw py::value_error(a.name + " must be C-contiguous (use numpy.ascontiguousarray)");
+    if (a.written && !a.array.writeable()) throw py::value_error(a.name + " is read-only; it is updated in place");
+  }
+  // Overlap: sort byte ranges, compare neighbours that could intersect.
+  struct Range {
+    std::uintptr_t begin, end;
+    std::size_t arg;
+  };
+  std::vector<Range> ranges;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const auto begin = reinterpret_cast<std::uintptr_t>(args[i].array.data());
+    if (args[i].array.nbytes() > 0) ranges.push_back({begin, begin + std::uintptr_t(args[i].array.nbytes()), i});
+  }
+  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
+  for (std::size_t i = 0; i < ranges.size(); ++i) {
+    for (std::size_t j = i + 1; j < ranges.size() && ranges[j].begin < ranges[i].end; ++j) {
+      const Arg& a = args[ranges[i].arg];
+      const Arg& b = args[ranges[j].arg];
+      if (a.written || b.written)
+        throw py::value_error(a.name + " and " + b.name + " overlap in memory; every updated array must be separate");
+    }
+  }
+  return dtype;
+}
+
+std::vector<py::handle> as_list(const py::handle& obj, const char* name) {
+  if (!py::isinstance<py::list>(obj) && !py::isinstance<py::tuple>(obj))
+    throw py::type_error(std::string(name) + " must be a list of numpy arrays");
+  std::vector<py::handle> out;
+  for (auto item : obj) out.push_back(item);
+  return out;
+}
+
+// Collects lists of arrays (params first) into named args, one group per tensor.
+std::vector<Arg> gather(const std::vector<std::pair<const char*, py::object>>& lists, std::vector<bool> written) {
+  std::vector<std::vector<py::handle>> items;
+  for (const auto& [name, obj] : lists) items.push_back(as_list(obj, name));
+  const std::size_t n = items[0].size();
+  for (std::size_t l = 1; l < items.size(); ++l)
+    if (items[l].size() != n)
+      throw py::value_error(std::string(lists[l].first) + " has " + std::to_string(items[l].size()) + " arrays but " +
+                            lists[0].first + " has " + std::to_string(n));
+  std::vector<Arg> args;
+  for (std::size_t t = 0; t < n; ++t)
+    for (std::size_t l = 0; l < items.size(); ++l) {
+      std::string name = std::string(lists[l].first) + "[" + std::to_string(t) + "]";
+      args.push_back({name, as_array(items[l][t], name), written[l]});
+    }
+  return args;
+}
+
+std::vector<double> weight_decays(const py::object& wd, std::size_t n) {
+  std::vector<double> out;
+  if (py::isinstance<py::list>(wd) || py::isinstance<py::tuple>(wd)) {
+    for (auto x : wd) out.push_back(x.cast<double>());
+    if (out.size() != n)
+      throw py::value_error("weight_decay has " + std::to_string(out.size()) + " values but there are " +
+                            std::to_string(n) + " parameters");
+  } else {
+    out.assign(n, wd.cast<double>());
+  }
+  for (double x : out) require(check_weight_decay(x));
+  return out;
+}
+
+GradientOptions gradient_options(std::optional<double> clipnorm, std::optional<double> global_clipnorm,
+                                 bool skip_nonfinite) {
+  GradientOptions o;
+  if (clipnorm) {
+    if (!(*clipnorm > 0.0)) require("clipnorm must be a finite number > 0 (or None), got " + std::to_string(*clipnorm));
+    o.clipnorm = *clipnorm;
+  }
+  if (global_clipnorm) {
+    if (!(*global_clipnorm > 0.0))
+      require("global_clipnorm must be a finite number > 0 (or None), got " + std::to_string(*global_clipnorm));
+    o.global_clipnorm = *global_clipnorm;
+  }
+  o.skip_nonfinite = skip_nonfinite;
+  require(check_gradient_options(o));
+  return o;
+}
+
+// Builds TensorSlots<T> from gathered args (per_tensor arrays per tensor) and runs `apply`.
+template <class T, class Apply>
+bool run_typed(const std::vector<Arg>& args, std::size_t per_tensor, const std::vector<double>& wd, Apply&& apply) {
+  std::vector<TensorSlots<T>> tensors(args.size() / per_tensor);
+  for (std::size_t t = 0; t < tensors.size(); ++t) {
+    Arg* a = const_cast<Arg*>(&args[t * per_tensor]);  // arrays were checked writeable
+    tensors[t].param = static_cast<T*>(a[0].array.mutable_data());
+    tensors[t].grad = static_cast<const T*>(a[1].array.data());
+    for (std::size_t s = 2; s < per_tensor; ++s) tensors[t].slots[s - 2] = static_cast<T*>(a[s].array.mutable_data());
+    tensors[t].size = std::int64_t(a[0].array.size());
+    tensors[t].weight_decay = wd[t];
+  }
+  py::gil_scoped_release release;
+  return apply(tensors);
+}
+
+// Dispatches the common dtype to run_typed<T>. `apply` is a generic lambda over tensors.
+template <class Apply>
+bool run(const std::vector<Arg>& args, std::size_t per_tensor, const std::vector<double>& wd, Apply&& apply) {
+  const DType dtype = check_arrays(args, per_tensor);
+  switch (dtype) {
+    case DType::float32: return run_typed<float>(args, per_tensor, wd, apply);
+    case DType::float64: return run_typed<double>(args, per_tensor, wd, apply);
+    case DType::float16: return run_typed<half>(args, per_tensor, wd, apply);
+    case DType::bfloat16: return run_typed<bfloat16>(args, per_tensor, wd, apply);
+  }
+  return false;
+}
+
+bool gradient_descent(py::object params, py::object grads, double lr, py::object weight_decay,
+                      std::optional<double> clipnorm, std::optional<double> global_clipnorm, bool skip_nonfinite) {
+  GradientDescentHyper h{lr};
+  require(check(h));
+  const GradientOptions opt = gradient_options(clipnorm, global_clipnorm, skip_nonfinite);
+  auto args = gather({{"params", params}, {"grads", grads}}, {true, false});
+  auto wd = weight_decays(weight_decay, args.size() / 2);
+  return run(args, 2, wd, [&](const auto& tensors) { return apply_gradient_descent(tensors, h, opt, pool_executor()); });
+}
+
+bool momentum(py::object params, py::object grads, py::object velocities, double lr, double mu, bool nesterov,
+              py::object weight_decay, std::optional<double> clipnorm, std::optional<double> global_clipnorm,
+              bool skip_nonfinite) {
+  MomentumHyper h{lr, mu, nesterov};
+  require(check(h));
+  const GradientOptions opt = gradient_options(clipnorm, global_clipnorm, skip_nonfinite);
+  auto args = gather({{"params", params}, {"grads", grads}, {"velocities", velocities}}, {true, false, true});
+  auto wd = weight_decays(weight_decay, args.size() / 3);
+  return run(args, 3, wd, [&](const auto& tensors) { return apply_momentum(tensors, h, opt, pool_executor()); });
+}
+
+bool adam(py::object params, py::object grads, py::object ms, py::object vs, py::object vhats, double lr,
+          double beta_1, double beta_2, double epsilon, std::int64_t step, py::object weight_decay,
+          std::optional<double> clipnorm, std::optional<double> global_clipnorm, bool skip_nonfinite) {
+  AdamHyper h{lr, beta_1, beta_2, epsilon, step, !vhats.is_none()};
+  require(check(h));
+  const GradientOptions opt = gradient_options(clipnorm, global_clipnorm, skip_nonfinite);
+  std::vector<std::pair<const char*, py::object>> lists{{"params", params}, {"grads", grads}, {"ms", ms}, {"vs", vs}};
+  std::vector<bool> written{true, false, true, true};
+  if (h.amsgrad) {
+    lists.push_back({"vhats", vhats});
+    written.push_back(true);
+  }
+  auto args = gather(lists, written);
+  auto wd = weight_decays(weight_decay, args.size() / lists.size());
+  return run(args, lists.size(), wd, [&](const auto& tensors) { return apply_adam(tensors, h, opt, pool_executor()); });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "pyopt compiled kernels (internal; use pyopt.kernels)";
+  using py::arg;
+  m.def("gradient_descent", &gradient_descent, arg("params"), arg("grads"), py::kw_only(), arg("lr"),
+        arg("weight_decay") = 0.0, arg("clipnorm") = py::none(), arg("global_clipnorm") = py::none(),
+        arg("skip_nonfinite") = false);
+  m.def("momentum", &momentum, arg("params"), arg("grads"), arg("velocities"), py::kw_only(), arg("lr"),
+        arg("momentum"), arg("nesterov") = false, arg("weight_decay") = 0.0, arg("clipnorm") = py::none(),
+        arg("global_clipnorm") = py::none(), arg("skip_nonfinite") = false);
+  m.def("adam", &adam, arg("params"), arg("grads"), arg("ms"), arg("vs"), arg("vhats") = py::none(), py::kw_only(),
+        arg("lr"), arg("beta_1"), arg("beta_2"), arg("epsilon"), arg("step"), arg("weight_decay") = 0.0,
+        arg("clipnorm") = py::none(), arg("global_clipnorm") = py::none(), arg("skip_nonfinite") = false);
+  m.def("isa", [] { return std::string(isa_name(active_isa())); }, "The instruction-set path in use.");
+  m.def("supported_isas", [] {
+    std::vector<std::string> out;
+    for (Isa i : supported_isas()) out.push_back(isa_name(i));
+    return out;
+  });
+  m.def("set_isa", [](const std::string& name) {
+    for (Isa i : {Isa::baseline, Isa::avx2, Isa::avx512})
+      if (name == isa_name(i)) {
+        if (!set_active_isa(i)) throw py::value_error("ISA " + name + " is not supported by this CPU");
+        return;
+      }
+    throw py::value_error("unknown ISA '" + name + "'; expected baseline, avx2 or avx512");
+  });
+  m.def("num_threads", [] { return pool().size(); });
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error("num_threads must be >= 1, got " + std::to_string(n));
+    py::gil_scoped_release release;
+    pool().resize(n);
+  });
+  m.attr("chunk_elements") = kChunkElems;
+}

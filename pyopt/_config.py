@@ -1,0 +1,66 @@
+"""Build and runtime configuration: which ISA path runs, how many threads, which backend."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def _core():
+    from . import _core
+
+    return _core
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads of the NumPy kernels' pool (default: all cores, or $PYOPT_NUM_THREADS)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"num_threads must be an int, got {type(n).__name__}")
+    _core().set_num_threads(n)
+
+
+def config() -> dict:
+    """The configuration as a dict (see :func:`show_config`)."""
+    from . import __version__
+
+    info: dict = {
+        "pyopt": __version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+    }
+    try:
+        core = _core()
+        info.update(
+            isa=core.isa(),
+            supported_isas=core.supported_isas(),
+            numpy_threads=core.num_threads(),
+            chunk_elements=core.chunk_elements,
+        )
+    except ImportError as exc:  # pragma: no cover - broken install
+        info["core_error"] = str(exc)
+    try:
+        from . import _loader
+
+        info.update(_loader.describe())
+    except ImportError:  # pragma: no cover - loader not present
+        pass
+    return info
+
+
+def show_config() -> None:
+    """Print the ISA path in use, thread counts and the TensorFlow backend status."""
+    for key, value in config().items():
+        print(f"{key:>18}: {value}")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

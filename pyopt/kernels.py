@@ -1,0 +1,236 @@
+"""In-place optimizer update rules on NumPy arrays, backed by pyopt's C++ core.
+
+Every function updates ``param`` and its slots **in place**, in one fused pass per
+tensor (plus one read pass over the gradient when clipping), multi-threaded for large
+arrays, with the GIL released. Supported dtypes: float32, float64, and float16 /
+bfloat16 (``ml_dtypes``) with the maths done in float32. All arrays of a call share one
+dtype, are C-contiguous, and the updated ones are writeable and do not overlap anything.
+Invalid input raises ``TypeError``/``ValueError`` naming the argument before any array
+is touched.
+
+Clipping (Keras semantics): ``clipnorm=c`` scales each gradient by ``c / max(||g||, c)``
+with its own L2 norm; the ``*_multi`` forms also take ``global_clipnorm=c`` which uses
+the norm over all gradients of the call. ``weight_decay=wd`` is decoupled (AdamW-style,
+as Keras 3): ``p -= lr * wd * p`` before the update. ``skip_nonfinite=True`` leaves every
+array untouched when any gradient holds NaN/Inf and returns False.
+
+Each function returns True when the step was applied.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+
+__all__ = [
+    "gradient_descent",
+    "momentum",
+    "adam",
+    "gradient_descent_multi",
+    "momentum_multi",
+    "adam_multi",
+]
+
+WeightDecay = Union[float, Sequence[float]]
+
+
+def gradient_descent(
+    param: np.ndarray,
+    grad: np.ndarray,
+    *,
+    lr: float,
+    clipnorm: Optional[float] = None,
+    weight_decay: float = 0.0,
+    skip_nonfinite: bool = False,
+) -> bool:
+    """Gradient descent with optional clip-by-norm, in place.
+
+    ``g = g * c / max(||g||_2, c)`` (if ``clipnorm=c``);  ``p = p - lr*wd*p - lr*g``.
+    """
+    return _core.gradient_descent(
+        [param], [grad], lr=lr, weight_decay=weight_decay, clipnorm=clipnorm, skip_nonfinite=skip_nonfinite
+    )
+
+
+def momentum(
+    param: np.ndarray,
+    grad: np.ndarray,
+    velocity: np.ndarray,
+    *,
+    lr: float,
+    momentum: float,
+    nesterov: bool = False,
+    clipnorm: Optional[float] = None,
+    weight_decay: float = 0.0,
+    skip_nonfinite: bool = False,
+) -> bool:
+    """Momentum, Keras form, in place on ``param`` and ``velocity``.
+
+    ``m = momentum*m - lr*g``;  ``p = p - lr*wd*p + m``
+    (Nesterov: ``p = p - lr*wd*p + momentum*m - lr*g`` with the updated ``m``).
+    """
+    return _core.momentum(
+        [param],
+        [grad],
+        [velocity],
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        skip_nonfinite=skip_nonfinite,
+    )
+
+
+def adam(
+    param: np.ndarray,
+    grad: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    *,
+    lr: float,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    step: int,
+    vhat: Optional[np.ndarray] = None,
+    clipnorm: Optional[float] = None,
+    weight_decay: float = 0.0,
+    skip_nonfinite: bool = False,
+) -> bool:
+    """Adam ("epsilon hat" form, as Keras), in place on ``param``, ``m``, ``v`` (and ``vhat``).
+
+    ``step`` is the 1-based step number t (Keras: ``iterations + 1``)::
+
+        alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)
+        m = m + (g - m) * (1 - beta_1)
+        v = v + (g*g - v) * (1 - beta_2)
+        vhat = max(vhat, v)                       # amsgrad, when vhat is given
+        p = p - lr*wd*p - alpha * m / (sqrt(v or vhat) + epsilon)
+    """
+    return _core.adam(
+        [param],
+        [grad],
+        [m],
+        [v],
+        None if vhat is None else [vhat],
+        lr=lr,
+        beta_1=beta_1,
+        beta_2=beta_2,
+        epsilon=epsilon,
+        step=_step(step),
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        skip_nonfinite=skip_nonfinite,
+    )
+
+
+def gradient_descent_multi(
+    params: Sequence[np.ndarray],
+    grads: Sequence[np.ndarray],
+    *,
+    lr: float,
+    clipnorm: Optional[float] = None,
+    global_clipnorm: Optional[float] = None,
+    weight_decay: WeightDecay = 0.0,
+    skip_nonfinite: bool = False,
+) -> bool:
+    """:func:`gradient_descent` on every ``(params[i], grads[i])`` in one call.
+
+    ``weight_decay`` is one value or one per parameter. ``global_clipnorm=c`` scales
+    all gradients by ``c / max(sqrt(sum_i ||g_i||^2), c)``.
+    """
+    return _core.gradient_descent(
+        _list(params),
+        _list(grads),
+        lr=lr,
+        weight_decay=_wd(weight_decay),
+        clipnorm=clipnorm,
+        global_clipnorm=global_clipnorm,
+        skip_nonfinite=skip_nonfinite,
+    )
+
+
+def momentum_multi(
+    params: Sequence[np.ndarray],
+    grads: Sequence[np.ndarray],
+    velocities: Sequence[np.ndarray],
+    *,
+    lr: float,
+    momentum: float,
+    nesterov: bool = False,
+    clipnorm: Optional[float] = None,
+    global_clipnorm: Optional[float] = None,
+    weight_decay: WeightDecay = 0.0,
+    skip_nonfinite: bool = False,
+) -> bool:
+    """:func:`momentum` on every tensor in one call (see :func:`gradient_descent_multi`)."""
+    return _core.momentum(
+        _list(params),
+        _list(grads),
+        _list(velocities),
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=_wd(weight_decay),
+        clipnorm=clipnorm,
+        global_clipnorm=global_clipnorm,
+        skip_nonfinite=skip_nonfinite,
+    )
+
+
+def adam_multi(
+    params: Sequence[np.ndarray],
+    grads: Sequence[np.ndarray],
+    ms: Sequence[np.ndarray],
+    vs: Sequence[np.ndarray],
+    *,
+    lr: float,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    step: int,
+    vhats: Optional[Sequence[np.ndarray]] = None,
+    clipnorm: Optional[float] = None,
+    global_clipnorm: Optional[float] = None,
+    weight_decay: WeightDecay = 0.0,
+    skip_nonfinite: bool = False,
+) -> bool:
+    """:func:`adam` on every tensor in one call (amsgrad when ``vhats`` is given)."""
+    return _core.adam(
+        _list(params),
+        _list(grads),
+        _list(ms),
+        _list(vs),
+        None if vhats is None else _list(vhats),
+        lr=lr,
+        beta_1=beta_1,
+        beta_2=beta_2,
+        epsilon=epsilon,
+        step=_step(step),
+        weight_decay=_wd(weight_decay),
+        clipnorm=clipnorm,
+        global_clipnorm=global_clipnorm,
+        skip_nonfinite=skip_nonfinite,
+    )
+
+
+def _list(arrays) -> list:
+    if isinstance(arrays, np.ndarray):
+        raise TypeError("expected a list of arrays, got a single numpy.ndarray")
+    return list(arrays)
+
+
+def _wd(weight_decay: WeightDecay):
+    if isinstance(weight_decay, (list, tuple, np.ndarray)):
+        return [float(w) for w in weight_decay]
+    return weight_decay
+
+
+def _step(step) -> int:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+        raise TypeError(f"step must be an int >= 1, got {type(step).__name__}")
+    return int(step)
