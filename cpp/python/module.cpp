@@ -253,6 +253,16 @@ PYBIND11_MODULE(_core, m) {
   m.def("adam", &adam, arg("params"), arg("grads"), arg("ms"), arg("vs"), arg("vhats") = py::none(), py::kw_only(),
         arg("lr"), arg("beta_1"), arg("beta_2"), arg("epsilon"), arg("step"), arg("weight_decay") = 0.0,
         arg("clipnorm") = py::none(), arg("global_clipnorm") = py::none(), arg("skip_nonfinite") = false);
+  // Hyperparameter checks shared with the other front ends: "" when valid, else the message.
+  m.def("check_gradient_descent", [](double lr) { return check(GradientDescentHyper{lr}); }, py::arg("lr"));
+  m.def("check_momentum", [](double lr, double mu) { return check(MomentumHyper{lr, mu, false}); }, py::arg("lr"),
+        py::arg("momentum"));
+  m.def("check_adam",
+        [](double lr, double beta_1, double beta_2, double epsilon, std::int64_t step) {
+          return check(AdamHyper{lr, beta_1, beta_2, epsilon, step, false});
+        },
+        py::arg("lr"), py::arg("beta_1"), py::arg("beta_2"), py::arg("epsilon"), py::arg("step"));
+  m.def("check_weight_decay", &check_weight_decay, py::arg("weight_decay"));
   m.def("isa", [] { return std::string(isa_name(active_isa())); }, "The instruction-set path in use.");
   m.def("supported_isas", [] {
     std::vector<std::string> out;

@@ -1,0 +1,59 @@
+"""Optimizer updates on TensorFlow variables: pyopt's fused custom ops, or pure-TF ops.
+
+Every function updates the variables (and slot variables) in place and returns the
+backend that ran the step: ``"fused"`` (one custom-op call per device/dtype group,
+clipping fused in) or ``"tf"`` (the same formulas as plain TF ops; works under XLA).
+``backend="auto"`` (default) picks fused where it can; ``PYOPT_BACKEND=tf`` forces the
+pure-TF path everywhere.
+
+The ``*_multi`` functions take lists; the single-variable forms take one of each.
+"""
+
+from ._api import (
+    BACKENDS,
+    FusedBackendError,
+    adam_multi,
+    check_backend,
+    fused_unsupported_reason,
+    gradient_descent_multi,
+    in_xla_context,
+    momentum_multi,
+    resolve_backend,
+)
+
+
+def gradient_descent(variable, grad, *, lr, weight_decay=0.0, clipnorm=None, use_locking=True, backend="auto"):
+    """Single-variable :func:`gradient_descent_multi`: ``p = p - lr*wd*p - lr*g``."""
+    return gradient_descent_multi([variable], [grad], lr=lr, weight_decay=weight_decay, clipnorm=clipnorm,
+                                  use_locking=use_locking, backend=backend)
+
+
+def momentum(variable, grad, velocity, *, lr, momentum, nesterov=False, weight_decay=0.0, clipnorm=None,
+             use_locking=True, backend="auto"):
+    """Single-variable :func:`momentum_multi`: ``m = mu*m - lr*g; p = p - lr*wd*p + m``."""
+    return momentum_multi([variable], [grad], [velocity], lr=lr, momentum=momentum, nesterov=nesterov,
+                          weight_decay=weight_decay, clipnorm=clipnorm, use_locking=use_locking, backend=backend)
+
+
+def adam(variable, grad, m, v, *, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step, vhat=None, weight_decay=0.0,
+         clipnorm=None, use_locking=True, backend="auto"):
+    """Single-variable :func:`adam_multi` (amsgrad when ``vhat`` is given)."""
+    return adam_multi([variable], [grad], [m], [v], lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step,
+                      vhats=None if vhat is None else [vhat], weight_decay=weight_decay, clipnorm=clipnorm,
+                      use_locking=use_locking, backend=backend)
+
+
+__all__ = [
+    "BACKENDS",
+    "FusedBackendError",
+    "adam",
+    "adam_multi",
+    "check_backend",
+    "fused_unsupported_reason",
+    "gradient_descent",
+    "gradient_descent_multi",
+    "in_xla_context",
+    "momentum",
+    "momentum_multi",
+    "resolve_backend",
+]

@@ -1,0 +1,223 @@
+"""The functional API over TensorFlow variables, and the one place that picks the backend."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from typing import Optional, Sequence
+
+import tensorflow as tf
+
+from .. import _core
+from . import _tf_math
+
+BACKENDS = ("auto", "fused", "tf")
+
+
+class FusedBackendError(RuntimeError):
+    """backend="fused" was requested for a step the fused ops cannot run."""
+
+
+def _fused_module():
+    from . import _fused
+
+    return _fused
+
+
+def in_xla_context() -> bool:
+    """True while tracing a function that XLA will compile (``jit_compile=True``)."""
+    from tensorflow.python.ops import control_flow_util
+
+    return tf.executing_eagerly() is False and control_flow_util.GraphOrParentsInXlaContext(
+        tf.compat.v1.get_default_graph()
+    )
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def fused_unsupported_reason(variables, grads) -> Optional[str]:
+    """Why the fused ops cannot run this step, or None if they can."""
+    if os.environ.get("PYOPT_BACKEND", "").lower() == "tf":
+        return "PYOPT_BACKEND=tf forces the pure-TF backend"
+    if in_xla_context():
+        return "inside an XLA-compiled function (custom ops have no XLA kernel)"
+    return _fused_module().supports(list(variables), list(grads))
+
+
+def resolve_backend(backend: str, variables, grads) -> str:
+    """The backend that runs this step: "fused" or "tf".
+
+    "auto" picks "fused" when the op library is loaded and every variable is a dense CPU
+    variable of a supported dtype outside XLA, else "tf". "fused" raises
+    :class:`FusedBackendError` with the reason when it cannot run the step (except under
+    PYOPT_BACKEND=tf, which always wins). "tf" always uses the pure-TF ops.
+    """
+    check_backend(backend)
+    env = os.environ.get("PYOPT_BACKEND", "").lower()
+    if backend == "tf" or env == "tf":
+        return "tf"
+    reason = fused_unsupported_reason(variables, grads)
+    if reason is None:
+        return "fused"
+    if backend == "fused":
+        raise FusedBackendError(f"backend='fused' cannot run this step: {reason}")
+    return "tf"
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _require(message: str) -> None:
+    if message:
+        raise ValueError(message)
+
+
+def _check_static(check, **values) -> None:
+    """Run a core hyperparameter check when every value is a Python number."""
+    if all(_is_number(v) for v in values.values()):
+        _require(check(**values))
+
+
+def _as_list(x, name: str) -> list:
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    raise TypeError(f"{name} must be a list of variables/tensors, got {type(x).__name__}")
+
+
+def _weight_decays(weight_decay, n: int) -> list:
+    wds = list(weight_decay) if isinstance(weight_decay, (list, tuple)) else [weight_decay] * n
+    if len(wds) != n:
+        raise ValueError(f"weight_decay has {len(wds)} values but there are {n} variables")
+    out = []
+    for wd in wds:
+        if not _is_number(wd):
+            raise TypeError(f"weight_decay must be a float or a list of floats, got {type(wd).__name__}")
+        _require(_core.check_weight_decay(float(wd)))
+        out.append(float(wd))
+    return out
+
+
+def _clip_options(clipnorm, global_clipnorm):
+    for name, value in (("clipnorm", clipnorm), ("global_clipnorm", global_clipnorm)):
+        if value is not None and not (_is_number(value) and 0 < value < float("inf")):
+            raise ValueError(f"{name} must be a finite number > 0 (or None), got {value!r}")
+    if clipnorm is not None and global_clipnorm is not None:
+        raise ValueError("clipnorm and global_clipnorm are mutually exclusive: set at most one")
+    return (float(clipnorm) if clipnorm else None, float(global_clipnorm) if global_clipnorm else None)
+
+
+def _check_lengths(names_lists) -> int:
+    (first_name, first), *rest = names_lists
+    for name, items in rest:
+        if items is not None and len(items) != len(first):
+            raise ValueError(f"{name} has {len(items)} entries but {first_name} has {len(first)}")
+    return len(first)
+
+
+def _groups(variables) -> list:
+    """Indices of the variables grouped by (device, dtype), in first-seen order."""
+    groups: dict = {}
+    for i, var in enumerate(variables):
+        groups.setdefault((getattr(var, "device", ""), var.dtype), []).append(i)
+    return list(groups.values())
+
+
+def _apply(rule: str, backend: str, variables, grads, slots: dict, hyper: dict, weight_decay, clipnorm,
+           global_clipnorm, skip_nonfinite, use_locking) -> str:
+    """Validate, pick the backend, and run ``<rule>_multi`` of the fused or pure-TF module.
+
+    ``slots`` maps slot-list names to lists (positional after grads, except "vhats").
+    On the fused path one op runs per (device, dtype) group; a global_clipnorm spanning
+    several groups is applied to the gradients first so every group sees the joint norm.
+    """
+    n = _check_lengths([("variables", variables), ("grads", grads), *slots.items()])
+    clipnorm, global_clipnorm = _clip_options(clipnorm, global_clipnorm)
+    common = dict(clipnorm=clipnorm, global_clipnorm=global_clipnorm, skip_nonfinite=bool(skip_nonfinite),
+                  use_locking=bool(use_locking))
+    weight_decay = _weight_decays(weight_decay, n)
+    if n == 0:
+        return "tf"
+    chosen = resolve_backend(backend, variables, grads)
+    if rule == "adam":
+        hyper = dict(hyper, vhats=slots.pop("vhats", None))
+    if chosen == "tf":
+        getattr(_tf_math, f"{rule}_multi")(variables, grads, *slots.values(), **hyper, weight_decay=weight_decay,
+                                           **common)
+        return chosen
+    groups = _groups(variables)
+    if len(groups) > 1 and (global_clipnorm or skip_nonfinite):
+        grads, scales, ok = _tf_math._prepare_gradients(grads, None, global_clipnorm, skip_nonfinite)
+        grads = [_tf_math._scaled(g, s, g.dtype) for g, s in zip(grads, scales)]
+        common.update(global_clipnorm=None, skip_nonfinite=False)
+        _tf_math._run(ok, lambda: _run_groups(rule, groups, variables, grads, slots, hyper, weight_decay, common))
+        return chosen
+    _run_groups(rule, groups, variables, grads, slots, hyper, weight_decay, common)
+    return chosen
+
+
+def _run_groups(rule, groups, variables, grads, slots, hyper, weight_decay, common):
+    fused = getattr(_fused_module(), f"{rule}_multi")
+    ops = []
+    for idx in groups:
+        pick = lambda items: [items[i] for i in idx]  # noqa: E731
+        group_hyper = dict(hyper)
+        if group_hyper.get("vhats") is not None:
+            group_hyper["vhats"] = pick(group_hyper["vhats"])
+        ops.append(fused(pick(variables), pick(grads), *(pick(s) for s in slots.values()), **group_hyper,
+                         weight_decay=pick(weight_decay), **common))
+    return [op for op in ops if op is not None]
+
+
+def gradient_descent_multi(variables: Sequence, grads: Sequence, *, lr, weight_decay=0.0,
+                           clipnorm: Optional[float] = None, global_clipnorm: Optional[float] = None,
+                           skip_nonfinite: bool = False, use_locking: bool = True, backend: str = "auto") -> str:
+    """Gradient descent on every variable in one step: ``p = p - lr*wd*p - lr*g``.
+
+    Gradients are clipped first (``clipnorm``: each by its own norm, ``global_clipnorm``:
+    all by their joint norm, ``g *= c / max(norm, c)``). ``lr`` may be a float or a scalar
+    tensor. Returns the backend that ran the step ("fused" or "tf").
+    """
+    _check_static(_core.check_gradient_descent, lr=lr)
+    return _apply("gradient_descent", backend, _as_list(variables, "variables"), _as_list(grads, "grads"), {},
+                  dict(lr=lr), weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking)
+
+
+def momentum_multi(variables: Sequence, grads: Sequence, velocities: Sequence, *, lr, momentum: float,
+                   nesterov: bool = False, weight_decay=0.0, clipnorm: Optional[float] = None,
+                   global_clipnorm: Optional[float] = None, skip_nonfinite: bool = False, use_locking: bool = True,
+                   backend: str = "auto") -> str:
+    """Momentum (Keras form) on every variable: ``m = mu*m - lr*g; p = p - lr*wd*p + m``
+    (nesterov: ``p = p - lr*wd*p + mu*m - lr*g``). Returns the backend used."""
+    _check_static(_core.check_momentum, lr=lr, momentum=momentum)
+    return _apply("momentum", backend, _as_list(variables, "variables"), _as_list(grads, "grads"),
+                  {"velocities": _as_list(velocities, "velocities")}, dict(lr=lr, momentum=float(momentum),
+                                                                           nesterov=bool(nesterov)),
+                  weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking)
+
+
+def adam_multi(variables: Sequence, grads: Sequence, ms: Sequence, vs: Sequence, *, lr, beta_1: float = 0.9,
+               beta_2: float = 0.999, epsilon: float = 1e-7, step, vhats: Optional[Sequence] = None,
+               weight_decay=0.0, clipnorm: Optional[float] = None, global_clipnorm: Optional[float] = None,
+               skip_nonfinite: bool = False, use_locking: bool = True, backend: str = "auto") -> str:
+    """Adam (Keras' "epsilon hat" form) on every variable; ``step`` is 1-based::
+
+        alpha = lr*sqrt(1-beta_2^t)/(1-beta_1^t)
+        m = m + (g-m)*(1-beta_1);  v = v + (g^2-v)*(1-beta_2);  [vhat = max(vhat, v)]
+        p = p - lr*wd*p - alpha*m/(sqrt(v or vhat)+epsilon)
+
+    ``vhats`` given means amsgrad. Returns the backend used.
+    """
+    if isinstance(step, (bool, float)):
+        raise TypeError(f"step must be an int >= 1 or an integer tensor, got {type(step).__name__}")
+    _check_static(_core.check_adam, lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step)
+    slots = {"ms": _as_list(ms, "ms"), "vs": _as_list(vs, "vs")}
+    if vhats is not None:
+        slots["vhats"] = _as_list(vhats, "vhats")
+    hyper = dict(lr=lr, beta_1=float(beta_1), beta_2=float(beta_2), epsilon=float(epsilon), step=step)
+    return _apply("adam", backend, _as_list(variables, "variables"), _as_list(grads, "grads"), slots, hyper,
+                  weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking)
