@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "pyopt/apply.h"
+#include "pyopt/probe.h"
 
 namespace py = pybind11;
 using namespace pyopt;
@@ -57,6 +58,8 @@ struct Arg {
 
 DType dtype_of(const Arg& a) {
   const std::string name = py::str(a.array.dtype().attr("name"));
+  if (!a.array.dtype().attr("isnative").cast<bool>())
+    throw py::type_error(a.name + " must be in native byte order (use .astype(arr.dtype.newbyteorder('=')))");
   if (name == "float32") return DType::float32;
   if (name == "float64") return DType::float64;
   if (name == "float16") return DType::float16;
@@ -141,15 +144,24 @@ std::vector<Arg> gather(const std::vector<std::pair<const char*, py::object>>& l
   return args;
 }
 
+double as_weight_decay(const py::handle& x) {
+  try {
+    if (!py::isinstance<py::bool_>(x)) return x.cast<double>();
+  } catch (const py::cast_error&) {
+  }
+  throw py::type_error("weight_decay must be a float or a list of floats, got " +
+                       std::string(py::str(py::type::of(x).attr("__name__"))));
+}
+
 std::vector<double> weight_decays(const py::object& wd, std::size_t n) {
   std::vector<double> out;
   if (py::isinstance<py::list>(wd) || py::isinstance<py::tuple>(wd)) {
-    for (auto x : wd) out.push_back(x.cast<double>());
+    for (auto x : wd) out.push_back(as_weight_decay(x));
     if (out.size() != n)
       throw py::value_error("weight_decay has " + std::to_string(out.size()) + " values but there are " +
                             std::to_string(n) + " parameters");
   } else {
-    out.assign(n, wd.cast<double>());
+    out.assign(n, as_weight_decay(wd));
   }
   for (double x : out) require(check_weight_decay(x));
   return out;
@@ -283,5 +295,20 @@ PYBIND11_MODULE(_core, m) {
     py::gil_scoped_release release;
     pool().resize(n);
   });
+  m.def(
+      "stream_triad",
+      [](py::array_t<float, py::array::c_style> a, py::array_t<float, py::array::c_style> b,
+         py::array_t<float, py::array::c_style> c, float s) {
+        if (a.size() != b.size() || a.size() != c.size()) throw py::value_error("a, b and c must have the same size");
+        if (!a.writeable()) throw py::value_error("a is read-only");
+        float* pa = a.mutable_data();
+        const float* pb = b.data();
+        const float* pc = c.data();
+        const std::int64_t n = a.size();
+        py::gil_scoped_release release;
+        stream_triad(pa, pb, pc, s, n, pool_executor());
+      },
+      py::arg("a"), py::arg("b"), py::arg("c"), py::arg("s"),
+      "Bandwidth probe (float32, contiguous): a = b + s*c on the kernels' thread pool; 12 bytes per element.");
   m.attr("chunk_elements") = kChunkElems;
 }

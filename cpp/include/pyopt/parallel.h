@@ -1,12 +1,13 @@
 // Work splitting for multi-tensor steps, and a small thread pool for front ends that have
 // none of their own (the NumPy bindings; TensorFlow passes its intra-op pool instead).
 //
-// All tensors of a step are laid end to end in one virtual index space, cut into chunks of
-// kChunkElems elements. A chunk edge that falls inside a tensor is rounded up to a multiple
-// of kAlignElems elements of that tensor, so two threads never write the same cache line
-// (for element sizes >= 2 bytes). The cut does not depend on the thread count, so partial
-// sums (clip norms) are reduced in the same order however many threads run: results are
-// bit-for-bit reproducible.
+// Each tensor is cut at its own multiples of kChunkElems elements (so pieces start on
+// cache-line boundaries and a tensor is split the same way whatever else is in the step),
+// and consecutive pieces are packed into chunks of at most kChunkElems elements (so many
+// small tensors share a chunk). The cut does not depend on the thread count or on the
+// other tensors, so partial sums (clip norms) are reduced in the same order however the
+// step is run: results are bit-for-bit reproducible, and a tensor updated in a multi call
+// gets exactly the result of updating it alone.
 #pragma once
 
 #include <algorithm>
@@ -20,8 +21,7 @@
 
 namespace pyopt {
 
-constexpr std::int64_t kChunkElems = 32768;  // below this a step runs on the calling thread
-constexpr std::int64_t kAlignElems = 32;     // 64 bytes of 2-byte elements
+constexpr std::int64_t kChunkElems = 32768;  // a unit of work; a step this small runs on the calling thread
 
 // Runs fn(begin, end) over sub-ranges covering [0, n) (possibly in parallel) and returns
 // when all are done. `cost` is a per-item cost estimate in bytes moved, for pools that use it.
@@ -32,13 +32,13 @@ inline void run_inline(std::int64_t n, std::int64_t, const std::function<void(st
   if (n > 0) fn(0, n);
 }
 
-// A contiguous piece of one tensor, owned by one chunk.
+// A contiguous piece [begin, end) of one tensor.
 struct Slice {
   std::int64_t tensor, begin, end;
 };
 
 struct ChunkPlan {
-  std::vector<Slice> slices;             // ordered by chunk, then tensor
+  std::vector<Slice> slices;              // ordered by tensor, then begin
   std::vector<std::int64_t> chunk_start;  // slices of chunk k: [chunk_start[k], chunk_start[k+1])
   std::int64_t total = 0;
   std::int64_t num_chunks() const { return std::int64_t(chunk_start.size()) - 1; }
@@ -46,33 +46,24 @@ struct ChunkPlan {
 
 inline ChunkPlan plan_chunks(const std::vector<std::int64_t>& sizes, std::int64_t chunk = kChunkElems) {
   ChunkPlan plan;
-  for (std::int64_t s : sizes) plan.total += s;
-  const std::int64_t chunks = std::max<std::int64_t>(1, (plan.total + chunk - 1) / chunk);
-  // Local edge of global cut k inside a tensor starting at `offset` with `size` elements.
-  auto edge = [chunk](std::int64_t k, std::int64_t offset, std::int64_t size) {
-    std::int64_t local = k * chunk - offset;
-    if (local <= 0) return std::int64_t(0);
-    local = (local + kAlignElems - 1) / kAlignElems * kAlignElems;
-    return std::min(local, size);
-  };
-  plan.chunk_start.assign(size_t(chunks + 1), 0);
-  std::int64_t offset = 0;
+  plan.chunk_start.push_back(0);
+  std::int64_t filled = 0;  // elements in the chunk being packed
   for (std::int64_t t = 0; t < std::int64_t(sizes.size()); ++t) {
     const std::int64_t size = sizes[size_t(t)];
-    if (size > 0) {
-      const std::int64_t first = std::min(offset / chunk, chunks - 1);
-      for (std::int64_t k = first; k < chunks; ++k) {
-        const std::int64_t b = edge(k, offset, size), e = (k + 1 == chunks) ? size : edge(k + 1, offset, size);
-        if (b >= size) break;
-        if (e > b) {
-          plan.slices.push_back({t, b, e});
-          plan.chunk_start[size_t(k + 1)]++;
-        }
+    for (std::int64_t b = 0; b < size; b += chunk) {
+      const std::int64_t e = std::min(size, b + chunk);
+      if (filled > 0 && filled + (e - b) > chunk) {
+        plan.chunk_start.push_back(std::int64_t(plan.slices.size()));
+        filled = 0;
       }
+      plan.slices.push_back({t, b, e});
+      filled += e - b;
     }
-    offset += size;
+    plan.total += size;
   }
-  for (size_t k = 1; k < plan.chunk_start.size(); ++k) plan.chunk_start[k] += plan.chunk_start[k - 1];
+  plan.chunk_start.push_back(std::int64_t(plan.slices.size()));
+  if (plan.chunk_start.size() > 2 && plan.chunk_start[plan.chunk_start.size() - 2] == plan.chunk_start.back())
+    plan.chunk_start.pop_back();  // no empty trailing chunk
   return plan;
 }
 
