@@ -6,9 +6,16 @@ import os
 import platform
 
 
-def _core():
-    from . import _core
-
+def core():
+    """The compiled module ``pyopt._core``, or an ImportError that says how to fix the install."""
+    try:
+        from . import _core
+    except ImportError as exc:
+        raise ImportError(
+            "pyopt's compiled core (pyopt._core) is missing or cannot be loaded "
+            f"({exc}). Reinstall pyopt from source with a C++17 compiler: "
+            "`pip install --force-reinstall --no-binary pyopt pyopt` or `pip install .` in a checkout."
+        ) from exc
     return _core
 
 
@@ -16,7 +23,7 @@ def set_num_threads(n: int) -> None:
     """Set the number of threads of the NumPy kernels' pool (default: all cores, or $PYOPT_NUM_THREADS)."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"num_threads must be an int, got {type(n).__name__}")
-    _core().set_num_threads(n)
+    core().set_num_threads(n)
 
 
 def config() -> dict:
@@ -31,12 +38,12 @@ def config() -> dict:
         "cores": os.cpu_count(),
     }
     try:
-        core = _core()
+        lib = core()
         info.update(
-            isa=core.isa(),
-            supported_isas=core.supported_isas(),
-            numpy_threads=core.num_threads(),
-            chunk_elements=core.chunk_elements,
+            isa=lib.isa(),
+            supported_isas=lib.supported_isas(),
+            numpy_threads=lib.num_threads(),
+            chunk_elements=lib.chunk_elements,
         )
     except ImportError as exc:  # pragma: no cover - broken install
         info["core_error"] = str(exc)

@@ -23,7 +23,9 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from . import _core
+from ._config import core as _load_core
+
+_core = _load_core()
 
 __all__ = [
     "gradient_descent",

@@ -8,9 +8,10 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from .. import _core
+from .._config import core as _load_core
 from . import _tf_math
 
+_core = _load_core()
 BACKENDS = ("auto", "fused", "tf")
 
 
