@@ -1,0 +1,18 @@
+"""Keras 3 optimizers on pyopt's fused ops: drop-ins for ``keras.optimizers.Adam`` / ``SGD``.
+
+Each class is the Keras built-in with its update replaced by ONE ``pyopt.ops.*_multi`` call
+per step (clipnorm / global_clipnorm and weight decay fused in), on the fused custom ops or
+pure TF (``backend="auto" | "fused" | "tf"``, see :class:`PyoptOptimizer`)::
+
+    model.compile(optimizer=pyopt.optimizers.Adam(1e-3, weight_decay=1e-4), loss="mse")
+
+``GradientDescent`` and ``Momentum`` are the chapter's names (``SGD`` without / with
+momentum). Every class takes ``lr`` as an alias of ``learning_rate`` and is registered for
+Keras serialization as ``"pyopt>ClassName"``.
+"""
+
+from ._adam import Adam
+from ._base import PyoptOptimizer
+from ._sgd import SGD, GradientDescent, Momentum
+
+__all__ = ["Adam", "GradientDescent", "Momentum", "PyoptOptimizer", "SGD"]

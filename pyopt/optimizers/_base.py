@@ -1,0 +1,188 @@
+"""What every pyopt Keras optimizer shares: argument checks, the backend choice, the one-call step.
+
+A pyopt optimizer is the Keras 3 built-in it replaces (``class Adam(PyoptOptimizer,
+keras.optimizers.Adam)``): constructor, ``build`` (slot variables, their names and order),
+``get_config``, loss scaling, gradient accumulation, EMA, constraints and the iteration
+counter all stay Keras's own. Only the update itself changes.
+
+Keras's TF optimizer runs a step as separate passes::
+
+    grads = _clip_gradients(grads)            # clipnorm / global_clipnorm / clipvalue
+    _apply_weight_decay(variables)            # p = p - lr*wd*p, one op per variable
+    _backend_update_step(grads, variables)    # update_step(g, p) per variable
+
+Outside ``tf.distribute`` strategies, :class:`PyoptOptimizer` defers clipnorm,
+global_clipnorm and weight decay (``_clip_gradients`` and ``_apply_weight_decay`` return
+without doing anything) and runs all three inside ONE ``pyopt.ops.*_multi`` call from
+``_backend_update_step``: one fused op per (device, dtype) group of variables, or the same
+maths as plain TF ops (``backend="tf"``, under XLA, or when the op library is missing).
+``clipvalue`` stays with Keras. Under a strategy, Keras's per-variable path runs unchanged
+and ``update_step`` updates one variable with the same ``pyopt.ops`` rule.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import keras
+import tensorflow as tf
+
+from .. import ops as pyopt_ops
+
+
+class _Default(float):
+    """A float default that can be told apart from the same value passed by the caller.
+
+    Used for ``learning_rate`` so that ``lr=`` (its alias) can be refused when both are given,
+    while the signature still reads ``learning_rate=0.001``.
+    """
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def check_number(name: str, value, *, low: float = 0.0, high: float = math.inf, high_open: bool = False) -> float:
+    """``float(value)`` if it is a real number in ``[low, high]`` (``[low, high)``), else a clear error."""
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}: {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and low <= value and (value < high if high_open else value <= high)):
+        bounds = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a finite number {bounds}, got {value!r}")
+    return value
+
+
+def _learning_rate(learning_rate, lr):
+    """The learning rate from ``learning_rate`` or its alias ``lr``: a float >= 0, a schedule or a callable."""
+    if lr is not None:
+        if not isinstance(learning_rate, _Default):
+            raise ValueError("pass the learning rate as learning_rate or as its alias lr, not both")
+        learning_rate = lr
+    if isinstance(learning_rate, bool):
+        raise TypeError(f"learning_rate must be a float, a LearningRateSchedule or a callable, got {learning_rate!r}")
+    if _is_number(learning_rate):
+        value = float(learning_rate)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"learning_rate must be a finite number >= 0, got {learning_rate!r}")
+        return value
+    return learning_rate  # a schedule or a callable; Keras rejects anything else
+
+
+def _check_base_arguments(kwargs: dict) -> None:
+    """Clear errors for base-optimizer numbers Keras would silently ignore or fail on later."""
+    for name in ("clipnorm", "global_clipnorm", "clipvalue", "weight_decay"):
+        if kwargs.get(name) is not None:
+            check_number(name, kwargs[name])
+
+
+def tf_variable(variable):
+    """The ``tf.Variable`` behind a Keras variable (what ``pyopt.ops`` and TF's ops update)."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+def _dense(grad, dtype):
+    # IndexedSlices (Embedding gradients) become dense, as Keras's TF Adam effectively does.
+    return tf.cast(tf.convert_to_tensor(grad), dtype)
+
+
+class PyoptOptimizer(keras.optimizers.Optimizer):
+    """Base of pyopt's Keras 3 optimizers: one ``pyopt.ops`` call per step.
+
+    Args (on top of the Keras optimizer's own):
+        lr: alias of ``learning_rate`` (give one of the two).
+        backend: ``"auto"`` (fused ops where they can run, else pure TF), ``"fused"`` (the
+            fused ops; an error if a step cannot use them) or ``"tf"`` (pure TF ops).
+        skip_nonfinite: if True, a step whose gradients hold NaN or Inf leaves the variables
+            and slots untouched (Keras's iteration counter still counts it). The default
+            lets NaN propagate, as Keras does.
+
+    Attributes:
+        backend: the requested backend.
+        last_backend: the backend the most recent step ran on (``"fused"`` or ``"tf"``;
+            None before the first step). In a ``tf.function`` it is set when the step is
+            traced, i.e. it names the path that the compiled function runs.
+
+    Subclasses implement ``_apply_rule(variables, grads, learning_rate, **options)``: one
+    ``pyopt.ops.*_multi`` call over ``tf.Variable`` lists, returning the backend that ran.
+    """
+
+    def __init__(self, learning_rate, *, lr=None, backend="auto", skip_nonfinite=False, **kwargs):
+        pyopt_ops.check_backend(backend)
+        if not isinstance(skip_nonfinite, bool):
+            raise TypeError(f"skip_nonfinite must be a bool, got {type(skip_nonfinite).__name__}")
+        _check_base_arguments(kwargs)
+        super().__init__(learning_rate=_learning_rate(learning_rate, lr), **kwargs)
+        self._backend = backend
+        self.skip_nonfinite = skip_nonfinite
+        self.last_backend = None
+
+    @property
+    def backend(self) -> str:
+        """The requested backend: "auto", "fused" or "tf"."""
+        return self._backend
+
+    def _one_call_step(self) -> bool:
+        """True when clipping, weight decay and the update run as one ``pyopt.ops`` call.
+
+        That is everywhere except under a ``tf.distribute`` strategy, where Keras's
+        per-variable ``distribution.extended.update`` path is kept.
+        """
+        return not tf.distribute.has_strategy() and self._distribution_strategy is tf.distribute.get_strategy()
+
+    def _clip_gradients(self, grads):
+        if self._one_call_step() and not self.clipvalue:
+            return list(grads)  # clipnorm / global_clipnorm happen inside the update call
+        return super()._clip_gradients(grads)
+
+    def _apply_weight_decay(self, variables):
+        if self._one_call_step():
+            return  # p = p - lr*wd*p happens inside the update call
+        super()._apply_weight_decay(variables)
+
+    def _clip_option(self, name: str):
+        value = getattr(self, name)
+        return value if value and value > 0 else None  # Keras: 0 / None mean "off"
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if not self._one_call_step():
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        variables = [tf_variable(v) for v in trainable_variables]
+        wd = self.weight_decay or 0.0
+        self.last_backend = self._apply_rule(
+            variables,
+            [_dense(g, v.dtype) for g, v in zip(grads, variables)],
+            _lr_value(learning_rate),
+            weight_decay=[wd if wd and self._use_weight_decay(v) else 0.0 for v in variables],
+            clipnorm=self._clip_option("clipnorm"),
+            global_clipnorm=self._clip_option("global_clipnorm"),
+            skip_nonfinite=self.skip_nonfinite,
+        )
+
+    def update_step(self, gradient, variable, learning_rate):
+        """One variable (the ``tf.distribute`` path): Keras has already clipped and decayed.
+
+        With ``skip_nonfinite`` a variable whose own gradient is not finite is left alone.
+        """
+        variable = tf_variable(variable)
+        self.last_backend = self._apply_rule([variable], [_dense(gradient, variable.dtype)], _lr_value(learning_rate),
+                                             skip_nonfinite=self.skip_nonfinite)
+
+    def _apply_rule(self, variables, grads, learning_rate, **options) -> str:
+        raise NotImplementedError
+
+    def _slots(self, variables, *slot_lists):
+        """For each list of slot variables, the ``tf.Variable`` slots of ``variables``, in order."""
+        idx = [self._get_variable_index(v) for v in variables]
+        return [[tf_variable(slots[i]) for i in idx] for slots in slot_lists]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(backend=self._backend, skip_nonfinite=self.skip_nonfinite)
+        return config
+
+
+def _lr_value(learning_rate):
+    """A Python number as is, anything else (variable, schedule output) as a tensor."""
+    return learning_rate if _is_number(learning_rate) else tf.convert_to_tensor(learning_rate)

@@ -1,0 +1,75 @@
+"""SGD (plain, momentum, Nesterov) as a drop-in for ``keras.optimizers.SGD``, and the chapter's names."""
+
+from __future__ import annotations
+
+import keras
+
+from .. import ops as pyopt_ops
+from ._base import PyoptOptimizer, _Default, check_number
+
+
+@keras.saving.register_keras_serializable(package="pyopt")
+class SGD(PyoptOptimizer, keras.optimizers.SGD):
+    """Gradient descent, with momentum when ``momentum > 0``, one fused call per step::
+
+        momentum == 0:  p = p - lr*wd*p - lr*g
+        momentum  > 0:  m = momentum*m - lr*g
+                        p = p - lr*wd*p + m                      (nesterov: + momentum*m - lr*g)
+
+    Same arguments, defaults, slots and results as ``keras.optimizers.SGD`` (``momentum`` in
+    [0, 1]; ints are accepted too), plus ``lr`` (alias of ``learning_rate``), ``backend``
+    and ``skip_nonfinite`` (see :class:`PyoptOptimizer`). Other keyword arguments are Keras's.
+    """
+
+    def __init__(self, learning_rate=_Default(0.01), momentum=0.0, nesterov=False, *, lr=None, backend="auto",
+                 skip_nonfinite=False, **kwargs):
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"nesterov must be a bool, got {type(nesterov).__name__}")
+        super().__init__(learning_rate, momentum=check_number("momentum", momentum, high=1.0), nesterov=nesterov,
+                         lr=lr, backend=backend, skip_nonfinite=skip_nonfinite, **kwargs)
+
+    def _apply_rule(self, variables, grads, learning_rate, **options):
+        if self.momentum == 0:
+            return pyopt_ops.gradient_descent_multi(variables, grads, lr=learning_rate, backend=self._backend,
+                                                    **options)
+        (velocities,) = self._slots(variables, self.momentums)
+        return pyopt_ops.momentum_multi(variables, grads, velocities, lr=learning_rate, momentum=self.momentum,
+                                        nesterov=self.nesterov, backend=self._backend, **options)
+
+
+@keras.saving.register_keras_serializable(package="pyopt")
+class GradientDescent(SGD):
+    """The chapter's clipped gradient descent: ``p = p - lr*g`` (``SGD`` without momentum).
+
+    ``GradientDescent(lr, clipnorm=None)``; every other ``SGD`` keyword works too.
+    """
+
+    def __init__(self, learning_rate=_Default(0.01), clipnorm=None, *, lr=None, **kwargs):
+        super().__init__(learning_rate, momentum=0.0, clipnorm=clipnorm, lr=lr, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["momentum"], config["nesterov"]
+        return config
+
+
+@keras.saving.register_keras_serializable(package="pyopt")
+class Momentum(SGD):
+    """The chapter's momentum: ``m = beta*m - lr*g; p = p + m`` (nesterov: ``p = p + beta*m - lr*g``).
+
+    ``Momentum(lr, beta=0.9, clipnorm=None, nesterov=False)`` is ``SGD(lr, momentum=beta,
+    nesterov=nesterov, clipnorm=clipnorm)``; every other ``SGD`` keyword works too.
+    """
+
+    def __init__(self, learning_rate=_Default(0.01), beta=0.9, clipnorm=None, nesterov=False, *, lr=None, **kwargs):
+        super().__init__(learning_rate, momentum=check_number("beta", beta, high=1.0), nesterov=nesterov,
+                         clipnorm=clipnorm, lr=lr, **kwargs)
+
+    @property
+    def beta(self) -> float:
+        return self.momentum
+
+    def get_config(self):
+        config = super().get_config()
+        config["beta"] = config.pop("momentum")
+        return config
