@@ -1,0 +1,121 @@
+"""Float64 NumPy reference of every pyopt update rule (Keras 3 formulas), for the tests.
+
+Written from the formulas, independently of the C++ core. Every function takes arrays of
+any float dtype, computes in float64 and returns new float64 arrays (inputs untouched):
+
+    clip by norm      g = g * c / max(||g||_2, c)          (Keras ``clip_by_norm``)
+    weight decay      p = p - lr*wd*p                      (decoupled, before the update)
+    gradient descent  p = p - lr*g
+    momentum          m = mu*m - lr*g;  p = p + m          (nesterov: p = p + mu*m - lr*g)
+    Adam              alpha = lr*sqrt(1 - b2**t) / (1 - b1**t)
+                      m = m + (g - m)*(1 - b1);  v = v + (g*g - v)*(1 - b2)
+                      vhat = max(vhat, v) (amsgrad; used in place of v)
+                      p = p - alpha*m / (sqrt(v) + eps)
+
+``step`` applies one rule by name to one tensor, ``step_multi`` to a list of tensors with
+``global_clipnorm`` and per-tensor weight decay, the way the ``*_multi`` kernels do.
+NaN/Inf propagate exactly as NumPy float64 arithmetic does (warnings silenced).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+# Slot names of each rule, in the order the kernels take them.
+SLOTS = {
+    "gradient_descent": (),
+    "momentum": ("velocity",),
+    "adam": ("m", "v"),
+    "adam_amsgrad": ("m", "v", "vhat"),
+}
+
+
+def _f64(x) -> np.ndarray:
+    return np.array(x, dtype=np.float64)  # always a copy
+
+
+def clip_scale(sum_of_squares: float, clipnorm: Optional[float]) -> float:
+    """The factor ``c / max(sqrt(sum_of_squares), c)`` (1 when ``clipnorm`` is None)."""
+    if clipnorm is None:
+        return 1.0
+    with np.errstate(all="ignore"):
+        return float(clipnorm / np.maximum(np.sqrt(sum_of_squares), clipnorm))
+
+
+def clip_by_norm(grad, clipnorm: Optional[float]) -> np.ndarray:
+    """``g * c / max(||g||_2, c)`` in float64."""
+    g = _f64(grad)
+    with np.errstate(all="ignore"):
+        return g * clip_scale(np.sum(g * g), clipnorm)
+
+
+def gradient_descent(param, grad, *, lr, weight_decay=0.0, clipnorm=None):
+    """Returns the new param: ``p = p - lr*wd*p - lr*clip(g)``."""
+    p, g = _f64(param), clip_by_norm(grad, clipnorm)
+    with np.errstate(all="ignore"):
+        if weight_decay:
+            p = p - lr * weight_decay * p
+        return p - lr * g
+
+
+def momentum(param, grad, velocity, *, lr, momentum, nesterov=False, weight_decay=0.0, clipnorm=None):
+    """Returns ``(param, velocity)``: ``m = mu*m - lr*g``; ``p = p - lr*wd*p + m`` (or ``+ mu*m - lr*g``)."""
+    p, g, m = _f64(param), clip_by_norm(grad, clipnorm), _f64(velocity)
+    with np.errstate(all="ignore"):
+        m = momentum * m - lr * g
+        if weight_decay:
+            p = p - lr * weight_decay * p
+        p = p + (momentum * m - lr * g if nesterov else m)
+    return p, m
+
+
+def adam(param, grad, m, v, vhat=None, *, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step, weight_decay=0.0,
+         clipnorm=None):
+    """Returns ``(param, m, v)``, or ``(param, m, v, vhat)`` when ``vhat`` is given (amsgrad)."""
+    p, g, m, v = _f64(param), clip_by_norm(grad, clipnorm), _f64(m), _f64(v)
+    alpha = lr * np.sqrt(1.0 - beta_2**step) / (1.0 - beta_1**step)
+    with np.errstate(all="ignore"):
+        m = m + (g - m) * (1.0 - beta_1)
+        v = v + (g * g - v) * (1.0 - beta_2)
+        denominator_v = v
+        if vhat is not None:
+            vhat = np.maximum(_f64(vhat), v)
+            denominator_v = vhat
+        if weight_decay:
+            p = p - lr * weight_decay * p
+        p = p - alpha * m / (np.sqrt(denominator_v) + epsilon)
+    return (p, m, v) if vhat is None else (p, m, v, vhat)
+
+
+_RULES = {"gradient_descent": gradient_descent, "momentum": momentum, "adam": adam, "adam_amsgrad": adam}
+
+
+def step(rule: str, param, grad, slots: Sequence = (), **hyper) -> tuple:
+    """One step of ``rule`` (a key of SLOTS); returns ``(param, *slots)`` in float64."""
+    out = _RULES[rule](param, grad, *slots, **hyper)
+    return out if isinstance(out, tuple) else (out,)
+
+
+def step_multi(rule: str, params, grads, slots=None, *, global_clipnorm=None, clipnorm=None, weight_decay=0.0,
+               **hyper) -> list:
+    """One step over many tensors; ``slots[i]`` are tensor i's slots, ``weight_decay`` one value or a list.
+
+    ``global_clipnorm=c`` scales every gradient by ``c / max(sqrt(sum_i ||g_i||^2), c)``.
+    Returns a list of ``(param, *slots)`` tuples.
+    """
+    n = len(params)
+    slots = slots if slots is not None else [()] * n
+    decays = list(weight_decay) if isinstance(weight_decay, (list, tuple)) else [weight_decay] * n
+    scale = 1.0
+    if global_clipnorm is not None:
+        with np.errstate(all="ignore"):
+            total = sum(float(np.sum(_f64(g) ** 2)) for g in grads)
+        scale = clip_scale(total, global_clipnorm)
+    out = []
+    for p, g, s, wd in zip(params, grads, slots, decays):
+        with np.errstate(all="ignore"):
+            g = _f64(g) * scale
+        out.append(step(rule, p, g, s, clipnorm=clipnorm, weight_decay=wd, **hyper))
+    return out
