@@ -1,0 +1,198 @@
+// Op definitions of the pyopt TensorFlow library: names, inputs, attrs, shape functions, docs.
+// The kernels are in kernels.cc; the maths in cpp/include/pyopt (one core for every front end).
+//
+// Each rule has a single-tensor op and a multi-tensor op that updates N variables at once:
+//   Pyopt>ApplyGradientDescent[Multi]   var                       lr
+//   Pyopt>ApplyMomentum[Multi]          var, velocity             lr, momentum      (nesterov)
+//   Pyopt>ApplyAdam[Multi]              var, m, v, vhat(0 or N)   lr, beta_1, beta_2, epsilon, step
+// followed by the common inputs grad, weight_decay, clipnorm (and global_clipnorm for the
+// multi ops). Variables are resource variables updated in place; there are no outputs.
+// Hyperparameters are float64 scalar inputs (TF float attrs are only 32-bit), lr may be any
+// float dtype (Keras keeps it in a float32 variable).
+#include <string>
+
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "tensorflow/core/framework/common_shape_fns.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tensorflow {
+namespace pyopt_tf {
+namespace {
+
+using shape_inference::InferenceContext;
+using shape_inference::ShapeHandle;
+
+// An InvalidArgument status with the pieces concatenated.
+template <class... Args>
+absl::Status Invalid(const Args&... args) {
+  return absl::InvalidArgumentError(absl::StrCat(args...));
+}
+
+struct Arg {
+  std::string name, doc;
+};
+
+struct RuleSpec {
+  std::string op;                 // e.g. "ApplyAdam"
+  std::string summary, formula;   // doc text
+  std::vector<Arg> slots;         // resource inputs after var, one per variable
+  bool vhat;                      // an optional list of resources (amsgrad)
+  std::vector<Arg> hyper;         // float64 scalar inputs after lr ("step" is int64)
+  std::vector<std::string> attrs; // extra attrs ("nesterov: bool = false")
+  std::vector<Arg> attr_docs;
+};
+
+std::string Indexed(const std::string& name, int i, bool multi) {
+  return multi ? name + "[" + std::to_string(i) + "]" : name;
+}
+
+// Shape function: every variable (from its handle data, when known) and every slot has the
+// shape of its gradient; hyperparameters are scalars; weight_decay is a scalar or [N].
+OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi) {
+  std::vector<std::string> lists{"var"};
+  for (const Arg& s : rule.slots) lists.push_back(s.name);
+  // The inputs after grad, in order; all scalars but weight_decay.
+  std::vector<std::string> scalars{"lr"};
+  for (const Arg& h : rule.hyper) scalars.push_back(h.name);
+  scalars.push_back("weight_decay");
+  scalars.push_back("clipnorm");
+  if (multi) scalars.push_back("global_clipnorm");
+  const bool has_vhat = rule.vhat;
+  return [=](InferenceContext* c) -> absl::Status {
+    int n = 1, m = 0;
+    if (multi) TF_RETURN_IF_ERROR(c->GetAttr("N", &n));
+    if (has_vhat) TF_RETURN_IF_ERROR(c->GetAttr("M", &m));
+    if (m != 0 && m != n)
+      return Invalid("vhat has ", m, " variables but var has ", n,
+                                     "; pass one per variable (amsgrad) or none");
+    DataType dtype;
+    TF_RETURN_IF_ERROR(c->GetAttr("T", &dtype));
+    // Inputs in order: the resource lists (n each), vhat (m), grad (n), then the scalars.
+    const int grad_start = int(lists.size()) * n + m;
+    auto check_handle = [&](const std::string& name, int input, int i) -> absl::Status {
+      const auto* data = c->input_handle_shapes_and_types(input);
+      if (data == nullptr || data->empty()) return absl::OkStatus();
+      const ShapeHandle grad = c->input(grad_start + i);
+      ShapeHandle merged;
+      if ((*data)[0].dtype != dtype)
+        return Invalid(Indexed(name, i, multi), " has dtype ", DataTypeString((*data)[0].dtype),
+                                       " but ", Indexed("grad", i, multi), " has dtype ", DataTypeString(dtype));
+      if (!c->Merge((*data)[0].shape, grad, &merged).ok())
+        return Invalid(Indexed(name, i, multi), " has shape ", c->DebugString((*data)[0].shape),
+                                       " but ", Indexed("grad", i, multi), " has shape ", c->DebugString(grad));
+      return absl::OkStatus();
+    };
+    for (int l = 0; l < int(lists.size()); ++l)
+      for (int i = 0; i < n; ++i) TF_RETURN_IF_ERROR(check_handle(lists[size_t(l)], l * n + i, i));
+    for (int i = 0; i < m; ++i) TF_RETURN_IF_ERROR(check_handle("vhat", int(lists.size()) * n + i, i));
+    for (int k = 0; k < int(scalars.size()); ++k) {
+      const std::string& name = scalars[size_t(k)];
+      const ShapeHandle shape = c->input(grad_start + n + k);
+      if (!c->RankKnown(shape)) continue;
+      const int rank = c->Rank(shape);
+      if (name == "weight_decay") {
+        const bool ok = rank == 0 || (rank == 1 && (!c->ValueKnown(c->Dim(shape, 0)) || c->Value(c->Dim(shape, 0)) == n));
+        if (!ok)
+          return Invalid("weight_decay must be a scalar or have shape [", n,
+                                         "] (one per variable), got shape ", c->DebugString(shape));
+      } else if (rank != 0) {
+        return Invalid(name, " must be a scalar, got shape ", c->DebugString(shape));
+      }
+    }
+    return absl::OkStatus();
+  };
+}
+
+std::string Doc(const RuleSpec& rule, bool multi, const std::vector<Arg>& args) {
+  std::string doc = rule.summary + (multi ? " Multi-tensor form: N variables in one op call." : "") + "\n\n" +
+                    rule.formula +
+                    "\nThe gradient is first clipped: g *= c / max(||g||, c) with c = clipnorm (the tensor's own norm)" +
+                    (multi ? " or c = global_clipnorm (the norm over all N gradients)" : "") +
+                    "; 0 turns clipping off. Variables are updated in place under their locks (like TF's own "
+                    "resource training ops, a dense update always takes the lock), with copy-on-write: a tensor read "
+                    "from a variable before the op keeps its value. All inputs are checked before anything is "
+                    "written; errors name the offending input.\n";
+  for (const Arg& a : args) doc += a.name + ": " + a.doc + "\n";
+  return doc;
+}
+
+void Register(const RuleSpec& rule, bool multi) {
+  const std::string name = "Pyopt>" + rule.op + (multi ? "Multi" : "");
+  register_op::OpDefBuilderWrapper b(name.c_str());
+  const std::string each = multi ? "N * resource" : "resource";
+  std::vector<Arg> docs;
+  auto input = [&](const std::string& arg, const std::string& type, const std::string& doc) {
+    b.Input(arg + ": " + type);
+    docs.push_back({arg, doc});
+  };
+  input("var", each, "the variable(s) to update (resource, dtype T).");
+  for (const Arg& s : rule.slots) input(s.name, each, s.doc);
+  if (rule.vhat) input("vhat", "M * resource", "amsgrad maxima of v, one per variable; none: plain Adam.");
+  input("grad", multi ? "N * T" : "T", "dense gradient(s), shaped like the variable(s).");
+  input("lr", "Tlr", "learning rate, scalar (any float dtype).");
+  for (const Arg& h : rule.hyper) input(h.name, h.name == "step" ? "int64" : "double", h.doc);
+  input("weight_decay", "double",
+        "decoupled weight decay p -= lr*weight_decay*p before the update; scalar or one per variable.");
+  input("clipnorm", "double", "clip each gradient by its own L2 norm; 0 = off.");
+  if (multi) input("global_clipnorm", "double", "clip all gradients by their joint L2 norm; 0 = off.");
+
+  b.Attr("T: {half, bfloat16, float, double}");
+  b.Attr("Tlr: {half, bfloat16, float, double} = DT_FLOAT");
+  if (multi) b.Attr("N: int >= 1");
+  if (rule.vhat) b.Attr("M: int >= 0");
+  for (const std::string& a : rule.attrs) b.Attr(a);
+  for (const Arg& a : rule.attr_docs) docs.push_back(a);
+  b.Attr("skip_nonfinite: bool = false");
+  docs.push_back({"skip_nonfinite", "if any gradient holds NaN or Inf, skip the whole step (write nothing)."});
+  b.Attr("use_locking: bool = true");
+  docs.push_back({"use_locking", "lock the variables (in address order) while updating them."});
+  b.SetShapeFn(ShapeFn(rule, multi));
+  b.Doc(Doc(rule, multi, docs));
+  b();
+}
+
+[[maybe_unused]] const bool kRegistered = [] {
+  const std::vector<RuleSpec> rules{
+      {"ApplyGradientDescent",
+       "Gradient descent with fused clip-by-norm and decoupled weight decay.",
+       "p = p - lr*wd*p - lr*g\n",
+       {},
+       false,
+       {},
+       {},
+       {}},
+      {"ApplyMomentum",
+       "Momentum (Keras SGD form, optionally Nesterov) with fused clip-by-norm and decoupled weight decay.",
+       "m = mu*m - lr*g;  p = p - lr*wd*p + m   (nesterov: p = p - lr*wd*p + mu*m - lr*g, with the new m)\n",
+       {{"velocity", "momentum buffer(s) m, shaped like var."}},
+       false,
+       {{"momentum", "mu, in [0, 1]."}},
+       {"nesterov: bool = false"},
+       {{"nesterov", "use the Nesterov form of the update."}}},
+      {"ApplyAdam",
+       "Adam (Keras 3 form, optionally AMSGrad) with fused clip-by-norm and decoupled weight decay.",
+       "alpha = lr*sqrt(1-beta_2^t)/(1-beta_1^t);  m = m + (g-m)*(1-beta_1);  v = v + (g^2-v)*(1-beta_2);\n"
+       "[amsgrad: vhat = max(vhat, v), used in place of v];  p = p - lr*wd*p - alpha*m/(sqrt(v)+epsilon)\n",
+       {{"m", "first moment(s), shaped like var."}, {"v", "second moment(s), shaped like var."}},
+       true,
+       {{"beta_1", "in [0, 1)."},
+        {"beta_2", "in [0, 1)."},
+        {"epsilon", "> 0."},
+        {"step", "t, the 1-based step number (Keras: iterations + 1)."}},
+       {},
+       {}},
+  };
+  for (const RuleSpec& r : rules) {
+    Register(r, false);
+    Register(r, true);
+  }
+  return true;
+}();
+
+}  // namespace
+}  // namespace pyopt_tf
+}  // namespace tensorflow
