@@ -236,3 +236,37 @@ def _step(step) -> int:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
         raise TypeError(f"step must be an int >= 1, got {type(step).__name__}")
     return int(step)
+
+
+# --- Row-sparse gradients -------------------------------------------------------------
+# `values[k]` is the gradient of row `indices[k]` of `param` (shape (nnz,) + param.shape[1:]),
+# as in tf.IndexedSlices. Duplicate indices are summed. By default the step equals the dense
+# step with the densified gradient (Keras semantics: slots of absent rows decay, weight decay
+# applies to all rows); ``lazy=True`` moves only the rows present (lazy Adam). Out-of-range
+# indices raise ValueError before anything is written.
+
+
+def gradient_descent_sparse(param, values, indices, *, lr, clipnorm=None, weight_decay=0.0, lazy=False,
+                            skip_nonfinite=False) -> bool:
+    """:func:`gradient_descent` with a row-sparse gradient ``(values, indices)``."""
+    return _core.gradient_descent_sparse([param], [values], [indices], lr=lr, weight_decay=weight_decay,
+                                         clipnorm=clipnorm, skip_nonfinite=skip_nonfinite, lazy=lazy)
+
+
+def momentum_sparse(param, values, indices, velocity, *, lr, momentum, nesterov=False, clipnorm=None,
+                    weight_decay=0.0, lazy=False, skip_nonfinite=False) -> bool:
+    """:func:`momentum` with a row-sparse gradient ``(values, indices)``."""
+    return _core.momentum_sparse([param], [values], [indices], [velocity], lr=lr, momentum=momentum,
+                                 nesterov=nesterov, weight_decay=weight_decay, clipnorm=clipnorm,
+                                 skip_nonfinite=skip_nonfinite, lazy=lazy)
+
+
+def adam_sparse(param, values, indices, m, v, *, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step, vhat=None,
+                clipnorm=None, weight_decay=0.0, lazy=False, skip_nonfinite=False) -> bool:
+    """:func:`adam` with a row-sparse gradient ``(values, indices)``; ``lazy=True`` is lazy Adam."""
+    return _core.adam_sparse([param], [values], [indices], [m], [v], None if vhat is None else [vhat], lr=lr,
+                             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=_step(step),
+                             weight_decay=weight_decay, clipnorm=clipnorm, skip_nonfinite=skip_nonfinite, lazy=lazy)
+
+
+__all__ += ["gradient_descent_sparse", "momentum_sparse", "adam_sparse"]

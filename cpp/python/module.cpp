@@ -14,6 +14,7 @@
 
 #include "pyopt/apply.h"
 #include "pyopt/probe.h"
+#include "pyopt/sparse.h"
 
 namespace py = pybind11;
 using namespace pyopt;
@@ -54,6 +55,7 @@ struct Arg {
   std::string name;
   py::array array;
   bool written;
+  bool rows_of_param = false;  // sparse gradient values: shape (nnz,) + param.shape[1:]
 };
 
 DType dtype_of(const Arg& a) {
@@ -87,10 +89,12 @@ DType check_arrays(const std::vector<Arg>& args, std::size_t per_tensor) {
                            dtype_name(dtype) + "; all arrays of a step must share one dtype");
     if (&a != &param) {
       bool same = a.array.ndim() == param.array.ndim();
-      for (py::ssize_t d = 0; same && d < a.array.ndim(); ++d) same = a.array.shape(d) == param.array.shape(d);
+      for (py::ssize_t d = a.rows_of_param ? 1 : 0; same && d < a.array.ndim(); ++d)
+        same = a.array.shape(d) == param.array.shape(d);
       if (!same)
         throw py::value_error(a.name + " has shape " + describe_shape(a.array) + " but " + param.name + " has shape " +
-                              describe_shape(param.array));
+                              describe_shape(param.array) +
+                              (a.rows_of_param ? " (expected (nnz,) + the parameter's row shape)" : ""));
     }
     if (!(a.array.flags() & py::array::c_style))
       throw py::value_error(a.name + " must be C-contiguous (use numpy.ascontiguousarray)");
@@ -127,7 +131,8 @@ std::vector<py::handle> as_list(const py::handle& obj, const char* name) {
 }
 
 // Collects lists of arrays (params first) into named args, one group per tensor.
-std::vector<Arg> gather(const std::vector<std::pair<const char*, py::object>>& lists, std::vector<bool> written) {
+std::vector<Arg> gather(const std::vector<std::pair<const char*, py::object>>& lists, std::vector<bool> written,
+                        std::size_t rows_of_param_list = 0) {
   std::vector<std::vector<py::handle>> items;
   for (const auto& [name, obj] : lists) items.push_back(as_list(obj, name));
   const std::size_t n = items[0].size();
@@ -139,7 +144,7 @@ std::vector<Arg> gather(const std::vector<std::pair<const char*, py::object>>& l
   for (std::size_t t = 0; t < n; ++t)
     for (std::size_t l = 0; l < items.size(); ++l) {
       std::string name = std::string(lists[l].first) + "[" + std::to_string(t) + "]";
-      args.push_back({name, as_array(items[l][t], name), written[l]});
+      args.push_back({name, as_array(items[l][t], name), written[l], rows_of_param_list != 0 && l == rows_of_param_list});
     }
   return args;
 }
@@ -213,6 +218,67 @@ bool run(const std::vector<Arg>& args, std::size_t per_tensor, const std::vector
   return false;
 }
 
+
+// Sparse steps: per tensor [param, values, slots...] plus an integer index array each.
+std::vector<std::vector<std::int64_t>> gather_indices(const py::object& indices, const std::vector<Arg>& args,
+                                                      std::size_t per_tensor) {
+  std::vector<py::handle> items = as_list(indices, "indices");
+  const std::size_t n = args.size() / per_tensor;
+  if (items.size() != n)
+    throw py::value_error("indices has " + std::to_string(items.size()) + " arrays but params has " + std::to_string(n));
+  std::vector<std::vector<std::int64_t>> out(n);
+  for (std::size_t t = 0; t < n; ++t) {
+    const std::string name = "indices[" + std::to_string(t) + "]";
+    py::array idx = as_array(items[t], name);
+    const char kind = idx.dtype().kind();
+    if (kind != 'i' && kind != 'u')
+      throw py::type_error(name + " must be an integer array, got dtype " + std::string(py::str(idx.dtype())));
+    if (idx.ndim() != 1) throw py::value_error(name + " must be 1-D, got shape " + describe_shape(idx));
+    const py::array& param = args[t * per_tensor].array;
+    const py::array& values = args[t * per_tensor + 1].array;
+    if (param.ndim() < 1) throw py::value_error("params[" + std::to_string(t) + "] must have at least one dimension");
+    if (values.ndim() < 1 || values.shape(0) != idx.shape(0))
+      throw py::value_error("values[" + std::to_string(t) + "] has shape " + describe_shape(values) + " but " + name +
+                            " has " + std::to_string(idx.shape(0)) + " entries");
+    auto as64 = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(idx);
+    out[t].assign(as64.data(), as64.data() + as64.size());
+    require(check_indices(out[t].data(), std::int64_t(out[t].size()), param.shape(0)));
+  }
+  return out;
+}
+
+template <template <class> class Update, class Hyper>
+bool run_sparse(const std::vector<Arg>& args, std::size_t per_tensor, const py::object& indices,
+                const std::vector<double>& wd, const Hyper& h, const GradientOptions& opt, bool lazy) {
+  const DType dtype = check_arrays(args, per_tensor);
+  const auto idx = gather_indices(indices, args, per_tensor);
+  auto typed = [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<SparseTensorSlots<T>> tensors(args.size() / per_tensor);
+    for (std::size_t t = 0; t < tensors.size(); ++t) {
+      Arg* a = const_cast<Arg*>(&args[t * per_tensor]);  // arrays were checked writeable
+      auto& st = tensors[t];
+      st.param = static_cast<T*>(a[0].array.mutable_data());
+      st.values = static_cast<const T*>(a[1].array.data());
+      for (std::size_t s = 2; s < per_tensor; ++s) st.slots[s - 2] = static_cast<T*>(a[s].array.mutable_data());
+      st.rows = a[0].array.shape(0);
+      st.row_size = st.rows ? std::int64_t(a[0].array.size()) / st.rows : 0;
+      st.indices = idx[t].data();
+      st.nnz = std::int64_t(idx[t].size());
+      st.weight_decay = wd[t];
+    }
+    py::gil_scoped_release release;
+    return apply_sparse(tensors, lazy, opt, pool_executor(), Update<T>{h});
+  };
+  switch (dtype) {
+    case DType::float32: return typed(float{});
+    case DType::float64: return typed(double{});
+    case DType::float16: return typed(half{});
+    case DType::bfloat16: return typed(bfloat16{});
+  }
+  return false;
+}
+
 bool gradient_descent(py::object params, py::object grads, double lr, py::object weight_decay,
                       std::optional<double> clipnorm, std::optional<double> global_clipnorm, bool skip_nonfinite) {
   GradientDescentHyper h{lr};
@@ -251,6 +317,46 @@ bool adam(py::object params, py::object grads, py::object ms, py::object vs, py:
   return run(args, lists.size(), wd, [&](const auto& tensors) { return apply_adam(tensors, h, opt, pool_executor()); });
 }
 
+
+bool gradient_descent_sparse(py::object params, py::object values, py::object indices, double lr,
+                             py::object weight_decay, std::optional<double> clipnorm,
+                             std::optional<double> global_clipnorm, bool skip_nonfinite, bool lazy) {
+  GradientDescentHyper h{lr};
+  require(check(h));
+  const GradientOptions opt = gradient_options(clipnorm, global_clipnorm, skip_nonfinite);
+  auto args = gather({{"params", params}, {"values", values}}, {true, false}, 1);
+  return run_sparse<GradientDescentUpdate>(args, 2, indices, weight_decays(weight_decay, args.size() / 2), h, opt,
+                                           lazy);
+}
+
+bool momentum_sparse(py::object params, py::object values, py::object indices, py::object velocities, double lr,
+                     double mu, bool nesterov, py::object weight_decay, std::optional<double> clipnorm,
+                     std::optional<double> global_clipnorm, bool skip_nonfinite, bool lazy) {
+  MomentumHyper h{lr, mu, nesterov};
+  require(check(h));
+  const GradientOptions opt = gradient_options(clipnorm, global_clipnorm, skip_nonfinite);
+  auto args = gather({{"params", params}, {"values", values}, {"velocities", velocities}}, {true, false, true}, 1);
+  return run_sparse<MomentumUpdate>(args, 3, indices, weight_decays(weight_decay, args.size() / 3), h, opt, lazy);
+}
+
+bool adam_sparse(py::object params, py::object values, py::object indices, py::object ms, py::object vs,
+                 py::object vhats, double lr, double beta_1, double beta_2, double epsilon, std::int64_t step,
+                 py::object weight_decay, std::optional<double> clipnorm, std::optional<double> global_clipnorm,
+                 bool skip_nonfinite, bool lazy) {
+  AdamHyper h{lr, beta_1, beta_2, epsilon, step, !vhats.is_none()};
+  require(check(h));
+  const GradientOptions opt = gradient_options(clipnorm, global_clipnorm, skip_nonfinite);
+  std::vector<std::pair<const char*, py::object>> lists{{"params", params}, {"values", values}, {"ms", ms}, {"vs", vs}};
+  std::vector<bool> written{true, false, true, true};
+  if (h.amsgrad) {
+    lists.push_back({"vhats", vhats});
+    written.push_back(true);
+  }
+  auto args = gather(lists, written, 1);
+  return run_sparse<AdamUpdate>(args, lists.size(), indices, weight_decays(weight_decay, args.size() / lists.size()),
+                                h, opt, lazy);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -265,6 +371,17 @@ PYBIND11_MODULE(_core, m) {
   m.def("adam", &adam, arg("params"), arg("grads"), arg("ms"), arg("vs"), arg("vhats") = py::none(), py::kw_only(),
         arg("lr"), arg("beta_1"), arg("beta_2"), arg("epsilon"), arg("step"), arg("weight_decay") = 0.0,
         arg("clipnorm") = py::none(), arg("global_clipnorm") = py::none(), arg("skip_nonfinite") = false);
+  m.def("gradient_descent_sparse", &gradient_descent_sparse, arg("params"), arg("values"), arg("indices"),
+        py::kw_only(), arg("lr"), arg("weight_decay") = 0.0, arg("clipnorm") = py::none(),
+        arg("global_clipnorm") = py::none(), arg("skip_nonfinite") = false, arg("lazy") = false);
+  m.def("momentum_sparse", &momentum_sparse, arg("params"), arg("values"), arg("indices"), arg("velocities"),
+        py::kw_only(), arg("lr"), arg("momentum"), arg("nesterov") = false, arg("weight_decay") = 0.0,
+        arg("clipnorm") = py::none(), arg("global_clipnorm") = py::none(), arg("skip_nonfinite") = false,
+        arg("lazy") = false);
+  m.def("adam_sparse", &adam_sparse, arg("params"), arg("values"), arg("indices"), arg("ms"), arg("vs"),
+        arg("vhats") = py::none(), py::kw_only(), arg("lr"), arg("beta_1"), arg("beta_2"), arg("epsilon"), arg("step"),
+        arg("weight_decay") = 0.0, arg("clipnorm") = py::none(), arg("global_clipnorm") = py::none(),
+        arg("skip_nonfinite") = false, arg("lazy") = false);
   // Hyperparameter checks shared with the other front ends: "" when valid, else the message.
   m.def("check_gradient_descent", [](double lr) { return check(GradientDescentHyper{lr}); }, py::arg("lr"));
   m.def("check_momentum", [](double lr, double mu) { return check(MomentumHyper{lr, mu, false}); }, py::arg("lr"),

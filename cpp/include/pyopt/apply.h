@@ -49,6 +49,54 @@ bool gradient_scales(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan
   return true;
 }
 
+// The per-slice update of each rule: (tensor, first element, count, grad scale) -> kernel.
+template <class T>
+struct GradientDescentUpdate {
+  static constexpr std::int64_t bytes_per_elem = 3 * sizeof(T);  // read p, g; write p
+  GradientDescentHyper h;
+  void operator()(const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) const {
+    const auto s = scalars(h, t.weight_decay, scale);
+    if (t.weight_decay != 0.0) dispatch::gradient_descent<T, true>(t.param + b, t.grad + b, n, s);
+    else dispatch::gradient_descent<T, false>(t.param + b, t.grad + b, n, s);
+  }
+};
+
+template <class T>
+struct MomentumUpdate {
+  static constexpr std::int64_t bytes_per_elem = 5 * sizeof(T);  // read p, g, m; write p, m
+  MomentumHyper h;
+  void operator()(const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) const {
+    const auto s = scalars(h, t.weight_decay, scale);
+    T* p = t.param + b;
+    const T* g = t.grad + b;
+    T* vel = t.slots[0] + b;
+    const bool decay = t.weight_decay != 0.0;
+    if (decay && h.nesterov) dispatch::momentum<T, true, true>(p, g, vel, n, s);
+    else if (decay) dispatch::momentum<T, true, false>(p, g, vel, n, s);
+    else if (h.nesterov) dispatch::momentum<T, false, true>(p, g, vel, n, s);
+    else dispatch::momentum<T, false, false>(p, g, vel, n, s);
+  }
+};
+
+template <class T>
+struct AdamUpdate {
+  static constexpr std::int64_t bytes_per_elem = 7 * sizeof(T);  // read p, g, m, v; write p, m, v (+2 amsgrad)
+  AdamHyper h;
+  void operator()(const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) const {
+    const auto s = scalars(h, t.weight_decay, scale);
+    T* p = t.param + b;
+    const T* g = t.grad + b;
+    T* m = t.slots[0] + b;
+    T* v = t.slots[1] + b;
+    T* vh = h.amsgrad ? t.slots[2] + b : nullptr;
+    const bool decay = t.weight_decay != 0.0;
+    if (decay && h.amsgrad) dispatch::adam<T, true, true>(p, g, m, v, vh, n, s);
+    else if (decay) dispatch::adam<T, true, false>(p, g, m, v, vh, n, s);
+    else if (h.amsgrad) dispatch::adam<T, false, true>(p, g, m, v, vh, n, s);
+    else dispatch::adam<T, false, false>(p, g, m, v, vh, n, s);
+  }
+};
+
 namespace detail {
 template <class T>
 std::vector<std::int64_t> sizes_of(const std::vector<TensorSlots<T>>& tensors) {
@@ -58,17 +106,24 @@ std::vector<std::int64_t> sizes_of(const std::vector<TensorSlots<T>>& tensors) {
   return sizes;
 }
 
-// Shared driver: plan, clip scales, then update(tensor, slice, scale) per slice.
+// The update pass: update(tensor, first, count, scales[tensor]) over every slice.
 template <class T, class Update>
-bool apply_multi(const std::vector<TensorSlots<T>>& tensors, const GradientOptions& opt, const Executor& exec,
-                 std::int64_t bytes_per_elem, Update&& update) {
-  const ChunkPlan plan = plan_chunks(sizes_of(tensors));
-  std::vector<double> scales;
-  if (!gradient_scales(tensors, plan, opt, exec, scales)) return false;
-  for_each_slice(plan, exec, bytes_per_elem, [&](std::int64_t s) {
+void update_pass(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan& plan, const std::vector<double>& scales,
+                 const Executor& exec, const Update& update) {
+  for_each_slice(plan, exec, Update::bytes_per_elem, [&](std::int64_t s) {
     const Slice& sl = plan.slices[size_t(s)];
     update(tensors[size_t(sl.tensor)], sl.begin, sl.end - sl.begin, scales[size_t(sl.tensor)]);
   });
+}
+
+// Dense multi-tensor step: clip scales, then the update pass.
+template <class T, class Update>
+bool apply_multi(const std::vector<TensorSlots<T>>& tensors, const GradientOptions& opt, const Executor& exec,
+                 const Update& update) {
+  const ChunkPlan plan = plan_chunks(sizes_of(tensors));
+  std::vector<double> scales;
+  if (!gradient_scales(tensors, plan, opt, exec, scales)) return false;
+  update_pass(tensors, plan, scales, exec, update);
   return true;
 }
 }  // namespace detail
@@ -79,50 +134,19 @@ bool apply_multi(const std::vector<TensorSlots<T>>& tensors, const GradientOptio
 template <class T>
 bool apply_gradient_descent(const std::vector<TensorSlots<T>>& tensors, const GradientDescentHyper& h,
                             const GradientOptions& opt, const Executor& exec) {
-  return detail::apply_multi(tensors, opt, exec, 3 * sizeof(T),
-                             [&](const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) {
-                               const auto s = scalars(h, t.weight_decay, scale);
-                               if (t.weight_decay != 0.0)
-                                 dispatch::gradient_descent<T, true>(t.param + b, t.grad + b, n, s);
-                               else
-                                 dispatch::gradient_descent<T, false>(t.param + b, t.grad + b, n, s);
-                             });
+  return detail::apply_multi(tensors, opt, exec, GradientDescentUpdate<T>{h});
 }
 
 template <class T>
 bool apply_momentum(const std::vector<TensorSlots<T>>& tensors, const MomentumHyper& h, const GradientOptions& opt,
                     const Executor& exec) {
-  return detail::apply_multi(tensors, opt, exec, 5 * sizeof(T),
-                             [&](const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) {
-                               const auto s = scalars(h, t.weight_decay, scale);
-                               T* p = t.param + b;
-                               const T* g = t.grad + b;
-                               T* vel = t.slots[0] + b;
-                               const bool decay = t.weight_decay != 0.0;
-                               if (decay && h.nesterov) dispatch::momentum<T, true, true>(p, g, vel, n, s);
-                               else if (decay) dispatch::momentum<T, true, false>(p, g, vel, n, s);
-                               else if (h.nesterov) dispatch::momentum<T, false, true>(p, g, vel, n, s);
-                               else dispatch::momentum<T, false, false>(p, g, vel, n, s);
-                             });
+  return detail::apply_multi(tensors, opt, exec, MomentumUpdate<T>{h});
 }
 
 template <class T>
 bool apply_adam(const std::vector<TensorSlots<T>>& tensors, const AdamHyper& h, const GradientOptions& opt,
                 const Executor& exec) {
-  return detail::apply_multi(tensors, opt, exec, (h.amsgrad ? 9 : 7) * sizeof(T),
-                             [&](const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) {
-                               const auto s = scalars(h, t.weight_decay, scale);
-                               T* p = t.param + b;
-                               const T* g = t.grad + b;
-                               T* m = t.slots[0] + b;
-                               T* v = t.slots[1] + b;
-                               T* vh = h.amsgrad ? t.slots[2] + b : nullptr;
-                               const bool decay = t.weight_decay != 0.0;
-                               if (decay && h.amsgrad) dispatch::adam<T, true, true>(p, g, m, v, vh, n, s);
-                               else if (decay) dispatch::adam<T, true, false>(p, g, m, v, vh, n, s);
-                               else if (h.amsgrad) dispatch::adam<T, false, true>(p, g, m, v, vh, n, s);
-                               else dispatch::adam<T, false, false>(p, g, m, v, vh, n, s);
-                             });
+  return detail::apply_multi(tensors, opt, exec, AdamUpdate<T>{h});
 }
 
 }  // namespace pyopt
