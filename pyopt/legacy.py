@@ -1,0 +1,341 @@
+"""The chapter's optimizers as Keras 2 (``tf_keras``) legacy optimizers, on pyopt's ops.
+
+The chapter closes by subclassing the Keras 2 optimizer base class
+(``tf_keras.optimizers.legacy.Optimizer``): hyperparameters with ``_set_hyper``, slots in
+``_create_slots``, per-step coefficients in ``_prepare_local``, the update in
+``_resource_apply_dense`` / ``_resource_apply_sparse``, and ``get_config``. These three
+classes are written that way, with the update done by :mod:`pyopt.ops` (pyopt's fused
+custom op, or the same maths as plain TF ops when the op library is missing, under XLA, or
+with ``backend="tf"``)::
+
+    GradientDescent  p = p - lr*g
+    Momentum         m = beta*m - lr*g;  p = p + m            (nesterov: p = p + beta*m - lr*g)
+    Adam             lr_t = lr*sqrt(1-beta_2^t)/(1-beta_1^t)   (t = iterations + 1)
+                     m = beta_1*m + (1-beta_1)*g;  v = beta_2*v + (1-beta_2)*g^2
+                     [amsgrad: vhat = max(vhat, v), used in place of v]
+                     p = p - lr_t*m/(sqrt(v)+epsilon)
+
+``lr`` is the decayed learning rate of the base class, ``lr/(1 + decay*iterations)`` (or a
+``LearningRateSchedule``'s value), computed in float64. Defaults, slot names and hyperparameter
+names are those of ``tf_keras.optimizers.legacy.SGD`` / ``Adam`` (``Momentum`` keeps its
+velocity in SGD's ``"momentum"`` slot and ``beta`` in SGD's ``"momentum"`` hyperparameter), so
+checkpoints move between them.
+
+Clipping: ``clipvalue``, ``clipnorm`` and ``global_clipnorm`` work as in the base class. A
+numeric ``clipnorm`` on a dense gradient is done inside pyopt's op (``g *= c/max(||g||, c)``,
+fused into the update); sparse gradients are clipped by the base class, as legacy Keras does.
+
+Sparse gradients (``tf.IndexedSlices``, e.g. from an embedding): the base class sums duplicate
+indices first. ``GradientDescent`` and ``Momentum`` then update only the touched rows (the
+velocity of other rows is left alone), as legacy ``SGD`` does; the row update is plain TF ops,
+since pyopt's ops update whole variables. ``Adam`` scatters the rows into a dense gradient and
+runs the dense op: legacy ``Adam``'s sparse update decays ``m`` and ``v`` and moves every row
+too, so the results are the dense ones.
+
+``beta``, ``beta_1`` and ``beta_2`` are Python floats (pyopt's kernels take them as constants):
+each step reads their current value, and inside a ``tf.function`` the value is fixed when the
+function is traced; a step of that function fails with a clear error if the value has changed
+since (call ``model.make_train_function(force=True)`` or re-create the function). The
+learning rate and ``decay`` may change freely, as in Keras.
+
+Needs ``tf_keras`` (``pip install "pyopt[legacy]"``); use ``tf_keras`` models (or ``tf.keras``
+with ``TF_USE_LEGACY_KERAS=1``). TF2 behaviour (eager or ``tf.function``) only: the update ops
+are ordered by automatic control dependencies, not returned to a TF1 graph.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import tensorflow as tf
+
+try:
+    import tf_keras
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "pyopt.legacy needs tf_keras (Keras 2), which is not installed: "
+        'pip install "pyopt[legacy]" (or: pip install tf_keras)'
+    ) from exc
+
+from . import ops as pyopt_ops
+
+__all__ = ["Adam", "GradientDescent", "Momentum"]
+
+_FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+_register = tf_keras.saving.register_keras_serializable(package="pyopt.legacy")
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _number(name: str, value, low: float, high: float = math.inf, *, low_open=False, high_open=False) -> float:
+    """``float(value)`` if it is a real number in the interval, else a TypeError/ValueError naming it."""
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a Python number, got {type(value).__name__}: {value!r}")
+    value = float(value)
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (math.isfinite(value) and above and below):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return value
+
+
+def _bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def _compute_dtype(dtype):
+    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+
+
+class _PyoptLegacyOptimizer(tf_keras.optimizers.legacy.Optimizer):
+    """What the three optimizers share: argument checks, per-step scalars, clipnorm fusion.
+
+    Subclasses set their own hyperparameters and implement ``_create_slots``,
+    ``_resource_apply_dense``, ``_resource_apply_sparse`` and ``get_config``.
+    """
+
+    _HAS_AGGREGATE_GRAD = True
+    #: Hyperparameters pyopt's kernels take as Python floats: name -> (low, high, high_open).
+    _CONSTANT_HYPERS: dict = {}
+
+    def __init__(self, name, learning_rate, *, backend, **kwargs):
+        self._backend = pyopt_ops.check_backend(backend)
+        for key in ("clipnorm", "global_clipnorm"):
+            if kwargs.get(key) is not None:
+                _number(key, kwargs[key], 0.0, low_open=True)
+        if kwargs.get("clipvalue") is not None:
+            _number("clipvalue", kwargs["clipvalue"], 0.0)
+        if "decay" in kwargs:
+            _number("decay", kwargs["decay"], 0.0)
+        super().__init__(name, **kwargs)
+        learning_rate = kwargs.get("lr", learning_rate)
+        if isinstance(learning_rate, bool) or _is_number(learning_rate):
+            learning_rate = _number("learning_rate", learning_rate, 0.0)
+        self._set_hyper("learning_rate", learning_rate)  # or a schedule, a callable, a tensor
+        self._set_hyper("decay", self._initial_decay)
+
+    def _set_hyper(self, name, value):
+        if name in self._CONSTANT_HYPERS:
+            low, high, high_open = self._CONSTANT_HYPERS[name]
+            value = _number(name, value, low, high, high_open=high_open)
+        super()._set_hyper(name, value)
+
+    def _constant_hyper(self, name: str) -> float:
+        """The current value of a constant hyperparameter, as a Python float.
+
+        After the first step the value lives in a variable: it is read eagerly (at trace time
+        inside a ``tf.function``), and a traced function checks at run time that it still holds.
+        """
+        value = self._hyper[name]
+        if not isinstance(value, tf.Variable):
+            return float(value)
+        with tf.init_scope():
+            number = float(tf_keras.backend.get_value(value))
+        if not tf.executing_eagerly():
+            tf.debugging.assert_equal(
+                value, tf.constant(number, value.dtype),
+                message=f"pyopt.legacy.{type(self).__name__}: {name} changed after this step was traced with "
+                        f"{name}={number!r}; re-create the tf.function (model.make_train_function(force=True))")
+        return number
+
+    def _prepare_local(self, var_device, var_dtype, apply_state):
+        # Per-step scalars of every variable of this (device, dtype): the decayed learning
+        # rate in float64 (pyopt rounds per-step scalars once), the 1-based step, the constants.
+        apply_state[(var_device, var_dtype)].update(
+            lr_t=tf.identity(self._decayed_lr(tf.float64)),
+            step=tf.identity(self.iterations + 1),
+            **{name: self._constant_hyper(name) for name in self._CONSTANT_HYPERS},
+        )
+
+    def _coefficients(self, var, apply_state) -> dict:
+        var_dtype = var.dtype.base_dtype
+        if var_dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"pyopt.legacy.{type(self).__name__} updates float16, bfloat16, float32 and float64 "
+                            f"variables; {var.name} is {var_dtype.name}")
+        return (apply_state or {}).get((var.device, var_dtype)) or self._fallback_apply_state(var.device, var_dtype)
+
+    @property
+    def _fused_clipnorm(self):
+        """The clipnorm pyopt's op applies to dense gradients (None: the base class clips)."""
+        c = self._clipnorm
+        return float(c) if _is_number(c) and 0.0 < c < math.inf else None
+
+    def _transform_gradients(self, grads_and_vars):
+        # As the base class, except that a numeric clipnorm of dense gradients is left to
+        # pyopt's op, which fuses it into the update (the base class allows no gradient
+        # transformers or global_clipnorm together with clipnorm).
+        if self._fused_clipnorm is None:
+            return super()._transform_gradients(grads_and_vars)
+        if self._clipvalue is not None:
+            grads_and_vars = self._clipvalue_fn(grads_and_vars)
+        return [self._clipnorm_fn([(g, v)])[0] if isinstance(g, tf.IndexedSlices) else (g, v)
+                for g, v in grads_and_vars]
+
+    def _op_options(self, clipnorm) -> dict:
+        return dict(clipnorm=clipnorm, use_locking=self._use_locking, backend=self._backend)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(learning_rate=self._serialize_hyperparameter("learning_rate"), decay=self._initial_decay,
+                      backend=self._backend)
+        return config
+
+
+def _gather_rows(x, indices, dtype):
+    return tf.cast(tf.gather(x, indices), dtype)
+
+
+def _scatter_rows(var, indices, rows):
+    return tf.raw_ops.ResourceScatterUpdate(resource=var.handle, indices=indices, updates=tf.cast(rows, var.dtype))
+
+
+@_register
+class GradientDescent(_PyoptLegacyOptimizer):
+    """The chapter's clipped gradient descent, ``p = p - lr*g`` (legacy ``SGD`` without momentum).
+
+    Args:
+      learning_rate: float >= 0 (default 0.01, as legacy ``SGD``), a ``LearningRateSchedule``
+        or a callable; ``lr`` is an alias.
+      clipnorm: clip each gradient to this L2 norm (``g *= c/max(||g||, c)``), fused into the update.
+      backend: ``"auto"``, ``"fused"`` or ``"tf"`` (see :mod:`pyopt.ops`).
+      **kwargs: ``decay``, ``clipvalue``, ``global_clipnorm``, ``lr`` (the base class's).
+    """
+
+    def __init__(self, learning_rate=0.01, clipnorm=None, name="GradientDescent", *, backend="auto", **kwargs):
+        super().__init__(name, learning_rate, backend=backend, clipnorm=clipnorm, **kwargs)
+
+    def _resource_apply_dense(self, grad, var, apply_state=None):
+        c = self._coefficients(var, apply_state)
+        pyopt_ops.gradient_descent(var, grad, lr=c["lr_t"], **self._op_options(self._fused_clipnorm))
+        return tf.no_op()
+
+    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+        # p[i] = p[i] - lr*g[i] on the touched rows (indices are unique here)
+        c = self._coefficients(var, apply_state)
+        ct = _compute_dtype(var.dtype.base_dtype)
+        rows = _gather_rows(var, indices, ct) - tf.cast(grad, ct) * tf.cast(c["lr_t"], ct)
+        return _scatter_rows(var, indices, rows)
+
+
+@_register
+class Momentum(_PyoptLegacyOptimizer):
+    """The chapter's momentum: ``m = beta*m - lr*g; p = p + m`` (nesterov: ``p = p + beta*m - lr*g``).
+
+    The same update as legacy ``SGD(learning_rate, momentum=beta, nesterov=nesterov)``, with its
+    slot (``"momentum"``) and hyperparameter names; ``opt.momentum`` is ``opt.beta``.
+
+    Args:
+      learning_rate: float >= 0 (default 0.01), a ``LearningRateSchedule`` or a callable; ``lr``
+        is an alias.
+      beta: momentum in [0, 1], a Python float (default 0.9).
+      nesterov: Nesterov momentum.
+      clipnorm: clip each gradient to this L2 norm, fused into the update.
+      backend: ``"auto"``, ``"fused"`` or ``"tf"`` (see :mod:`pyopt.ops`).
+      **kwargs: ``decay``, ``clipvalue``, ``global_clipnorm``, ``lr`` (the base class's).
+    """
+
+    _CONSTANT_HYPERS = {"momentum": (0.0, 1.0, False)}
+
+    def __init__(self, learning_rate=0.01, beta=0.9, nesterov=False, clipnorm=None, name="Momentum", *,
+                 backend="auto", **kwargs):
+        super().__init__(name, learning_rate, backend=backend, clipnorm=clipnorm, **kwargs)
+        self._set_hyper("momentum", _number("beta", beta, 0.0, 1.0))
+        self.nesterov = _bool("nesterov", nesterov)
+
+    @property
+    def beta(self):
+        return self._get_hyper("momentum")
+
+    @beta.setter
+    def beta(self, value):
+        self._set_hyper("momentum", value)
+
+    def _create_slots(self, var_list):
+        for var in var_list:
+            self.add_slot(var, "momentum")
+
+    def _resource_apply_dense(self, grad, var, apply_state=None):
+        c = self._coefficients(var, apply_state)
+        pyopt_ops.momentum(var, grad, self.get_slot(var, "momentum"), lr=c["lr_t"], momentum=c["momentum"],
+                           nesterov=self.nesterov, **self._op_options(self._fused_clipnorm))
+        return tf.no_op()
+
+    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+        # On the touched rows only (as legacy SGD): m[i] = beta*m[i] - lr*g[i]; p[i] += m[i]
+        # (nesterov: p[i] += beta*m[i] - lr*g[i]). Other rows keep their velocity.
+        c = self._coefficients(var, apply_state)
+        ct = _compute_dtype(var.dtype.base_dtype)
+        velocity = self.get_slot(var, "momentum")
+        mu, lr_g = tf.cast(c["momentum"], ct), tf.cast(grad, ct) * tf.cast(c["lr_t"], ct)
+        m = _gather_rows(velocity, indices, ct) * mu - lr_g
+        p = _gather_rows(var, indices, ct) + (m * mu - lr_g if self.nesterov else m)
+        return tf.group(_scatter_rows(velocity, indices, m), _scatter_rows(var, indices, p))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(beta=self._serialize_hyperparameter("momentum"), nesterov=self.nesterov)
+        return config
+
+
+@_register
+class Adam(_PyoptLegacyOptimizer):
+    """Adam with legacy Keras' defaults, slots (``m``, ``v``, ``vhat``) and formula::
+
+        lr_t = lr*sqrt(1-beta_2^t)/(1-beta_1^t)                       (t = iterations + 1)
+        m = beta_1*m + (1-beta_1)*g;  v = beta_2*v + (1-beta_2)*g^2;  [vhat = max(vhat, v)]
+        p = p - lr_t*m/(sqrt(v or vhat) + epsilon)
+
+    Args:
+      learning_rate: float >= 0 (default 0.001), a ``LearningRateSchedule`` or a callable;
+        ``lr`` is an alias.
+      beta_1, beta_2: Python floats in [0, 1) (defaults 0.9, 0.999).
+      epsilon: > 0 (default 1e-7; 0 or None mean ``tf_keras.backend.epsilon()``, as in Keras).
+      amsgrad: keep ``vhat = max(vhat, v)`` and use it in place of ``v``.
+      backend: ``"auto"``, ``"fused"`` or ``"tf"`` (see :mod:`pyopt.ops`).
+      **kwargs: ``clipnorm`` (fused into the update), ``clipvalue``, ``global_clipnorm``,
+        ``decay``, ``lr`` (the base class's).
+    """
+
+    _CONSTANT_HYPERS = {"beta_1": (0.0, 1.0, True), "beta_2": (0.0, 1.0, True)}
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, name="Adam", *,
+                 backend="auto", **kwargs):
+        super().__init__(name, learning_rate, backend=backend, **kwargs)
+        self._set_hyper("beta_1", beta_1)
+        self._set_hyper("beta_2", beta_2)
+        self.epsilon = _number("epsilon", epsilon or tf_keras.backend.epsilon(), 0.0, low_open=True)
+        self.amsgrad = _bool("amsgrad", amsgrad)
+
+    def _create_slots(self, var_list):
+        # m for all variables, then v, then vhat: the order of legacy Adam's slot variables
+        for slot in ("m", "v", "vhat") if self.amsgrad else ("m", "v"):
+            for var in var_list:
+                self.add_slot(var, slot)
+
+    def _apply(self, grad, var, apply_state, clipnorm):
+        c = self._coefficients(var, apply_state)
+        pyopt_ops.adam(var, grad, self.get_slot(var, "m"), self.get_slot(var, "v"), lr=c["lr_t"],
+                       beta_1=c["beta_1"], beta_2=c["beta_2"], epsilon=self.epsilon, step=c["step"],
+                       vhat=self.get_slot(var, "vhat") if self.amsgrad else None, **self._op_options(clipnorm))
+        return tf.no_op()
+
+    def _resource_apply_dense(self, grad, var, apply_state=None):
+        return self._apply(grad, var, apply_state, self._fused_clipnorm)
+
+    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+        # Legacy Adam's sparse update is the dense one (m and v decay everywhere and every row
+        # moves), so scatter the (unique, already clipped) rows into a dense gradient.
+        dense = tf.scatter_nd(tf.expand_dims(indices, -1), grad, tf.shape(var, out_type=indices.dtype))
+        return self._apply(dense, var, apply_state, clipnorm=None)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(beta_1=self._serialize_hyperparameter("beta_1"),
+                      beta_2=self._serialize_hyperparameter("beta_2"), epsilon=self.epsilon, amsgrad=self.amsgrad)
+        return config
