@@ -63,7 +63,11 @@ def call(rule: str, param, grad, slots=(), **kw) -> bool:
 def call_multi(rule: str, params, grads, slots=None, **kw) -> bool:
     """Runs the multi-tensor NumPy kernel; ``slots[i]`` are tensor i's slots."""
     slots = slots if slots is not None else [()] * len(params)
-    per_slot = [[s[k] for s in slots] for k in range(len(SLOTS[rule]))]
+    return call_multi_lists(rule, params, grads, [[s[k] for s in slots] for k in range(len(SLOTS[rule]))], **kw)
+
+
+def call_multi_lists(rule: str, params, grads, per_slot, **kw) -> bool:
+    """Runs the multi-tensor NumPy kernel; ``per_slot[k]`` is the list of slot k of every tensor."""
     if rule == "gradient_descent":
         return kernels.gradient_descent_multi(params, grads, **kw)
     if rule == "momentum":
