@@ -89,11 +89,12 @@ def _max_finite_abs(a) -> float:
     return float(np.max(a, where=np.isfinite(a), initial=0.0))
 
 
-def assert_close(actual, expected, before, dtype_name, kind="step", name=""):
-    """``|actual - expected| <= k*eps*(scale + |expected|) + k*smallest_subnormal``.
+def assert_close(actual, expected, before, dtype_name, kind="step", name="", scale=0.0):
+    """``|actual - expected| <= k*eps*(scale + |expected|) + 2*smallest_subnormal``.
 
-    k from TOLERANCE; scale = largest finite magnitude of the array before/after the step;
-    the subnormal term covers float16 results below 2**-14 (absolute ulp 2**-24).
+    k from TOLERANCE; scale = largest finite magnitude of the array before/after the step
+    (or the given `scale`, the magnitude of other operands, if larger); the subnormal term
+    covers float16 results below 2**-14 (absolute ulp 2**-24).
     NaN must meet NaN and Inf the same Inf.
     """
     a = np.asarray(actual).astype(np.float64)
@@ -101,7 +102,7 @@ def assert_close(actual, expected, before, dtype_name, kind="step", name=""):
     assert a.shape == e.shape, name
     info = ml_dtypes.finfo(DTYPES[dtype_name])
     rtol = TOLERANCE[dtype_name][kind] * float(info.eps)
-    atol = rtol * max(_max_finite_abs(e), _max_finite_abs(before)) + 2 * float(info.smallest_subnormal)
+    atol = rtol * max(_max_finite_abs(e), _max_finite_abs(before), scale) + 2 * float(info.smallest_subnormal)
     with np.errstate(invalid="ignore"):
         ok = (np.abs(a - e) <= atol + rtol * np.abs(e)) | (a == e) | (np.isnan(a) & np.isnan(e))
     if not ok.all():

@@ -1,0 +1,303 @@
+"""Property tests of pyopt.kernels (hypothesis): random valid calls match the reference,
+random bad calls raise cleanly and write nothing, and a fuzz of aliasing, strides and
+misaligned views never crashes the interpreter (run in a subprocess, so that a segfault
+fails the test instead of killing pytest).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import reference as ref
+from kernel_cases import DTYPES, call, call_multi, copies, random_state, same_bits
+from test_kernels import assert_close
+
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Sizes that do and don't fill a vector (1..70), and a few around the chunk size (32768).
+sizes = st.one_of(st.integers(0, 70), st.integers(71, 3000), st.sampled_from([32767, 32768, 32769, 65536 + 7]))
+shapes = st.one_of(sizes.map(lambda n: (n,)), st.lists(st.integers(0, 9), min_size=0, max_size=3).map(tuple))
+
+
+@st.composite
+def hyperparameters(draw, rule):
+    unit = st.floats(0.0, 1.0)
+    h = dict(lr=draw(st.one_of(st.just(0.0), st.floats(1e-6, 1.0))))
+    if rule == "momentum":
+        h.update(momentum=draw(unit), nesterov=draw(st.booleans()))
+    if rule.startswith("adam"):
+        # beta_2 >= 0.5: v = v + (g*g - v)*(1 - beta_2) then cannot cancel to ~0 (with
+        # beta_2 = 0 and g*g << v, float32 leaves an error ~eps*v that sqrt(v) turns into
+        # sqrt(eps*v): no eps-based tolerance holds; Keras computes the same expression).
+        h.update(beta_1=draw(st.floats(0.0, 0.999)), beta_2=draw(st.floats(0.5, 0.99999)),
+                 epsilon=draw(st.floats(1e-8, 1.0)), step=draw(st.integers(1, 10**6)))
+    return h
+
+
+@st.composite
+def valid_calls(draw):
+    """(rule, dtype name, tensors, hyper, options, multi) of a valid call."""
+    rule = draw(st.sampled_from(list(ref.SLOTS)))
+    dtype = draw(st.sampled_from(list(DTYPES)))
+    multi = draw(st.booleans())
+    n = draw(st.integers(1, 4)) if multi else 1
+    seed = draw(st.integers(0, 2**32 - 1))
+    # float16 tops out at 65504: keep g*g (Adam's v) finite there.
+    grad_scale = draw(st.floats(1e-2, 10.0) if dtype == "float16" else st.floats(1e-3, 1e3))
+    rng = np.random.default_rng(seed)
+    tensors = []
+    for _ in range(n):
+        p, g, s = random_state(rule, draw(shapes), np.float64, rng)
+        s = [x * grad_scale**2 if name in ("v", "vhat") else x * grad_scale
+             for x, name in zip(s, ref.SLOTS[rule])]
+        tensors.append([np.array(a, DTYPES[dtype]) for a in (p, g * grad_scale, *s)])  # 0-d stays an array
+    hyper = draw(hyperparameters(rule))
+    decay = st.one_of(st.just(0.0), st.floats(0.0, 0.5))
+    options = dict(weight_decay=draw(st.lists(decay, min_size=n, max_size=n) if multi else decay),
+                   skip_nonfinite=draw(st.booleans()))
+    clip = draw(st.sampled_from([None, "clipnorm", "global_clipnorm"] if multi else [None, "clipnorm"]))
+    if clip:
+        options[clip] = draw(st.floats(1e-3, 1e3))
+    return rule, dtype, tensors, hyper, options, multi
+
+
+@SETTINGS
+@given(valid_calls())
+def test_random_valid_call_matches_reference(case):
+    rule, dtype, tensors, hyper, options, multi = case
+    before = copies(tensors)
+    params, grads, slots = [t[0] for t in tensors], [t[1] for t in tensors], [t[2:] for t in tensors]
+    if multi:
+        expected = ref.step_multi(rule, params, grads, slots, **hyper, **{k: v for k, v in options.items()
+                                                                          if k != "skip_nonfinite"})
+        assert call_multi(rule, params, grads, slots, **hyper, **options) is True
+    else:
+        expected = [ref.step(rule, params[0], grads[0], slots[0], **hyper,
+                             **{k: v for k, v in options.items() if k != "skip_nonfinite"})]
+        assert call(rule, params[0], grads[0], slots[0], **hyper, **options) is True
+    for t, (got, want, old) in enumerate(zip(tensors, expected, before)):
+        assert same_bits(got[1], old[1]), "gradient written"
+        # Other operands of the param update: lr*g, and the velocity for momentum.
+        g = np.abs(np.asarray(old[1], np.float64))
+        extra = hyper["lr"] * float(np.max(g, initial=0.0))
+        if rule == "momentum":
+            extra = max(extra, *(float(np.max(np.abs(np.asarray(x, np.float64)), initial=0.0)) for x in (old[2], want[1])))
+        if rule.startswith("adam") and g.size:  # alpha*m/(sqrt(v)+eps) with m's rounding error ~eps*(|m|+|g|)
+            t_ = hyper["step"]
+            alpha = hyper["lr"] * np.sqrt(1 - hyper["beta_2"] ** t_) / (1 - hyper["beta_1"] ** t_)
+            den = np.sqrt(want[-1]) + hyper["epsilon"]  # v, or vhat with amsgrad
+            extra = max(extra, float(np.max(alpha * (np.abs(np.asarray(old[2], np.float64)) + g) / den)))
+        for k, (x, y, o) in enumerate(zip([got[0], *got[2:]], want, [old[0], *old[2:]])):
+            assert_close(x, y, o, dtype, "step", f"tensor {t} array {k}", scale=extra if k == 0 else 0.0)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _spoil(draw, rule, tensors, hyper, options, multi):
+    """Changes one thing of a valid call; returns (description, exception type(s))."""
+    t = len(tensors) - 1
+    arrays = tensors[t]
+    k = draw(st.integers(0, len(arrays) - 1))  # 0 param, 1 grad, 2.. slots
+    what = draw(st.sampled_from(["dtype", "shape", "strided", "read-only", "alias", "list", "hyper"]))
+    if what == "dtype":
+        arrays[k] = arrays[k].astype(draw(st.sampled_from([np.int32, np.complex64, object, np.uint16, np.float64
+                                                          if arrays[k].dtype != np.float64 else np.float32])))
+        return what, TypeError
+    if what == "shape":
+        if k == 0:
+            k = 1
+        arrays[k] = np.concatenate([arrays[k].reshape(-1), arrays[k].reshape(-1)[:1] if arrays[k].size else
+                                    np.zeros(1, arrays[k].dtype)])
+        return what, ValueError
+    if what == "strided":
+        base = np.repeat(arrays[k].reshape(-1), 2)
+        if base.size < 4:  # a 1-element strided view is contiguous: use a bigger array
+            return _spoil_hyper(draw, rule, hyper, options)
+        arrays[k] = base[::2].reshape(arrays[k].shape)
+        return what, ValueError
+    if what == "read-only":
+        if k == 1:
+            k = 0
+        arrays[k].flags.writeable = False
+        return what, ValueError
+    if what == "alias":
+        if len(arrays) < 2 or arrays[0].size == 0:
+            return _spoil_hyper(draw, rule, hyper, options)
+        j = draw(st.sampled_from([i for i in range(len(arrays)) if i != 0]))
+        arrays[j] = arrays[0] if draw(st.booleans()) else arrays[0].view()
+        return what, ValueError
+    if what == "list":
+        arrays[k] = arrays[k].tolist()
+        return what, TypeError
+    return _spoil_hyper(draw, rule, hyper, options)
+
+
+def _spoil_hyper(draw, rule, hyper, options):
+    names = list(hyper) + ["weight_decay", "clipnorm"]
+    name = draw(st.sampled_from([n for n in names if n != "nesterov"]))
+    bad = {
+        "lr": [-1.0, float("nan"), float("inf")],
+        "momentum": [-0.5, 1.5, float("nan")],
+        "beta_1": [-0.1, 1.0, float("nan")],
+        "beta_2": [1.0, 2.0, float("-inf")],
+        "epsilon": [0.0, -1.0, float("nan")],
+        "step": [0, -5],
+        "weight_decay": [-0.1, float("nan"), float("inf")],
+        "clipnorm": [0.0, -1.0, float("nan"), float("inf")],
+    }[name]
+    value = draw(st.sampled_from(bad))
+    if name == "weight_decay" and isinstance(options["weight_decay"], list):
+        options["weight_decay"] = [value] * len(options["weight_decay"])
+    elif name in hyper:
+        hyper[name] = value
+    else:
+        options.pop("global_clipnorm", None)
+        options[name] = value
+    return f"{name}={value}", ValueError
+
+
+@SETTINGS
+@given(valid_calls(), st.data())
+def test_random_bad_call_raises_and_writes_nothing(case, data):
+    rule, dtype, tensors, hyper, options, multi = case
+    what, exc = _spoil(data.draw, rule, tensors, hyper, options, multi)
+    snapshot = [(a, a.copy()) for arrays in tensors for a in arrays if isinstance(a, np.ndarray)]
+    params, grads, slots = [t[0] for t in tensors], [t[1] for t in tensors], [t[2:] for t in tensors]
+    with pytest.raises(exc):
+        if multi:
+            call_multi(rule, params, grads, slots, **hyper, **options)
+        else:
+            call(rule, params[0], grads[0], slots[0], **hyper, **options)
+    for a, b in snapshot:
+        assert same_bits(a, b), f"array written by a call that raised ({what})"
+
+
+# --------------------------------------------------------------------------- crash fuzz (subprocess)
+
+FUZZ = textwrap.dedent(
+    r"""
+    import sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[2])
+    import reference as ref
+    from kernel_cases import DTYPES, HYPER, call_multi
+
+    rng = np.random.default_rng(int(sys.argv[1]))
+    rules = list(ref.SLOTS)
+    calls = raised = 0
+    for it in range(300):
+        rule = rules[rng.integers(len(rules))]
+        dtype = list(DTYPES.values())[rng.integers(4)]
+        # One byte buffer; every array is a random view of it: random byte offset (also
+        # misaligned), stride, length and shape, so views may overlap, alias or interleave.
+        buf = np.frombuffer(bytearray(rng.standard_normal(600).astype(np.float32).tobytes()), np.uint8)
+        buf = buf.copy()
+        n = int(rng.integers(0, 40))
+        ntensors = int(rng.integers(1, 3))
+        lists = [[] for _ in range(2 + len(ref.SLOTS[rule]))]
+        for t in range(ntensors):
+            for lst in lists:
+                offset = int(rng.integers(0, 64))
+                step = int(rng.choice([1, 1, 1, 2, -1]))
+                count = n if rng.random() < 0.9 else int(rng.integers(0, 40))
+                raw = buf[offset:]
+                raw = raw[: (raw.size // dtype.itemsize) * dtype.itemsize].view(np.uint8)
+                try:
+                    a = np.ndarray((raw.size // dtype.itemsize,), dtype, buffer=raw.data)
+                except (TypeError, ValueError):
+                    a = np.zeros(count, dtype)
+                a = a[::step][:count] if step > 0 else a[::-1][:count]
+                if rng.random() < 0.1 and a.size % 2 == 0 and a.size:
+                    a = a.reshape(2, -1).T if rng.random() < 0.5 else a.reshape(2, -1)
+                lst.append(a)
+        with np.errstate(all="ignore"):
+            for lst in lists:  # keep values finite-ish in every dtype
+                for a in lst:
+                    if a.flags.writeable:
+                        a[...] = np.asarray(rng.standard_normal(a.shape), np.float64).astype(dtype)
+        before = buf.copy()
+        kw = dict(HYPER[rule])
+        if rng.random() < 0.3:
+            kw["clipnorm"] = 1.0
+        try:
+            ok = call_multi(rule, lists[0], lists[1], [list(s) for s in zip(*lists[2:])] if len(lists) > 2
+                            else None, **kw)
+            calls += 1
+            assert ok is True
+            # It ran, so no written array (params, slots) may share memory with another one.
+            written = [a for k, lst in enumerate(lists) if k != 1 for a in lst]
+            everything = [a for lst in lists for a in lst]
+            for w in written:
+                sharing = [a for a in everything if a is not w and np.shares_memory(w, a)]
+                assert not sharing and sum(a is w for a in everything) == 1, "overlapping arrays accepted"
+        except (TypeError, ValueError):
+            raised += 1
+            assert np.array_equal(buf.view(np.uint8), before.view(np.uint8)), "buffer written by a call that raised"
+    print(f"fuzz ok: {calls} calls ran, {raised} raised")
+    """
+)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_aliasing_strides_fuzz_never_crashes(seed):
+    """Random views of one buffer (overlapping, strided, reversed, misaligned, transposed):
+    every call either runs or raises TypeError/ValueError without writing; no crash."""
+    tests_dir = str(Path(__file__).parent)
+    proc = subprocess.run([sys.executable, "-c", FUZZ, str(seed), tests_dir], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, f"fuzz seed {seed} exited with {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    assert "fuzz ok" in proc.stdout
+
+
+MISALIGNED = textwrap.dedent(
+    r"""
+    import sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    import reference as ref
+    from kernel_cases import DTYPES, HYPER, call, random_state
+
+    # Arrays whose data pointer is not a multiple of the element size (byte offset 1..3).
+    for name, dtype in DTYPES.items():
+        for rule in ref.SLOTS:
+            for n in (1, 7, 1023, 40000):
+                for shift in (1, 2, 3):
+                    arrays = random_state(rule, n, dtype, np.random.default_rng(n))
+                    arrays = [arrays[0], arrays[1], *arrays[2]]
+                    views = []
+                    for a in arrays:
+                        raw = np.zeros(a.nbytes + 8, np.uint8)[shift:shift + a.nbytes]
+                        v = raw.view(dtype) if raw.ctypes.data % dtype.itemsize == 0 else np.ndarray(
+                            a.shape, dtype, buffer=raw.data)
+                        v[...] = a
+                        views.append(v)
+                    expected = ref.step(rule, arrays[0], arrays[1], arrays[2:], **HYPER[rule])
+                    try:
+                        assert call(rule, views[0], views[1], views[2:], **HYPER[rule]) is True
+                    except (TypeError, ValueError) as e:
+                        assert "align" in str(e), e
+                        continue
+                    for got, want in zip([views[0], *views[2:]], expected):
+                        err = np.max(np.abs(got.astype(np.float64) - want), initial=0.0)
+                        assert err <= 0.05 * max(1.0, np.max(np.abs(want))), (name, rule, n, shift, err)
+    print("misaligned ok")
+    """
+)
+
+
+def test_misaligned_arrays_never_crash():
+    """Unaligned data pointers (possible with np.frombuffer / np.ndarray(buffer, offset)):
+    a clean error naming alignment, or the correct result; never a crash."""
+    proc = subprocess.run([sys.executable, "-c", MISALIGNED, str(Path(__file__).parent)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, f"exited with {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    assert "misaligned ok" in proc.stdout
