@@ -10,14 +10,14 @@
 #include <string>
 #include <vector>
 
-#include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
+#include "common.h"
 #include "pyopt/apply.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_mgr.h"
 #include "tensorflow/core/framework/resource_var.h"
 #include "tensorflow/core/kernels/training_op_helpers.h"
 #include "tensorflow/core/util/work_sharder.h"
+#include "tsl/platform/denormal.h"
 
 namespace tensorflow {
 namespace pyopt_tf {
@@ -41,12 +41,6 @@ struct CoreType<Eigen::bfloat16> {
 static_assert(sizeof(Eigen::half) == sizeof(pyopt::half) && sizeof(Eigen::bfloat16) == sizeof(pyopt::bfloat16),
               "16-bit types must be layout-compatible");
 
-// An InvalidArgument status with the pieces concatenated.
-template <class... Args>
-absl::Status Invalid(const Args&... args) {
-  return absl::InvalidArgumentError(absl::StrCat(args...));
-}
-
 // A scalar input as double; `lr` may be any float dtype, the other hyperparameters are float64.
 absl::Status ReadScalar(OpKernelContext* ctx, const char* name, double* out) {
   const Tensor* t;
@@ -58,7 +52,7 @@ absl::Status ReadScalar(OpKernelContext* ctx, const char* name, double* out) {
     case DT_FLOAT: *out = t->scalar<float>()(); break;
     case DT_HALF: *out = double(static_cast<float>(t->scalar<Eigen::half>()())); break;
     case DT_BFLOAT16: *out = double(static_cast<float>(t->scalar<Eigen::bfloat16>()())); break;
-    default: return Invalid(name, " has unsupported dtype ", DataTypeString(t->dtype()));
+    default: return Invalid(name, " has unsupported dtype ", DTypeName(t->dtype()));
   }
   return absl::OkStatus();
 }
@@ -199,8 +193,8 @@ class ApplyOp : public OpKernel {
       const std::string grad_name = Name("grad", size_t(i));
       OP_REQUIRES(ctx, var->is_initialized, Invalid(names[k] + " is uninitialised"));
       OP_REQUIRES(ctx, var->tensor()->dtype() == dtype,
-                  Invalid(names[k] + " has dtype " + DataTypeString(var->tensor()->dtype()) + " but " + grad_name +
-                          " has dtype " + DataTypeString(dtype)));
+                  Invalid(names[k] + " has dtype " + DTypeName(var->tensor()->dtype()) + " but " + grad_name +
+                          " has dtype " + DTypeName(dtype)));
       OP_REQUIRES(ctx, var->tensor()->shape() == grads[i].shape(),
                   Invalid(names[k] + " has shape " + var->tensor()->shape().DebugString() + " but " + grad_name +
                           " has shape " + grads[i].shape().DebugString()));
@@ -225,6 +219,7 @@ class ApplyOp : public OpKernel {
       else
         tensors[i].slots[list - 1] = data;
     }
+    tsl::port::ScopedDontFlushDenormal denormals;  // see PoolExecutor
     Rule::Apply(tensors, hyper, options, PoolExecutor(ctx));
   }
 
@@ -245,7 +240,7 @@ class ApplyOp : public OpKernel {
       out->assign(flat.data(), flat.data() + n);
     } else {
       return Invalid("weight_decay must be a scalar or have shape [", n,
-                                     "] (one per variable), got shape ", t->shape().DebugString());
+                     "] (one per variable), got shape ", t->shape().DebugString());
     }
     for (size_t i = 0; i < out->size(); ++i) {
       std::string e = pyopt::check_weight_decay((*out)[i]);  // "weight_decay must be ..."
@@ -256,11 +251,17 @@ class ApplyOp : public OpKernel {
     return absl::OkStatus();
   }
 
-  // Runs the core's chunks on TF's intra-op pool (sized by tf.config.threading).
+  // Runs the core's chunks on TF's intra-op pool (sized by tf.config.threading). TF's
+  // threads flush denormals to zero (FTZ/DAZ); the core is written for IEEE arithmetic (its
+  // float16 conversions build subnormals from float denormals), so every chunk runs with
+  // denormals kept, and the op gives bitwise the results of pyopt.kernels.
   static pyopt::Executor PoolExecutor(OpKernelContext* ctx) {
     const auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
     return [workers](std::int64_t n, std::int64_t cost, const std::function<void(std::int64_t, std::int64_t)>& fn) {
-      Shard(workers->num_threads, workers->workers, n, cost, fn);
+      Shard(workers->num_threads, workers->workers, n, cost, [&fn](std::int64_t begin, std::int64_t end) {
+        tsl::port::ScopedDontFlushDenormal denormals;
+        fn(begin, end);
+      });
     };
   }
 

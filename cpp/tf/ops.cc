@@ -10,11 +10,9 @@
 // Hyperparameters are float64 scalar inputs (TF float attrs are only 32-bit), lr may be any
 // float dtype (Keras keeps it in a float32 variable).
 #include <string>
-
 #include <vector>
 
-#include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
+#include "common.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -25,12 +23,6 @@ namespace {
 
 using shape_inference::InferenceContext;
 using shape_inference::ShapeHandle;
-
-// An InvalidArgument status with the pieces concatenated.
-template <class... Args>
-absl::Status Invalid(const Args&... args) {
-  return absl::InvalidArgumentError(absl::StrCat(args...));
-}
 
 struct Arg {
   std::string name, doc;
@@ -68,7 +60,7 @@ OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi) {
     if (has_vhat) TF_RETURN_IF_ERROR(c->GetAttr("M", &m));
     if (m != 0 && m != n)
       return Invalid("vhat has ", m, " variables but var has ", n,
-                                     "; pass one per variable (amsgrad) or none");
+                     "; pass one per variable (amsgrad) or none");
     DataType dtype;
     TF_RETURN_IF_ERROR(c->GetAttr("T", &dtype));
     // Inputs in order: the resource lists (n each), vhat (m), grad (n), then the scalars.
@@ -79,11 +71,11 @@ OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi) {
       const ShapeHandle grad = c->input(grad_start + i);
       ShapeHandle merged;
       if ((*data)[0].dtype != dtype)
-        return Invalid(Indexed(name, i, multi), " has dtype ", DataTypeString((*data)[0].dtype),
-                                       " but ", Indexed("grad", i, multi), " has dtype ", DataTypeString(dtype));
+        return Invalid(Indexed(name, i, multi), " has dtype ", DTypeName((*data)[0].dtype),
+                       " but ", Indexed("grad", i, multi), " has dtype ", DTypeName(dtype));
       if (!c->Merge((*data)[0].shape, grad, &merged).ok())
         return Invalid(Indexed(name, i, multi), " has shape ", c->DebugString((*data)[0].shape),
-                                       " but ", Indexed("grad", i, multi), " has shape ", c->DebugString(grad));
+                       " but ", Indexed("grad", i, multi), " has shape ", c->DebugString(grad));
       return absl::OkStatus();
     };
     for (int l = 0; l < int(lists.size()); ++l)
@@ -98,7 +90,7 @@ OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi) {
         const bool ok = rank == 0 || (rank == 1 && (!c->ValueKnown(c->Dim(shape, 0)) || c->Value(c->Dim(shape, 0)) == n));
         if (!ok)
           return Invalid("weight_decay must be a scalar or have shape [", n,
-                                         "] (one per variable), got shape ", c->DebugString(shape));
+                         "] (one per variable), got shape ", c->DebugString(shape));
       } else if (rank != 0) {
         return Invalid(name, " must be a scalar, got shape ", c->DebugString(shape));
       }

@@ -117,7 +117,16 @@ def _weight_decays(weight_decay) -> tf.Tensor:
     return tf.constant(float(weight_decay), tf.float64)
 
 
+def _check_lengths(variables, **lists) -> None:
+    """Every list has one entry per variable (TF's own error for this names no input)."""
+    for name, items in lists.items():
+        if items is not None and len(items) != len(variables):
+            raise ValueError(f"{name} has {len(items)} entries but variables has {len(variables)}")
+
+
 def _common(variables, grads, lr, weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking) -> dict:
+    _check_lengths(variables, grads=grads,
+                   weight_decay=weight_decay if isinstance(weight_decay, (list, tuple)) else None)
     return dict(
         grad=[tf.convert_to_tensor(g) for g in grads],
         lr=_lr(lr),
@@ -141,6 +150,7 @@ def gradient_descent_multi(variables, grads, *, lr, weight_decay, clipnorm, glob
 def momentum_multi(variables, grads, velocities, *, lr, momentum, nesterov, weight_decay, clipnorm, global_clipnorm,
                    skip_nonfinite, use_locking):
     """``Pyopt>ApplyMomentumMulti``: ``m = mu*m - lr*g; p = p - lr*wd*p + m`` (nesterov: ``+ mu*m - lr*g``)."""
+    _check_lengths(variables, velocities=velocities)
     return _ops().pyopt_apply_momentum_multi(
         var=_handles(variables, "variables"),
         velocity=_handles(velocities, "velocities"),
@@ -158,6 +168,7 @@ def adam_multi(variables, grads, ms, vs, *, lr, beta_1, beta_2, epsilon, step, v
         m = m + (g-m)*(1-beta_1);  v = v + (g^2-v)*(1-beta_2);  [vhat = max(vhat, v)]
         p = p - lr*wd*p - alpha*m/(sqrt(v or vhat)+epsilon)
     """
+    _check_lengths(variables, ms=ms, vs=vs, vhats=vhats)
     return _ops().pyopt_apply_adam_multi(
         var=_handles(variables, "variables"),
         m=_handles(ms, "ms"),

@@ -1,0 +1,539 @@
+"""pyopt's TensorFlow custom ops (cpp/tf, called through pyopt.ops._fused) against the
+float64 reference of tests/reference.py, and their checks, locking and copy-on-write.
+
+What is compared: every variable and slot after one op call, with the reference applied to
+the values before the call. Each op is also compared bitwise with the NumPy kernels
+(pyopt.kernels): both run the same C++ core with the same float64 hyperparameters, so any
+difference is a wiring mistake (a slot swapped, a hyperparameter dropped or rounded).
+
+Tolerances, per array: ``|actual - expected| <= k*eps*(scale + |expected|)`` with
+``scale`` the largest magnitude of the array before/after the step (the core's rounding
+errors are relative to the operands p, lr*g, m, ..., not to a result that may cancel):
+float64 and float32 k=4 (a few roundings in the dtype; measured < 1 eps), float16 and
+bfloat16 k=2 (float32 maths, one rounding to the 16-bit dtype: <= eps/2, plus float32
+noise). eps = 2.2e-16, 1.2e-7, 9.8e-4, 7.8e-3 respectively. These are far below the size
+of one update (lr*g ~ 1e-2 relative), so a wrong formula fails.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+import reference as ref  # noqa: E402
+from kernel_cases import DTYPES, HYPER, call_multi, random_state  # noqa: E402
+from pyopt import _loader  # noqa: E402
+
+OPS = _loader._try_load()  # no warning here: the reason goes into the skip message
+pytestmark = pytest.mark.skipif(OPS is None, reason=f"pyopt TF op library not loaded: {_loader.unavailable_reason()}")
+
+from pyopt.ops import _fused  # noqa: E402
+
+K = {"float64": 4, "float32": 4, "float16": 2, "bfloat16": 2}
+SHAPES = [(1,), (7,), (17,), (31, 33), (0,), (2, 3, 4)]
+WD = [0.1, 0.0, 0.2, 0.05, 0.1, 0.3]  # one weight decay per tensor of SHAPES
+
+
+def assert_close(actual, expected, before, dtype_name, name=""):
+    a = np.asarray(actual).astype(np.float64)
+    e = np.asarray(expected, np.float64)
+    assert a.shape == e.shape, name
+    rtol = K[dtype_name] * float(ml_dtypes.finfo(DTYPES[dtype_name]).eps)
+    scale = max(np.max(np.abs(e), initial=0.0), np.max(np.abs(np.asarray(before, np.float64)), initial=0.0))
+    atol = rtol * scale + 2 * float(ml_dtypes.finfo(DTYPES[dtype_name]).smallest_subnormal)
+    bad = ~(np.abs(a - e) <= atol + rtol * np.abs(e))
+    assert not bad.any(), (
+        f"{name}: {bad.sum()} of {a.size} differ beyond rtol={rtol:.3g} atol={atol:.3g}; "
+        f"max error {np.max(np.abs(a - e)):.3g}"
+    )
+
+
+def snapshot(variables) -> list:
+    return [v.numpy().copy() for v in variables]
+
+
+def same_bits(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+class Case:
+    """Random variables, gradients and slots for one rule; runs the fused op and both references."""
+
+    def __init__(self, rule, dtype, shapes=SHAPES, seed=0, make_variable=tf.Variable):
+        rng = np.random.default_rng(seed)
+        self.rule, self.dtype = rule, dtype
+        states = [random_state(rule, shape, DTYPES[dtype], rng) for shape in shapes]
+        self.params = [p for p, _, _ in states]
+        self.grads = [g for _, g, _ in states]
+        self.slots = [s for _, _, s in states]  # slots[i] = slots of tensor i
+        self.vars = [make_variable(p) for p in self.params]
+        self.slot_vars = [[make_variable(s[k]) for s in self.slots] for k in range(len(ref.SLOTS[rule]))]
+
+    def all_vars(self) -> list:
+        return [*self.vars, *(v for lst in self.slot_vars for v in lst)]
+
+    def run(self, hyper, grads=None, function=False, use_locking=True):
+        grads = [tf.constant(g) for g in self.grads] if grads is None else grads
+        return run_fused(self.rule, self.vars, grads, self.slot_vars, hyper, function, use_locking)
+
+    def check(self, hyper):
+        """Compare the variables with the reference and, bitwise, with the NumPy kernels."""
+        kw = dict(hyper)
+        expected = ref.step_multi(self.rule, self.params, self.grads, self.slots, **kw)
+        params, slots = [p.copy() for p in self.params], [[s.copy() for s in ss] for ss in self.slots]
+        assert call_multi(self.rule, params, self.grads, slots, **kw)
+        names = ["var", *ref.SLOTS[self.rule]]
+        for i in range(len(self.vars)):
+            got = [self.vars[i].numpy(), *(lst[i].numpy() for lst in self.slot_vars)]
+            before = [self.params[i], *self.slots[i]]
+            for k, name in enumerate(names):
+                assert got[k].dtype == DTYPES[self.dtype] and got[k].shape == before[k].shape
+                assert_close(got[k], expected[i][k], before[k], self.dtype, f"{name}[{i}]")
+                assert same_bits(got[k], [params[i], *slots[i]][k]), f"{name}[{i}] differs from pyopt.kernels"
+
+
+def run_fused(rule, variables, grads, slot_vars, hyper, function=False, use_locking=True):
+    """One call of the rule's multi-tensor op through pyopt.ops._fused (the caller's contract)."""
+    hyper = dict(hyper)
+    common = dict(
+        weight_decay=hyper.pop("weight_decay", [0.0] * len(variables)),
+        clipnorm=hyper.pop("clipnorm", None),
+        global_clipnorm=hyper.pop("global_clipnorm", None),
+        skip_nonfinite=hyper.pop("skip_nonfinite", False),
+        use_locking=use_locking,
+    )
+    if rule == "gradient_descent":
+        call = lambda g: _fused.gradient_descent_multi(variables, g, **hyper, **common)  # noqa: E731
+    elif rule == "momentum":
+        hyper.setdefault("nesterov", False)
+        call = lambda g: _fused.momentum_multi(variables, g, slot_vars[0], **hyper, **common)  # noqa: E731
+    else:
+        vhats = slot_vars[2] if rule == "adam_amsgrad" else None
+        call = lambda g: _fused.adam_multi(variables, g, slot_vars[0], slot_vars[1], vhats=vhats, **hyper, **common)  # noqa: E731
+    return as_function(call)(grads) if function else call(grads)
+
+
+def as_function(call):
+    """``call`` in a tf.function that returns nothing (a graph op is no valid function output)."""
+
+    def run(*args):
+        call(*args)
+
+    return tf.function(run)
+
+
+# --------------------------------------------------------------------------- values
+
+CONFIGS = [
+    ("gradient_descent", {}),
+    ("gradient_descent", dict(clipnorm=1.0, weight_decay=WD)),
+    ("gradient_descent", dict(global_clipnorm=2.0)),
+    ("momentum", dict(nesterov=False, global_clipnorm=2.0)),
+    ("momentum", dict(nesterov=True, weight_decay=WD, clipnorm=1.0)),
+    ("adam", dict(step=1)),
+    ("adam", dict(step=7, clipnorm=1.0, weight_decay=WD)),
+    ("adam_amsgrad", dict(step=3, global_clipnorm=2.0, weight_decay=WD)),
+]
+
+
+def _hyper(rule, options, n):
+    hyper = dict(HYPER[rule], **options)
+    hyper.setdefault("weight_decay", [0.0] * n)
+    return hyper
+
+
+@pytest.mark.parametrize("function", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("rule, options", CONFIGS, ids=[f"{r}-{'-'.join(o)}" for r, o in CONFIGS])
+def test_multi_matches_reference(rule, options, dtype, function):
+    case = Case(rule, dtype)
+    hyper = _hyper(rule, options, len(SHAPES))
+    result = case.run(hyper, function=function)
+    assert result is None or isinstance(result, tf.Operation)
+    case.check(hyper)
+
+
+@pytest.mark.parametrize("rule", list(ref.SLOTS))
+def test_large_tensor_on_the_thread_pool(rule):
+    """2**20+3 elements: many chunks on TF's intra-op pool, chunk edges inside a tensor."""
+    case = Case(rule, "float32", shapes=[(2**20 + 3,), (5,)], seed=1)
+    hyper = _hyper(rule, dict(clipnorm=100.0, step=2) if "adam" in rule else dict(clipnorm=100.0), 2)
+    case.run(hyper)
+    case.check(hyper)
+
+
+SINGLE_OPS = {
+    "gradient_descent": "pyopt_apply_gradient_descent",
+    "momentum": "pyopt_apply_momentum",
+    "adam": "pyopt_apply_adam",
+    "adam_amsgrad": "pyopt_apply_adam",
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+@pytest.mark.parametrize("rule", list(ref.SLOTS))
+def test_single_tensor_ops(rule, dtype):
+    """The single-tensor ops (N = 1 of the same kernel), called directly."""
+    case = Case(rule, dtype, shapes=[(3, 41)])
+    hyper = dict(HYPER[rule], clipnorm=2.0, weight_decay=0.1, **({"step": 4} if "adam" in rule else {}))
+    f64 = lambda x: tf.constant(x, tf.float64)  # noqa: E731
+    args = dict(var=case.vars[0].handle, grad=tf.constant(case.grads[0]), lr=tf.constant(hyper["lr"], tf.float32),
+                weight_decay=f64(0.1), clipnorm=f64(2.0))
+    slots = [lst[0].handle for lst in case.slot_vars]
+    if rule == "momentum":
+        args.update(velocity=slots[0], momentum=f64(hyper["momentum"]))
+    elif "adam" in rule:
+        args.update(m=slots[0], v=slots[1], vhat=slots[2:], beta_1=f64(hyper["beta_1"]), beta_2=f64(hyper["beta_2"]),
+                    epsilon=f64(hyper["epsilon"]), step=tf.constant(hyper["step"], tf.int64))
+    getattr(OPS, SINGLE_OPS[rule])(**args)
+    hyper["lr"] = float(np.float32(hyper["lr"]))  # passed as float32 above
+    case.check(dict(hyper, weight_decay=[0.1]))
+
+
+@pytest.mark.parametrize("function", [False, True], ids=["eager", "tf.function"])
+def test_hyperparameters_as_tensors_and_variables(function):
+    """lr as a float32 variable (as Keras keeps it), float16/float64 tensors; step as an int64 variable."""
+    case = Case("adam", "float32", shapes=[(17,), (4, 4)])
+    lr = tf.Variable(0.01, dtype=tf.float32)
+    step = tf.Variable(5, dtype=tf.int64)
+    hyper = dict(HYPER["adam"], lr=lr, step=step, weight_decay=[0.0, 0.1], beta_1=tf.constant(0.8, tf.float64))
+    case.run(hyper, function=function)
+    case.check(dict(hyper, lr=float(np.float32(0.01)), step=5, beta_1=0.8))
+    for lr in (tf.constant(0.5, tf.float16), tf.constant(0.25, tf.float64)):
+        case = Case("gradient_descent", "float64", shapes=[(9,)])
+        case.run(dict(lr=lr, weight_decay=[0.0]), function=function)
+        case.check(dict(lr=float(lr.numpy()), weight_decay=[0.0]))
+
+
+def test_keras_variables():
+    keras = pytest.importorskip("keras")
+    case = Case("momentum", "float32", make_variable=keras.Variable)
+    hyper = _hyper("momentum", dict(nesterov=True, clipnorm=1.0), len(SHAPES))
+    assert _fused.supports(case.vars, [tf.constant(g) for g in case.grads]) is None
+    case.run(hyper)
+    case.check(hyper)
+
+
+@pytest.mark.parametrize("rule", ["gradient_descent", "adam"])
+def test_use_locking_false_gives_the_same_result(rule):
+    case = Case(rule, "float32")
+    hyper = _hyper(rule, dict(step=2) if rule == "adam" else {}, len(SHAPES))
+    case.run(hyper, use_locking=False)
+    case.check(hyper)
+
+
+def test_skip_nonfinite_writes_nothing():
+    case = Case("adam", "float32", shapes=[(5,), (3,)])
+    before = snapshot(case.all_vars())
+    grads = [tf.constant(case.grads[0]), tf.constant(np.array([1.0, np.nan, 2.0], np.float32))]
+    case.run(dict(HYPER["adam"], weight_decay=[0.0, 0.0], skip_nonfinite=True), grads=grads)
+    assert all(same_bits(a, b) for a, b in zip(snapshot(case.all_vars()), before))
+    case.run(dict(HYPER["adam"], weight_decay=[0.0, 0.0], skip_nonfinite=True))  # finite: applied
+    case.check(dict(HYPER["adam"], weight_decay=[0.0, 0.0]))
+
+
+# --------------------------------------------------------------------------- in place, copy-on-write, locks
+
+
+def test_update_is_in_place():
+    """The variable keeps its handle, and a function traced before the step reads the new value."""
+    case = Case("gradient_descent", "float32", shapes=[(4,)])
+    var = case.vars[0]
+    handle = var.handle
+    read = tf.function(lambda: var.read_value())
+    read()  # traced against the old state
+    case.run(dict(lr=0.1, weight_decay=[0.0]))
+    assert var.handle is handle
+    np.testing.assert_array_equal(read().numpy(), var.numpy())
+    case.check(dict(lr=0.1, weight_decay=[0.0]))
+
+
+@pytest.mark.parametrize("function", [False, True], ids=["eager", "tf.function"])
+def test_copy_on_write_keeps_earlier_reads(function):
+    """A tensor read from a variable or slot before the op keeps its value (TF's copy-on-write)."""
+    case = Case("momentum", "float32", shapes=[(1000,), (3,)])
+    hyper = _hyper("momentum", {}, 2)
+    if function:
+
+        @tf.function
+        def step():
+            reads = [v.read_value() for v in case.all_vars()]
+            run_fused("momentum", case.vars, [tf.constant(g) for g in case.grads], case.slot_vars, hyper)
+            return reads
+
+        reads = step()
+    else:
+        reads = [v.value() for v in case.all_vars()]  # shares the variable's buffer
+        case.run(hyper)
+    before = [case.params[0], case.params[1], case.slots[0][0], case.slots[1][0]]
+    for read, old in zip(reads, before):
+        assert same_bits(read.numpy(), old)
+    case.check(hyper)
+
+
+def test_concurrent_steps_on_one_variable_lose_no_update():
+    """Two threads stepping the same variables: with the locks every step is applied exactly once."""
+    var, vel = tf.Variable(np.zeros(50_000)), tf.Variable(np.zeros(50_000))
+    grad = tf.constant(np.ones(50_000))
+    steps = 100
+
+    def worker():
+        for _ in range(steps):
+            _fused.momentum_multi([var], [grad], [vel], lr=0.5, momentum=0.0, nesterov=False, weight_decay=[0.0],
+                                  clipnorm=None, global_clipnorm=None, skip_nonfinite=False, use_locking=True)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # momentum 0: each step subtracts exactly 0.5 (exact in float64)
+    np.testing.assert_array_equal(var.numpy(), np.full(50_000, -0.5 * 2 * steps))
+
+
+@pytest.mark.slow
+def test_single_intra_op_thread_gives_the_same_bits():
+    """With tf.config.threading set to 1 intra-op thread the op runs on one thread, and
+    (the core's chunking being fixed) gives bitwise the multi-threaded result."""
+    case = Case("adam", "float32", shapes=[(2**20 + 3,)], seed=5)
+    hyper = _hyper("adam", dict(clipnorm=100.0, step=3), 1)
+    case.run(hyper)
+    code = textwrap.dedent(
+        f"""
+        import sys, numpy as np, tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        sys.path.insert(0, {str(__import__('os').path.dirname(__file__))!r})
+        import test_tf_ops as t
+        case = t.Case("adam", "float32", shapes=[(2**20 + 3,)], seed=5)
+        case.run({hyper!r})
+        assert tf.config.threading.get_intra_op_parallelism_threads() == 1
+        sys.stdout.buffer.write(b"".join(v.numpy().tobytes() for v in case.all_vars()))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert out.stdout == b"".join(v.numpy().tobytes() for v in case.all_vars())
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _gd(variables, grads, **kw):
+    args = dict(lr=0.1, weight_decay=[0.0] * len(variables), clipnorm=None, global_clipnorm=None,
+                skip_nonfinite=False, use_locking=True)
+    args.update(kw)
+    return _fused.gradient_descent_multi(variables, grads, **args)
+
+
+def _adam(variables, grads, ms, vs, vhats=None, **kw):
+    args = dict(lr=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step=1, vhats=vhats,
+                weight_decay=[0.0] * len(variables), clipnorm=None, global_clipnorm=None, skip_nonfinite=False,
+                use_locking=True)
+    args.update(kw)
+    return _fused.adam_multi(variables, grads, ms, vs, **args)
+
+
+def _f32(*shape):
+    return tf.Variable(np.ones(shape, np.float32))
+
+
+BAD = {}  # name -> build(): (variables that must stay unchanged, a call that must fail, message regex)
+
+
+def bad(name):
+    def register(build):
+        BAD[name] = build
+        return build
+
+    return register
+
+
+def g3():
+    return tf.ones([3])
+
+
+@bad("grad shape")
+def _():
+    v, w = _f32(3), _f32(3)
+    return [v, w], lambda: _gd([v, w], [g3(), tf.ones([4])]), r"var\[1\] has shape \[3\] but grad\[1\] has shape \[4\]"
+
+
+@bad("slot shape")
+def _():
+    v, m, s = _f32(3), _f32(3), _f32(4)
+    return [v, m, s], lambda: _adam([v], [g3()], [m], [s]), r"v\[0\] has shape \[4\] but grad\[0\] has shape \[3\]"
+
+
+@bad("var dtype")
+def _():
+    v = tf.Variable(np.ones(3))
+    return [v], lambda: _gd([v], [g3()]), r"var\[0\] has dtype float64 but grad\[0\] has dtype float32"
+
+
+@bad("slot dtype")
+def _():
+    v, m, s = _f32(3), tf.Variable(np.ones(3, np.float16)), _f32(3)
+    return [v, m, s], lambda: _adam([v], [g3()], [m], [s]), r"m\[0\] has dtype float16 but grad\[0\] has dtype float32"
+
+
+@bad("uninitialised")
+def _():
+    from tensorflow.python.ops import resource_variable_ops
+
+    v, u = _f32(3), resource_variable_ops.UninitializedVariable(shape=[3], dtype=tf.float32)
+    return [v], lambda: _gd([v, u], [g3(), g3()]), r"var\[1\] is uninitialised"
+
+
+def _raw_adam_multi(variables, ms, vs, vhats, weight_decay):
+    """The multi-tensor Adam op called directly (no list checks of pyopt.ops._fused)."""
+    f64 = lambda x: tf.constant(x, tf.float64)  # noqa: E731
+    return OPS.pyopt_apply_adam_multi(
+        var=[x.handle for x in variables], m=[x.handle for x in ms], v=[x.handle for x in vs],
+        vhat=[x.handle for x in vhats], grad=[g3() for _ in variables], lr=0.1, beta_1=f64(0.9), beta_2=f64(0.999),
+        epsilon=f64(1e-7), step=tf.constant(1, tf.int64), weight_decay=f64(weight_decay), clipnorm=f64(0.0),
+        global_clipnorm=f64(0.0))
+
+
+@bad("op: vhat length")
+def _():
+    v, w, m, m2, s, s2, h = (_f32(3) for _ in range(7))
+    return [v, w, m, s, h], lambda: _raw_adam_multi([v, w], [m, m2], [s, s2], [h], 0.0), r"vhat has 1 variables but "
+
+
+@bad("op: weight_decay length")
+def _():
+    v, m, s = _f32(3), _f32(3), _f32(3)
+    call = lambda: _raw_adam_multi([v], [m], [s], [], [0.1, 0.2])  # noqa: E731
+    return [v, m, s], call, r"weight_decay must be a scalar or have shape \[1\]"
+
+
+@bad("negative lr")
+def _():
+    v = _f32(3)
+    return [v], lambda: _gd([v], [g3()], lr=-1.0), r"lr must be a finite number >= 0, got -1"
+
+
+@bad("nan lr")
+def _():
+    v = _f32(3)
+    return [v], lambda: _gd([v], [g3()], lr=tf.constant(np.nan, tf.float32)), r"lr must be a finite number >= 0"
+
+
+@bad("non-scalar lr")
+def _():
+    v = _f32(3)
+    return [v], lambda: _gd([v], [g3()], lr=tf.constant([0.1, 0.2])), r"lr must be a scalar, got shape \[2\]"
+
+
+@bad("beta_1 = 1")
+def _():
+    v, m, s = _f32(3), _f32(3), _f32(3)
+    return [v, m, s], lambda: _adam([v], [g3()], [m], [s], beta_1=1.0), r"beta_1 must be in \[0, 1\), got 1"
+
+
+@bad("epsilon = 0")
+def _():
+    v, m, s = _f32(3), _f32(3), _f32(3)
+    return [v, m, s], lambda: _adam([v], [g3()], [m], [s], epsilon=0.0), r"epsilon must be a finite number > 0"
+
+
+@bad("step = 0")
+def _():
+    v, m, s = _f32(3), _f32(3), _f32(3)
+    return [v, m, s], lambda: _adam([v], [g3()], [m], [s], step=0), r"step must be an integer >= 1, got 0"
+
+
+@bad("momentum > 1")
+def _():
+    v, m = _f32(3), _f32(3)
+    call = lambda: _fused.momentum_multi(  # noqa: E731
+        [v], [g3()], [m], lr=0.1, momentum=1.5, nesterov=False, weight_decay=[0.0], clipnorm=None,
+        global_clipnorm=None, skip_nonfinite=False, use_locking=True)
+    return [v, m], call, r"momentum must be in \[0, 1\], got 1.5"
+
+
+@bad("negative weight decay")
+def _():
+    v, w = _f32(3), _f32(3)
+    return [v, w], lambda: _gd([v, w], [g3(), g3()], weight_decay=[0.0, -0.1]), r"weight_decay\[1\] must be a finite number >= 0"
+
+
+@bad("both clipnorms")
+def _():
+    v = _f32(3)
+    return [v], lambda: _gd([v], [g3()], clipnorm=1.0, global_clipnorm=1.0), r"clipnorm and global_clipnorm are mutually exclusive"
+
+
+@bad("negative clipnorm")
+def _():
+    v = _f32(3)
+    return [v], lambda: _gd([v], [g3()], clipnorm=-1.0), r"clipnorm must be a finite number > 0"
+
+
+@bad("same variable twice")
+def _():
+    v, m = _f32(3), _f32(3)
+    return [v, m], lambda: _adam([v], [g3()], [m], [m]), r"m\[0\] and v\[0\] are the same variable"
+
+
+@pytest.mark.parametrize("function", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_raises_and_writes_nothing(name, function):
+    """Eagerly the kernel raises InvalidArgumentError; in a tf.function, errors visible at trace
+    time (shapes, dtypes of known variables) come from the shape function as ValueError."""
+    watch, call, match = BAD[name]()
+    before = snapshot(watch)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=match):
+        (as_function(call) if function else call)()
+    for v, old in zip(watch, before):
+        assert same_bits(v.numpy(), old), "a failed op must not write"
+
+
+@pytest.mark.parametrize("lists, match", [
+    (dict(grads=1), r"grads has 1 entries but variables has 2"),
+    (dict(ms=1), r"ms has 1 entries but variables has 2"),
+    (dict(vs=3), r"vs has 3 entries but variables has 2"),
+    (dict(vhats=1), r"vhats has 1 entries but variables has 2"),
+    (dict(weight_decay=3), r"weight_decay has 3 entries but variables has 2"),
+])
+def test_list_length_mismatch_is_rejected(lists, match):
+    lengths = dict(dict(grads=2, ms=2, vs=2, vhats=2, weight_decay=2), **lists)
+    variables = [_f32(3), _f32(3)]
+    slots = {name: [_f32(3) for _ in range(lengths[name])] for name in ("ms", "vs", "vhats")}
+    before = snapshot([*variables, *slots["ms"], *slots["vs"], *slots["vhats"]])
+    with pytest.raises(ValueError, match=match):
+        _adam(variables, [g3() for _ in range(lengths["grads"])], slots["ms"], slots["vs"], vhats=slots["vhats"],
+              weight_decay=[0.0] * lengths["weight_decay"])
+    assert all(same_bits(a, b) for a, b in zip(snapshot([*variables, *slots["ms"], *slots["vs"], *slots["vhats"]]),
+                                               before))
+
+
+# --------------------------------------------------------------------------- supports()
+
+
+def test_supports_reasons(monkeypatch):
+    v32, v64 = _f32(3), tf.Variable(np.ones(3))
+    g32 = tf.ones([3])
+    assert _fused.supports([v32], [g32]) is None
+    assert "IndexedSlices" in _fused.supports([v32], [tf.IndexedSlices(g32, tf.constant([0, 1, 2]))])
+    assert "mixed dtypes" in _fused.supports([v32, v64], [g32, tf.ones([3], tf.float64)])
+    assert "grads[0] has dtype float64" in _fused.supports([v32], [tf.ones([3], tf.float64)])
+    assert "dtype int32" in _fused.supports([tf.Variable([1, 2])], [tf.constant([1, 2])])
+    assert "not a resource variable" in _fused.supports([tf.ones([3])], [g32])
+    monkeypatch.setattr(_loader, "load", lambda: None)
+    monkeypatch.setattr(_loader, "unavailable_reason", lambda: "no library here")
+    assert "no library here" in _fused.supports([v32], [g32])
+
+
+def test_op_docs_state_the_formula():
+    assert "alpha = lr*sqrt(1-beta_2^t)/(1-beta_1^t)" in OPS.pyopt_apply_adam_multi.__doc__
+    assert "m = mu*m - lr*g" in OPS.pyopt_apply_momentum.__doc__
