@@ -146,8 +146,8 @@ def gradient_descent_multi(
     all gradients by ``c / max(sqrt(sum_i ||g_i||^2), c)``.
     """
     return _core.gradient_descent(
-        _list(params),
-        _list(grads),
+        _list(params, "params"),
+        _list(grads, "grads"),
         lr=lr,
         weight_decay=_wd(weight_decay),
         clipnorm=clipnorm,
@@ -171,9 +171,9 @@ def momentum_multi(
 ) -> bool:
     """:func:`momentum` on every tensor in one call (see :func:`gradient_descent_multi`)."""
     return _core.momentum(
-        _list(params),
-        _list(grads),
-        _list(velocities),
+        _list(params, "params"),
+        _list(grads, "grads"),
+        _list(velocities, "velocities"),
         lr=lr,
         momentum=momentum,
         nesterov=nesterov,
@@ -203,11 +203,11 @@ def adam_multi(
 ) -> bool:
     """:func:`adam` on every tensor in one call (amsgrad when ``vhats`` is given)."""
     return _core.adam(
-        _list(params),
-        _list(grads),
-        _list(ms),
-        _list(vs),
-        None if vhats is None else _list(vhats),
+        _list(params, "params"),
+        _list(grads, "grads"),
+        _list(ms, "ms"),
+        _list(vs, "vs"),
+        None if vhats is None else _list(vhats, "vhats"),
         lr=lr,
         beta_1=beta_1,
         beta_2=beta_2,
@@ -220,9 +220,9 @@ def adam_multi(
     )
 
 
-def _list(arrays) -> list:
-    if isinstance(arrays, np.ndarray):
-        raise TypeError("expected a list of arrays, got a single numpy.ndarray")
+def _list(arrays, name: str) -> list:
+    if not isinstance(arrays, (list, tuple)):
+        raise TypeError(f"{name} must be a list of numpy arrays, got {type(arrays).__name__}")
     return list(arrays)
 
 

@@ -69,12 +69,16 @@ PYOPT_INLINE float load(half x) {
   using detail::float_bits;
   const std::uint32_t h = x.bits;
   const std::uint32_t sign = (h & 0x8000u) << 16;
-  const std::uint32_t exp_mant = (h & 0x7fffu) << 13;
-  // Re-bias the exponent by multiplying with 2^112; exact for normals and subnormals.
-  const std::uint32_t finite = float_bits(bits_float(exp_mant) * 0x1p112f);
+  const std::uint32_t exp_mant = (h & 0x7fffu) << 13;  // half exponent and mantissa in float position
+  const std::uint32_t exp = exp_mant & 0x0f800000u;
+  // Normals: re-bias the exponent by 127 - 15 with an integer add.
+  const std::uint32_t normal = exp_mant + (112u << 23);
+  // Subnormals and zero: (2^-14 + m*2^-24) - 2^-14, both operands normal floats, so the
+  // result is exact even with denormals-are-zero (TensorFlow's CPU threads set DAZ/FTZ).
+  const std::uint32_t subnormal = float_bits(bits_float(normal + (1u << 23)) - bits_float(113u << 23));
   // Inf/NaN: keep the payload, set every exponent bit.
   const std::uint32_t special = exp_mant | 0x7f800000u;
-  const std::uint32_t magnitude = ((h & 0x7fffu) >= 0x7c00u) ? special : finite;
+  const std::uint32_t magnitude = exp == 0x0f800000u ? special : exp == 0 ? subnormal : normal;
   return bits_float(magnitude | sign);
 }
 
