@@ -1,0 +1,674 @@
+// Test driver of the header-only kernel core (cpp/include/pyopt), no framework and no
+// Python: meant to run under AddressSanitizer + UndefinedBehaviorSanitizer (tools/sanitize.sh).
+//
+//   pyopt_core_tests [section...]      sections: conversions plan pool checks kernels multi
+//
+// Every kernel, storage type (float, double, half, bfloat16) and ISA path this CPU runs,
+// through apply_* with an inline, a reversed and a ThreadPool executor, at sizes 0..70, 1023
+// and 2^16+5, from start pointers offset by 0..3 elements, against a scalar double reference
+// written here (formulas and float16/bfloat16 rounding coded independently of the core).
+// Prints a summary line; exits 1 on any failure.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#define HAVE_MXCSR 1
+#else
+#define HAVE_MXCSR 0
+#endif
+
+#include "pyopt/apply.h"
+
+using namespace pyopt;
+using i64 = std::int64_t;
+
+// ------------------------------------------------------------------------------ checks
+
+static long g_checks = 0, g_failures = 0;
+
+template <class... A>
+static void check(bool ok, const char* fmt, A... args) {
+  ++g_checks;
+  if (ok) return;
+  if (++g_failures <= 30) {
+    std::printf("FAIL: ");
+    std::printf(fmt, args...);
+    std::printf("\n");
+  }
+}
+
+// ------------------------------------------------------------------------------ reference formats
+// A binary float format: `mant` fraction bits, minimum normal exponent `emin`, max `emax`.
+struct Format {
+  int mant, emin, emax, exp_bits;
+  double eps() const { return std::ldexp(1.0, -mant); }
+  double smallest_subnormal() const { return std::ldexp(1.0, emin - mant); }
+};
+constexpr Format kHalf{10, -14, 15, 5};
+constexpr Format kBfloat16{7, -126, 127, 8};
+
+// x rounded to the format, to nearest even (Inf past the largest finite value).
+static double round_to(double x, const Format& f) {
+  if (!std::isfinite(x) || x == 0.0) return x;
+  int e;
+  std::frexp(std::fabs(x), &e);  // |x| in [2^(e-1), 2^e)
+  const double ulp = std::ldexp(1.0, std::max(e - 1, f.emin) - f.mant);
+  const double y = std::nearbyint(std::fabs(x) / ulp) * ulp;  // default rounding: ties to even
+  const double largest = std::ldexp(2.0 - std::ldexp(1.0, -f.mant), f.emax);
+  return std::copysign(y > largest ? INFINITY : y, x);
+}
+
+// Bits of a value already representable in the format (NaN -> a quiet NaN).
+static std::uint16_t encode(double y, const Format& f) {
+  const int bias = (1 << (f.exp_bits - 1)) - 1;
+  const std::uint16_t sign = std::signbit(y) ? std::uint16_t(1u << 15) : 0;
+  const std::uint16_t exp_all = std::uint16_t(((1u << f.exp_bits) - 1) << f.mant);
+  if (std::isnan(y)) return std::uint16_t(exp_all | (1u << (f.mant - 1)));
+  if (std::isinf(y)) return std::uint16_t(sign | exp_all);
+  const double a = std::fabs(y);
+  if (a < std::ldexp(1.0, f.emin)) return std::uint16_t(sign | std::uint16_t(a / f.smallest_subnormal()));
+  int e;
+  std::frexp(a, &e);
+  const auto frac = std::uint16_t((a / std::ldexp(1.0, e - 1) - 1.0) * std::ldexp(1.0, f.mant));
+  return std::uint16_t(sign | std::uint16_t((e - 1 + bias) << f.mant) | frac);
+}
+
+static double decode(std::uint16_t b, const Format& f) {
+  const int bias = (1 << (f.exp_bits - 1)) - 1;
+  const int exp = (b >> f.mant) & ((1 << f.exp_bits) - 1);
+  const int frac = b & ((1 << f.mant) - 1);
+  const double sign = (b >> 15) ? -1.0 : 1.0;
+  if (exp == (1 << f.exp_bits) - 1) return frac ? NAN : sign * INFINITY;
+  if (exp == 0) return sign * frac * f.smallest_subnormal();
+  return sign * std::ldexp(1.0 + frac * f.eps(), exp - bias);
+}
+
+// Per storage type: name, reference conversions, tolerance (see tests/test_kernels.py:
+// k * eps * (scale + |expected|), k=4 for float/double, 2 for the 16-bit types whose
+// result is rounded once from float maths).
+template <class T>
+struct Traits;
+template <>
+struct Traits<float> {
+  static constexpr const char* name = "float";
+  static double to_double(float x) { return x; }
+  static float from_double(double x) { return float(x); }
+  static double rtol() { return 4 * 0x1p-23; }
+  static double atol() { return 0.0; }
+};
+template <>
+struct Traits<double> {
+  static constexpr const char* name = "double";
+  static double to_double(double x) { return x; }
+  static double from_double(double x) { return x; }
+  static double rtol() { return 4 * 0x1p-52; }
+  static double atol() { return 0.0; }
+};
+template <>
+struct Traits<half> {
+  static constexpr const char* name = "half";
+  static double to_double(half x) { return decode(x.bits, kHalf); }
+  static half from_double(double x) { return half{encode(round_to(x, kHalf), kHalf)}; }
+  static double rtol() { return 2 * kHalf.eps(); }
+  static double atol() { return 2 * kHalf.smallest_subnormal(); }
+};
+template <>
+struct Traits<bfloat16> {
+  static constexpr const char* name = "bfloat16";
+  static double to_double(bfloat16 x) { return decode(x.bits, kBfloat16); }
+  static bfloat16 from_double(double x) { return bfloat16{encode(round_to(x, kBfloat16), kBfloat16)}; }
+  static double rtol() { return 2 * kBfloat16.eps(); }
+  static double atol() { return 2 * kBfloat16.smallest_subnormal(); }
+};
+
+template <class T>
+static bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
+}
+
+static bool same_value(double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); }
+
+// ------------------------------------------------------------------------------ conversions
+
+static float float_from_bits(std::uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Floats to feed store<T>: a sweep of bit patterns, every value of the format and the
+// midpoints (and their float neighbours) between consecutive values.
+template <class T>
+static std::vector<float> store_probes(const Format& f) {
+  std::vector<float> xs;
+  for (std::uint64_t u = 0; u < (1ull << 32); u += 4099) xs.push_back(float_from_bits(std::uint32_t(u)));
+  for (std::uint32_t b = 0; b < 0x7fffu; ++b) {  // positive patterns; non-finite neighbours skipped
+    const double lo = decode(std::uint16_t(b), f), hi = decode(std::uint16_t(b + 1), f);
+    if (!std::isfinite(lo) || !std::isfinite(hi)) continue;
+    const float mid = float((lo + hi) / 2);  // exact in float for both formats
+    for (float x : {float(lo), mid, std::nextafter(mid, 0.0f), std::nextafter(mid, INFINITY)}) {
+      xs.push_back(x);
+      xs.push_back(-x);
+    }
+  }
+  for (float x : {65504.0f, 65519.99f, 65520.0f, 1e30f, INFINITY, -INFINITY, 0.0f, -0.0f, 3.4028235e38f})
+    xs.push_back(x);
+  return xs;
+}
+
+template <class T>
+static void test_conversions(const Format& f) {
+  const char* name = Traits<T>::name;
+  long bad_load = 0, bad_trip = 0, bad_nan = 0, bad_store = 0;
+  for (std::uint32_t b = 0; b < 65536; ++b) {
+    const T x{std::uint16_t(b)};
+    const double want = decode(std::uint16_t(b), f);
+    const float got = load(x);
+    bad_load += !same_value(got, want);
+    std::uint32_t gb;
+    std::memcpy(&gb, &got, 4);
+    if (std::isnan(want)) {
+      const T back = store<T>(got);
+      bad_nan += !std::isnan(decode(back.bits, f));  // NaN stays NaN (quiet), never Inf
+    } else {
+      bad_trip += store<T>(got).bits != b;  // every value survives load -> store exactly
+    }
+  }
+  check(bad_load == 0, "%s load: %ld of 65536 bit patterns decode wrongly", name, bad_load);
+  check(bad_trip == 0, "%s round trip: %ld of the non-NaN bit patterns change", name, bad_trip);
+  check(bad_nan == 0, "%s: %ld NaN patterns do not stay NaN", name, bad_nan);
+  for (float x : store_probes<T>(f)) {
+    const std::uint16_t got = store<T>(x).bits;
+    const std::uint16_t want = encode(round_to(x, f), f);
+    const bool ok = std::isnan(x) ? std::isnan(decode(got, f)) : got == want;
+    if (!ok && ++bad_store <= 5) std::printf("  %s store(%a): got 0x%04x want 0x%04x\n", name, double(x), got, want);
+  }
+  check(bad_store == 0, "%s store: %ld values not rounded to nearest even", name, bad_store);
+}
+
+// TensorFlow runs its kernels with FTZ/DAZ set (denormal floats read and written as 0).
+// half's subnormals are normal floats, so loading them must not depend on those modes.
+// Conversions behind opaque calls, so the compiler cannot move them across _mm_setcsr.
+__attribute__((noinline)) static void load_halfs(const std::uint16_t* in, float* out, int n) {
+  for (int i = 0; i < n; ++i) out[i] = load(half{in[i]});
+}
+__attribute__((noinline)) static void store_halfs(const float* in, std::uint16_t* out, int n) {
+  for (int i = 0; i < n; ++i) out[i] = store<half>(in[i]).bits;
+}
+static void (*volatile g_load_halfs)(const std::uint16_t*, float*, int) = load_halfs;
+static void (*volatile g_store_halfs)(const float*, std::uint16_t*, int) = store_halfs;
+
+static void test_half_under_daz() {
+#if HAVE_MXCSR
+  std::vector<std::uint16_t> bits, stored(0x3ff);
+  std::vector<float> values, loaded(0x3ff);
+  for (std::uint16_t b = 1; b < 0x0400u; ++b) {  // the positive half subnormals
+    bits.push_back(b);
+    values.push_back(float(decode(b, kHalf)));
+  }
+  const unsigned old = _mm_getcsr();
+  _mm_setcsr(old | 0x8040u);  // FTZ | DAZ
+  g_load_halfs(bits.data(), loaded.data(), int(bits.size()));
+  g_store_halfs(values.data(), stored.data(), int(bits.size()));
+  _mm_setcsr(old);
+  long bad = 0, bad_store = 0;
+  for (size_t i = 0; i < bits.size(); ++i) {
+    bad += loaded[i] != values[i];
+    bad_store += stored[i] != bits[i];
+  }
+  check(bad == 0, "half load under FTZ/DAZ: %ld of 1023 subnormal halfs load wrongly (e.g. as 0)", bad);
+  check(bad_store == 0, "half store under FTZ/DAZ: %ld of 1023 subnormal halfs stored wrongly", bad_store);
+#endif
+}
+
+static void section_conversions() {
+  test_conversions<half>(kHalf);
+  test_conversions<bfloat16>(kBfloat16);
+  test_half_under_daz();
+}
+
+// ------------------------------------------------------------------------------ plan_chunks
+
+static void check_plan(const std::vector<i64>& sizes, i64 chunk) {
+  const ChunkPlan plan = plan_chunks(sizes, chunk);
+  i64 total = 0;
+  for (i64 s : sizes) total += s;
+  check(plan.total == total, "plan total %lld != %lld", (long long)plan.total, (long long)total);
+  // Every element of every tensor in exactly one slice; slices ordered by tensor, then begin.
+  std::vector<i64> next(sizes.size(), 0);
+  i64 prev_tensor = -1;
+  for (const Slice& s : plan.slices) {
+    const bool ok = s.tensor >= prev_tensor && s.tensor < i64(sizes.size()) && s.begin == next[size_t(s.tensor)] &&
+                    s.end > s.begin && s.end <= sizes[size_t(s.tensor)] && s.end - s.begin <= chunk &&
+                    s.begin % chunk == 0;  // each tensor is cut at its own multiples of the chunk
+    check(ok, "plan(chunk %lld): bad slice {%lld, %lld, %lld}", (long long)chunk, (long long)s.tensor,
+          (long long)s.begin, (long long)s.end);
+    if (!ok) return;
+    prev_tensor = s.tensor;
+    next[size_t(s.tensor)] = s.end;
+  }
+  for (size_t t = 0; t < sizes.size(); ++t)
+    check(next[t] == sizes[t], "plan: tensor %zu covered up to %lld of %lld", t, (long long)next[t],
+          (long long)sizes[t]);
+  // Chunks: contiguous ranges of slices from 0 to the end, none empty (unless nothing to do),
+  // each holding at most `chunk` elements.
+  const auto& cs = plan.chunk_start;
+  check(cs.size() >= 2 && cs.front() == 0 && cs.back() == i64(plan.slices.size()), "plan: chunk_start ends");
+  for (size_t k = 0; k + 1 < cs.size(); ++k) {
+    check(cs[k] < cs[k + 1] || plan.slices.empty(), "plan: empty chunk %zu", k);
+    i64 elems = 0;
+    for (i64 s = cs[k]; s < cs[k + 1]; ++s) elems += plan.slices[size_t(s)].end - plan.slices[size_t(s)].begin;
+    check(elems <= chunk, "plan: chunk %zu holds %lld > %lld elements", k, (long long)elems, (long long)chunk);
+  }
+}
+
+static void section_plan() {
+  std::mt19937_64 rng(7);
+  check_plan({}, kChunkElems);
+  check_plan({0, 0}, kChunkElems);
+  check_plan({kChunkElems}, kChunkElems);
+  check_plan({kChunkElems - 1, 1, kChunkElems + 1, 0, 3 * kChunkElems}, kChunkElems);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const i64 chunk = std::vector<i64>{1, 2, 7, 32, 100, 1024}[rng() % 6];
+    std::vector<i64> sizes(rng() % 8);
+    for (auto& s : sizes) s = (rng() % 4 == 0) ? 0 : i64(rng() % (5 * chunk + 3));
+    check_plan(sizes, chunk);
+  }
+}
+
+// ------------------------------------------------------------------------------ ThreadPool
+
+static void section_pool() {
+  for (int threads = 1; threads <= 4; ++threads) {
+    ThreadPool pool(threads);
+    check(pool.size() == threads, "pool size %d", threads);
+    for (i64 n = 0; n <= 100; n += (n < 10 ? 1 : 13)) {
+      std::vector<std::atomic<int>> hits(size_t(n) + 1);
+      pool.parallel_for(n, [&](i64 b, i64 e) {
+        for (i64 i = b; i < e; ++i) hits[size_t(i)]++;
+      });
+      long bad = 0;
+      for (i64 i = 0; i < n; ++i) bad += hits[size_t(i)].load() != 1;
+      check(bad == 0, "pool(%d).parallel_for(%lld): %ld indices not run exactly once", threads, (long long)n, bad);
+    }
+  }
+  // Two callers at once on one pool (the second runs inline), and a resize in between.
+  ThreadPool pool(3);
+  std::atomic<long> bad{0};
+  auto caller = [&] {
+    for (int rep = 0; rep < 200; ++rep) {
+      std::vector<std::atomic<int>> hits(37);
+      pool.parallel_for(37, [&](i64 b, i64 e) {
+        for (i64 i = b; i < e; ++i) hits[size_t(i)]++;
+      });
+      for (auto& h : hits) bad += h.load() != 1;
+    }
+  };
+  std::thread a(caller), b(caller);
+  pool.resize(2);
+  a.join();
+  b.join();
+  check(bad == 0, "concurrent parallel_for: %ld indices not run exactly once", bad.load());
+}
+
+// ------------------------------------------------------------------------------ hyperparameter checks
+
+static void section_checks() {
+  check(check(AdamHyper{}).empty(), "default Adam is valid");
+  check(check(MomentumHyper{0.0, 1.0, true}).empty(), "momentum 1 is valid");
+  struct Bad {
+    std::string msg;
+    const char* name;
+  };
+  const std::vector<Bad> bad = {
+      {check(GradientDescentHyper{-1.0}), "lr"},
+      {check(GradientDescentHyper{NAN}), "lr"},
+      {check(MomentumHyper{0.1, 1.5, false}), "momentum"},
+      {check(MomentumHyper{0.1, -0.1, false}), "momentum"},
+      {check(AdamHyper{0.1, 1.0, 0.9, 1e-7, 1, false}), "beta_1"},
+      {check(AdamHyper{0.1, 0.9, INFINITY, 1e-7, 1, false}), "beta_2"},
+      {check(AdamHyper{0.1, 0.9, 0.9, 0.0, 1, false}), "epsilon"},
+      {check(AdamHyper{0.1, 0.9, 0.9, 1e-7, 0, false}), "step"},
+      {check_weight_decay(-1.0), "weight_decay"},
+      {check_gradient_options(GradientOptions{1.0, 1.0, false}), "global_clipnorm"},
+      {check_gradient_options(GradientOptions{NAN, 0.0, false}), "clipnorm"},
+  };
+  for (const Bad& b : bad)
+    check(b.msg.find(b.name) != std::string::npos, "check message '%s' should name %s", b.msg.c_str(), b.name);
+}
+
+// ------------------------------------------------------------------------------ kernels
+
+enum class Rule { gd, momentum, adam };
+struct Config {
+  Rule rule;
+  bool nesterov, amsgrad;
+  double weight_decay;
+  int slots() const { return rule == Rule::gd ? 0 : rule == Rule::momentum ? 1 : amsgrad ? 3 : 2; }
+  std::string name() const {
+    std::string n = rule == Rule::gd ? "gd" : rule == Rule::momentum ? "momentum" : "adam";
+    if (nesterov) n += "+nesterov";
+    if (amsgrad) n += "+amsgrad";
+    if (weight_decay != 0.0) n += "+wd";
+    return n;
+  }
+};
+
+static std::vector<Config> all_configs() {
+  std::vector<Config> out;
+  for (double wd : {0.0, 0.1}) {
+    out.push_back({Rule::gd, false, false, wd});
+    for (bool n : {false, true}) out.push_back({Rule::momentum, n, false, wd});
+    for (bool a : {false, true}) out.push_back({Rule::adam, false, a, wd});
+  }
+  return out;
+}
+
+const GradientDescentHyper kGd{0.1};
+const MomentumHyper kMom{0.05, 0.9, false};
+const AdamHyper kAdam{0.01, 0.9, 0.999, 1e-7, 5, false};
+
+// One tensor in double: param, grad, slots.
+struct RefTensor {
+  std::vector<double> a[5];  // 0 param, 1 grad, 2.. slots
+  double weight_decay = 0.0;
+};
+
+// The formulas (Keras 3), scalar double, with gradient scale `scale` (clipping).
+static void ref_update(const Config& c, RefTensor& t, double scale) {
+  auto& p = t.a[0];
+  const double decay = (c.rule == Rule::gd ? kGd.lr : c.rule == Rule::momentum ? kMom.lr : kAdam.lr) * t.weight_decay;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const double g = t.a[1][i] * scale;
+    const double p0 = p[i] - decay * p[i];
+    if (c.rule == Rule::gd) {
+      p[i] = p0 - kGd.lr * g;
+    } else if (c.rule == Rule::momentum) {
+      double& m = t.a[2][i];
+      m = kMom.momentum * m - kMom.lr * g;
+      p[i] = c.nesterov ? p0 + kMom.momentum * m - kMom.lr * g : p0 + m;
+    } else {
+      const double t_ = double(kAdam.step);
+      const double alpha = kAdam.lr * std::sqrt(1 - std::pow(kAdam.beta_2, t_)) / (1 - std::pow(kAdam.beta_1, t_));
+      double &m = t.a[2][i], &v = t.a[3][i];
+      m = kAdam.beta_1 * m + (1 - kAdam.beta_1) * g;
+      v = kAdam.beta_2 * v + (1 - kAdam.beta_2) * g * g;
+      double denom_v = v;
+      if (c.amsgrad) denom_v = t.a[4][i] = std::max(t.a[4][i], v);
+      p[i] = p0 - alpha * m / (std::sqrt(denom_v) + kAdam.epsilon);
+    }
+  }
+}
+
+static double clip_scale(double sum_sq, double clip) {
+  if (clip <= 0) return 1.0;
+  return clip / std::max(std::sqrt(sum_sq), clip);
+}
+
+// Sum of squares with Neumaier's compensated summation: accurate to about one rounding, so
+// the reference norm is not the less accurate side.
+static double sum_of_squares(const std::vector<double>& g) {
+  double sum = 0, comp = 0;
+  for (double x : g) {
+    const double y = x * x, t = sum + y;
+    comp += std::fabs(sum) >= y ? (sum - t) + y : (y - t) + sum;
+    sum = t;
+  }
+  return sum + comp;
+}
+
+static void ref_step(const Config& c, std::vector<RefTensor>& ts, const GradientOptions& o) {
+  double global = 0;
+  std::vector<double> sums;
+  for (auto& t : ts) {
+    sums.push_back(sum_of_squares(t.a[1]));
+    global += sums.back();
+  }
+  for (size_t k = 0; k < ts.size(); ++k)
+    ref_update(c, ts[k], o.global_clipnorm > 0 ? clip_scale(global, o.global_clipnorm) : clip_scale(sums[k], o.clipnorm));
+}
+
+// Storage of one tensor in T: `offset` guard elements in front of each array (start
+// pointer offset by that many elements), checked untouched afterwards.
+template <class T>
+struct Stored {
+  std::vector<T> buf[5];
+  int offset = 0;
+  i64 size = 0;
+  T* ptr(int k) { return buf[k].data() + offset; }
+};
+
+template <class T>
+static T guard_value() {
+  T x;
+  std::memset(&x, 0x5a, sizeof x);
+  return x;
+}
+
+template <class T>
+static Stored<T> store_tensor(const RefTensor& r, int nslots, int offset) {
+  Stored<T> s;
+  s.offset = offset;
+  s.size = i64(r.a[0].size());
+  for (int k = 0; k < 2 + nslots; ++k) {
+    s.buf[k].assign(size_t(offset), guard_value<T>());
+    for (double x : r.a[k]) s.buf[k].push_back(Traits<T>::from_double(x));
+  }
+  return s;
+}
+
+// A random tensor, already rounded to T (so the reference starts from the stored values).
+template <class T>
+static RefTensor random_tensor(const Config& c, i64 n, double wd, std::mt19937_64& rng) {
+  std::normal_distribution<double> normal;
+  RefTensor t;
+  t.weight_decay = wd;
+  for (int k = 0; k < 2 + c.slots(); ++k) {
+    for (i64 i = 0; i < n; ++i) {
+      double x = normal(rng);
+      if (k >= 2) x = (c.rule == Rule::adam && k >= 3) ? 0.01 * x * x : 0.1 * x;
+      if (k == 4) x += t.a[3][size_t(i)];  // vhat >= v on most elements
+      t.a[k].push_back(Traits<T>::to_double(Traits<T>::from_double(x)));
+    }
+  }
+  return t;
+}
+
+template <class T>
+static bool run_apply(const Config& c, std::vector<Stored<T>>& st, const std::vector<RefTensor>& ref,
+                      const GradientOptions& o, const Executor& exec) {
+  std::vector<TensorSlots<T>> ts(st.size());
+  for (size_t k = 0; k < st.size(); ++k) {
+    ts[k].param = st[k].ptr(0);
+    ts[k].grad = st[k].ptr(1);
+    for (int s = 0; s < c.slots(); ++s) ts[k].slots[s] = st[k].ptr(2 + s);
+    ts[k].size = st[k].size;
+    ts[k].weight_decay = ref[k].weight_decay;
+  }
+  switch (c.rule) {
+    case Rule::gd: return apply_gradient_descent(ts, kGd, o, exec);
+    case Rule::momentum: return apply_momentum(ts, MomentumHyper{kMom.lr, kMom.momentum, c.nesterov}, o, exec);
+    default: {
+      AdamHyper h = kAdam;
+      h.amsgrad = c.amsgrad;
+      return apply_adam(ts, h, o, exec);
+    }
+  }
+}
+
+struct NamedExecutor {
+  const char* name;
+  Executor exec;
+};
+
+static std::vector<NamedExecutor> executors(ThreadPool& pool) {
+  return {
+      {"inline", run_inline},
+      {"reversed", [](i64 n, i64, const std::function<void(i64, i64)>& fn) {
+         for (i64 i = n - 1; i >= 0; --i) fn(i, i + 1);
+       }},
+      {"pool", [&pool](i64 n, i64, const std::function<void(i64, i64)>& fn) { pool.parallel_for(n, fn); }},
+  };
+}
+
+// Runs one step on every ISA x executor; checks each against the reference (tolerance),
+// against the first run (bitwise), and the guards and the gradient untouched.
+template <class T>
+static void check_step(const Config& c, const std::vector<RefTensor>& initial, const std::vector<int>& offsets,
+                       const GradientOptions& o, ThreadPool& pool) {
+  std::vector<RefTensor> expected = initial;
+  ref_step(c, expected, o);
+  std::vector<std::vector<T>> first;
+  const int arrays = 2 + c.slots();
+  i64 total = 0;
+  for (const RefTensor& t : initial) total += i64(t.a[0].size());
+  for (Isa isa : supported_isas()) {
+    set_active_isa(isa);
+    for (const NamedExecutor& ex : executors(pool)) {
+      if (total <= kChunkElems && std::string(ex.name) != "inline") continue;  // one chunk: always inline
+      std::vector<Stored<T>> st;
+      for (size_t k = 0; k < initial.size(); ++k) st.push_back(store_tensor<T>(initial[k], c.slots(), offsets[k]));
+      const std::vector<Stored<T>> before = st;
+      const bool applied = run_apply(c, st, initial, o, ex.exec);
+      char where[160];
+      std::snprintf(where, sizeof where, "%s %s isa=%s exec=%s tensors=%zu size0=%lld offset0=%d clip=%g/%g",
+                    c.name().c_str(), Traits<T>::name, isa_name(isa), ex.name, initial.size(),
+                    (long long)initial[0].a[0].size(), offsets[0], o.clipnorm, o.global_clipnorm);
+      check(applied, "%s: returned false", where);
+      std::vector<T> flat;
+      for (size_t k = 0; k < st.size(); ++k) {
+        const Stored<T>& s = st[k];
+        check(same_bits(s.buf[1], before[k].buf[1]),
+              "%s: gradient written", where);
+        for (int a = 0; a < arrays; ++a) {
+          for (int i = 0; i < s.offset; ++i)
+            check(std::memcmp(&s.buf[a][size_t(i)], &before[k].buf[a][size_t(i)], sizeof(T)) == 0,
+                  "%s: guard before array %d written", where, a);
+          if (a == 1) continue;
+          const std::vector<double>& want = expected[k].a[a];
+          double scale = 0;
+          for (size_t i = 0; i < want.size(); ++i)
+            scale = std::max({scale, std::fabs(want[i]), std::fabs(initial[k].a[a][i])});
+          long bad = 0;
+          size_t first_bad = 0;
+          for (size_t i = 0; i < want.size(); ++i) {
+            const double got = Traits<T>::to_double(s.buf[a][size_t(s.offset) + i]);
+            const double tol = Traits<T>::rtol() * (scale + std::fabs(want[i])) + Traits<T>::atol();
+            if (!(std::fabs(got - want[i]) <= tol) && bad++ == 0) first_bad = i;
+          }
+          check(bad == 0, "%s: tensor %zu array %d: %ld elements off, first [%zu] got %.9g want %.9g", where, k, a, bad,
+                first_bad, bad ? Traits<T>::to_double(s.buf[a][size_t(s.offset) + first_bad]) : 0.0,
+                bad ? want[first_bad] : 0.0);
+          flat.insert(flat.end(), s.buf[a].begin() + s.offset, s.buf[a].end());
+        }
+      }
+      if (first.empty()) first.push_back(flat);
+      else
+        check(same_bits(flat, first[0]),
+              "%s: not bitwise equal to the first ISA/executor", where);
+    }
+  }
+  set_active_isa(supported_isas().back());
+}
+
+template <class T>
+static void kernels_for_type(ThreadPool& pool) {
+  std::mt19937_64 rng(42);
+  std::vector<i64> sizes;
+  for (i64 n = 0; n <= 70; ++n) sizes.push_back(n);
+  sizes.push_back(1023);
+  sizes.push_back((1 << 16) + 5);
+  for (const Config& c : all_configs()) {
+    for (i64 n : sizes) {
+      for (int offset = 0; offset <= 3; ++offset) {
+        if (n >= 1023 && offset != 0 && offset != 3) continue;  // large sizes: aligned and misaligned
+        const RefTensor t = random_tensor<T>(c, n, c.weight_decay, rng);
+        const double clip = 0.5 * std::sqrt(sum_of_squares(t.a[1])) + 1e-3;  // active for every n > 0
+        for (double clipnorm : {0.0, clip}) check_step<T>(c, {t}, {offset}, GradientOptions{clipnorm, 0.0, false}, pool);
+      }
+    }
+  }
+}
+
+static void section_kernels() {
+  ThreadPool pool(3);
+  kernels_for_type<float>(pool);
+  kernels_for_type<double>(pool);
+  kernels_for_type<half>(pool);
+  kernels_for_type<bfloat16>(pool);
+}
+
+// Several tensors per step (each from another offset, with its own weight decay), clipped
+// by their own norms or the global one; and skip_nonfinite.
+template <class T>
+static void multi_for_type(ThreadPool& pool) {
+  std::mt19937_64 rng(3);
+  const std::vector<i64> sizes = {17, 0, 40000, 1023, 70001, 7};
+  const std::vector<int> offsets = {1, 0, 3, 2, 1, 0};
+  const std::vector<double> decays = {0.0, 0.1, 0.3, 0.0, 0.05, 1.0};
+  for (const Config& c : all_configs()) {
+    if (c.weight_decay == 0.0) continue;  // decays come per tensor here
+    std::vector<RefTensor> ts;
+    for (size_t k = 0; k < sizes.size(); ++k) ts.push_back(random_tensor<T>(c, sizes[k], decays[k], rng));
+    check_step<T>(c, ts, offsets, GradientOptions{0.0, 0.0, false}, pool);
+    check_step<T>(c, ts, offsets, GradientOptions{30.0, 0.0, false}, pool);
+    check_step<T>(c, ts, offsets, GradientOptions{0.0, 100.0, false}, pool);
+    // skip_nonfinite: a NaN or Inf anywhere -> false, nothing written.
+    for (double bad : {double(NAN), double(INFINITY), -double(INFINITY)}) {
+      std::vector<Stored<T>> st;
+      for (size_t k = 0; k < ts.size(); ++k) st.push_back(store_tensor<T>(ts[k], c.slots(), offsets[k]));
+      st[4].ptr(1)[12345] = Traits<T>::from_double(bad);
+      const std::vector<Stored<T>> before = st;
+      const bool applied = run_apply(c, st, ts, GradientOptions{0.0, 0.0, true}, executors(pool)[2].exec);
+      bool same = true;
+      for (size_t k = 0; k < st.size(); ++k)
+        for (int a = 0; a < 2 + c.slots(); ++a)
+          same = same && same_bits(st[k].buf[a], before[k].buf[a]);
+      check(!applied && same, "%s %s skip_nonfinite(%g): applied=%d, untouched=%d", c.name().c_str(), Traits<T>::name,
+            bad, int(applied), int(same));
+    }
+  }
+}
+
+static void section_multi() {
+  ThreadPool pool(3);
+  multi_for_type<float>(pool);
+  multi_for_type<double>(pool);
+  multi_for_type<half>(pool);
+  multi_for_type<bfloat16>(pool);
+}
+
+// ------------------------------------------------------------------------------ main
+
+int main(int argc, char** argv) {
+  const std::vector<std::pair<std::string, void (*)()>> sections = {
+      {"conversions", section_conversions}, {"plan", section_plan},     {"pool", section_pool},
+      {"checks", section_checks},           {"kernels", section_kernels}, {"multi", section_multi},
+  };
+  std::vector<std::string> wanted(argv + 1, argv + argc);
+  std::string isas;
+  for (Isa i : supported_isas()) isas += std::string(isas.empty() ? "" : ",") + isa_name(i);
+  for (const auto& [name, fn] : sections) {
+    if (!wanted.empty() && std::find(wanted.begin(), wanted.end(), name) == wanted.end()) continue;
+    const long before = g_failures;
+    fn();
+    std::printf("%-12s %s\n", name.c_str(), g_failures == before ? "ok" : "FAILED");
+  }
+  for (const std::string& w : wanted) {
+    bool known = false;
+    for (const auto& s : sections) known = known || s.first == w;
+    check(known, "unknown section '%s'", w.c_str());
+  }
+  std::printf("pyopt core tests: %ld checks, %ld failures (ISAs: %s)\n", g_checks, g_failures, isas.c_str());
+  return g_failures == 0 ? 0 : 1;
+}
