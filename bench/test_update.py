@@ -1,0 +1,45 @@
+"""Update-only benchmarks: one optimizer step with fixed gradients, every implementation.
+
+Cases (``workloads.update_cases``): float32 size sweep 1K..64M, bfloat16 and float64 at 4M,
+many small tensors (200 x 10K, 1000 x 1K), clipnorm / global_clipnorm variants, and the
+chapter's MLP 13-4-1. Each case first runs one step from the known initial state and checks
+the parameters against a float64 reference (no benchmark times a no-op).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import build_or_skip, selected
+from implementations import IMPLEMENTATIONS
+from workloads import data_for, update_cases, check_first_step
+
+
+def pytest_generate_tests(metafunc):
+    if "case" not in metafunc.fixturenames:
+        return
+    quick = metafunc.config.getoption("quick")
+    params, ids = [], []
+    for workload, rule, clip in update_cases(quick):
+        for name in selected(metafunc.config, IMPLEMENTATIONS):
+            params.append((workload, rule, clip, name))
+            ids.append(f"{rule}{'-' + clip if clip else ''}-{workload.name}-{name}")
+    metafunc.parametrize("case", params, ids=ids)
+
+
+def test_update(case, timed, benchmark):
+    workload, rule, clip, name = case
+    impl = IMPLEMENTATIONS[name]
+    benchmark.group = f"{rule}{'-' + clip if clip else ''} {workload.name}"
+    data = data_for(workload)
+    t0 = time.perf_counter()
+    runner = build_or_skip(lambda: impl.build(rule, clip, data))
+    runner.step()  # step 1: trace/compile + the value check
+    first_step_s = time.perf_counter() - t0
+    rel_err = check_first_step(data, rule, clip, runner.sample(data.positions()))
+    timed(runner.step, impl=name, label=impl.label, rule=rule, clip=clip, workload=workload.name,
+          kind=workload.kind, dtype=workload.dtype, n_tensors=workload.n_tensors, n_elements=workload.n_elements,
+          bytes_per_step=workload.bytes_per_step(rule), first_step_s=first_step_s, check_rel_err=rel_err,
+          train=False)

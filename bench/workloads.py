@@ -1,0 +1,206 @@
+"""What the benchmarks run on: workloads (tensor shapes and dtype), their data, the rules,
+and a float64 reference of the first step used to check every implementation once.
+
+Every update-only case starts from the same state: parameters ``0.05 * N(0, 1)``, fixed
+``N(0, 1)`` gradients (never recomputed), zero slots, step 1. With ``CLIP = 1.0`` and
+gradients of norm ~sqrt(n) the clipped variants really scale the gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import ml_dtypes
+import numpy as np
+
+RULES = ("gd", "momentum", "adam")
+CLIPS = (None, "clipnorm", "global_clipnorm")
+LR = 1e-2
+MOMENTUM = 0.9
+BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7
+CLIP = 1.0
+
+# Bytes moved per float32 element, nominal (clipping's extra read of g not counted):
+# gd reads p, g and writes p; momentum reads p, g, m and writes p, m; adam reads p, g, m, v
+# and writes p, m, v.
+BYTES_PER_F32_ELEMENT = {"gd": 12, "momentum": 20, "adam": 28}
+
+DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64),
+          "bfloat16": np.dtype(ml_dtypes.bfloat16)}
+
+
+def size_label(n: int) -> str:
+    for unit, scale in (("M", 1 << 20), ("K", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{unit}"
+    return str(n)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A list of tensor shapes of one dtype; ``kind`` groups workloads in the report."""
+
+    name: str
+    kind: str  # "dense" (size sweep), "dtype", "many", "mlp"
+    shapes: tuple
+    dtype: str = "float32"
+
+    @property
+    def n_tensors(self) -> int:
+        return len(self.shapes)
+
+    @property
+    def n_elements(self) -> int:
+        return sum(math.prod(s) for s in self.shapes)
+
+    def bytes_per_step(self, rule: str) -> int:
+        return BYTES_PER_F32_ELEMENT[rule] * DTYPES[self.dtype].itemsize // 4 * self.n_elements
+
+
+def dense(n: int, dtype: str = "float32", kind: str = "dense") -> Workload:
+    prefix = "dense" if dtype == "float32" else f"dense_{dtype}"
+    return Workload(f"{prefix}_{size_label(n)}", kind, ((n,),), dtype)
+
+
+def many(count: int, n: int) -> Workload:
+    return Workload(f"many_{count}x{size_label(n)}", "many", ((n,),) * count)
+
+
+# The chapter's MLP 13-4-1: W1 (13, 4), b1 (4,), W2 (4, 1), b2 (1,).
+MLP_SHAPES = ((13, 4), (4,), (4, 1), (1,))
+MLP_UPDATE = Workload("mlp_13_4_1", "mlp", MLP_SHAPES)
+
+SWEEP_SIZES = tuple(1 << k for k in (10, 14, 18, 20, 22, 24, 26))  # 1K .. 64M
+QUICK_SIZES = (1 << 14, 1 << 20, 1 << 24)
+CLIP_SIZE = 1 << 24  # clipped variants: dense 16M (and 200 x 10K)
+TARGET_SIZE = 1 << 24
+
+
+def update_cases(quick: bool) -> list:
+    """(workload, rule, clip) for the update-only benchmarks, grouped by workload."""
+    cases = []
+    adam_only = ("adam",)
+    if quick:
+        for n in QUICK_SIZES:
+            rules = RULES if n == TARGET_SIZE else adam_only
+            cases += [(dense(n), r, None) for r in rules]
+        cases += [(dense(CLIP_SIZE), "adam", c) for c in CLIPS[1:]]
+        cases += [(many(200, 10_000), "adam", None)]
+        cases += [(MLP_UPDATE, "adam", None)]
+        return cases
+    for n in SWEEP_SIZES:
+        cases += [(dense(n), r, None) for r in RULES]
+        if n == CLIP_SIZE:
+            cases += [(dense(n), r, c) for r in RULES for c in CLIPS[1:]]
+    for dtype in ("bfloat16", "float64"):
+        cases += [(dense(1 << 22, dtype, kind="dtype"), r, None) for r in RULES]
+    cases += [(many(200, 10_000), r, c) for r in RULES for c in CLIPS]
+    cases += [(many(1000, 1000), "adam", None)]
+    cases += [(MLP_UPDATE, r, None) for r in RULES]
+    return cases
+
+
+class WorkloadData:
+    """Initial parameters and fixed gradients of a workload (NumPy, the workload's dtype)."""
+
+    def __init__(self, workload: Workload, seed: int = 0, params=None, grads=None):
+        rng = np.random.default_rng(seed)
+        dtype = DTYPES[workload.dtype]
+        self.workload = workload
+        self.params = params if params is not None else [_normal(rng, s, dtype, 0.05) for s in workload.shapes]
+        self.grads = grads if grads is not None else [_normal(rng, s, dtype, 1.0) for s in workload.shapes]
+
+    @cached_property
+    def sum_squares(self) -> list:
+        """Per-gradient sum of squares in float64 (chunked: no float64 copy of big tensors)."""
+        out = []
+        for g in self.grads:
+            flat = g.reshape(-1)
+            total = 0.0
+            for i in range(0, flat.size, 1 << 22):
+                chunk = flat[i:i + (1 << 22)].astype(np.float64)
+                total += float(np.dot(chunk, chunk))
+            out.append(total)
+        return out
+
+    def clip_scales(self, clip) -> list:
+        """Keras' clip factors ``c / max(norm, c)`` per gradient (1.0 when not clipping)."""
+        if clip is None:
+            return [1.0] * len(self.grads)
+        if clip == "global_clipnorm":
+            norm = math.sqrt(sum(self.sum_squares))
+            return [CLIP / max(norm, CLIP)] * len(self.grads)
+        return [CLIP / max(math.sqrt(s), CLIP) for s in self.sum_squares]
+
+    def positions(self) -> list:
+        """(tensor index, flat index) pairs sampled by the value check."""
+        picks = sorted({0, len(self.params) - 1})
+        return [(t, i) for t in picks for i in sorted({0, self.params[t].size // 2, self.params[t].size - 1})]
+
+    def expected_first_step(self, rule: str, clip) -> np.ndarray:
+        """Parameters at the sampled positions after step 1 from zero slots, in float64."""
+        scales = self.clip_scales(clip)
+        out = []
+        for t, i in self.positions():
+            p = float(self.params[t].reshape(-1)[i])
+            g = float(self.grads[t].reshape(-1)[i]) * scales[t]
+            if rule in ("gd", "momentum"):  # momentum from m = 0: m = -lr*g, p += m
+                out.append(p - LR * g)
+            else:
+                m, v = (1 - BETA_1) * g, (1 - BETA_2) * g * g
+                alpha = LR * math.sqrt(1 - BETA_2) / (1 - BETA_1)
+                out.append(p - alpha * m / (math.sqrt(v) + EPSILON))
+        return np.array(out)
+
+    def initial_sample(self) -> np.ndarray:
+        return np.array([float(self.params[t].reshape(-1)[i]) for t, i in self.positions()])
+
+
+def _normal(rng, shape, dtype, scale):
+    x = rng.standard_normal(shape, dtype=np.float32)
+    if scale != 1.0:
+        x *= np.float32(scale)
+    return x.astype(dtype, copy=False)
+
+
+_cache: dict = {}
+
+
+def data_for(workload: Workload) -> WorkloadData:
+    """The workload's data; only the latest workload is kept, so big ones are freed."""
+    if workload not in _cache:
+        _cache.clear()
+        _cache[workload] = WorkloadData(workload)
+    return _cache[workload]
+
+
+def check_first_step(data: WorkloadData, rule: str, clip, after: np.ndarray) -> float:
+    """Check the parameters after one step against the float64 reference; the max relative
+    error of the update. Raises AssertionError when the step was a no-op or wrong.
+
+    float32/float64: the update must match to 1e-3 (relative to the update) plus a few ulps
+    of the parameter. bfloat16: the update must have the right sign and be within a factor
+    of 4 (bfloat16 holds 0.999 as 0.996, so implementations legitimately differ here); the
+    point of the check is that no benchmark times a no-op.
+    """
+    before = data.initial_sample()
+    expected = data.expected_first_step(rule, clip)
+    want, got = expected - before, np.asarray(after, dtype=np.float64) - before
+    if not np.any(want != 0):
+        raise AssertionError("reference update is zero at every check position")
+    if np.any(got[want == 0] != 0):
+        raise AssertionError(f"update where the gradient is zero: expected {want}, got {got}")
+    got, want = got[want != 0], want[want != 0]
+    rel = np.abs(got - want) / np.abs(want)
+    dtype = DTYPES[data.workload.dtype]
+    if dtype == DTYPES["bfloat16"]:
+        ratio = got / want
+        ok = np.all((ratio > 0.25) & (ratio < 4))
+    else:
+        ulp = np.finfo(dtype).eps * np.maximum(np.abs(before), np.abs(expected))[expected != before]
+        ok = np.all(np.abs(got - want) <= 1e-3 * np.abs(want) + 4 * ulp)
+    if not ok:
+        raise AssertionError(f"first step differs from the reference: expected update {want}, got {got}")
+    return float(rel.max())

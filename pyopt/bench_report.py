@@ -1,0 +1,371 @@
+"""``pyopt bench``: run the benchmark suites and write a readable report.
+
+Usage (``pyopt bench [args]`` forwards its arguments to :func:`main`)::
+
+    pyopt bench [--quick] [--out DIR] [--impl NAME ...] [--from-json FILE] [-- PYTEST_ARGS ...]
+
+It runs ``pytest bench/ --benchmark-only --benchmark-json=DIR/bench.json`` from the source
+tree (the suites are not installed with the package), then writes into ``DIR``:
+
+- ``bench.json``: pytest-benchmark's raw results (every round; machine info incl. ``pyopt.config()``);
+- ``results.md``: the targets (PASS/FAIL with the measured ratio), the machine, and one table
+  of every case: ms per step (median of rounds), GB/s, % of the bandwidth probe, speedup over
+  the Keras built-in and over TF's fused training op, time to the first step, page faults per step;
+- ``summary.md``: the targets, the float32 16M summary and the machine (for the README);
+- ``throughput.png``: GB/s against size per implementation (float32 sweep, log x).
+
+``--from-json FILE`` skips the run and rebuilds the report from an earlier ``bench.json``.
+
+GB/s counts the bytes a step must move per element: 28 for Adam (p, g, m, v read; p, m, v
+written), 20 for momentum, 12 for gradient descent (float32; scaled by the item size for
+other dtypes; clipping's extra read of g not counted). The probe is the best of the
+STREAM-like loops of ``bench/test_probe.py`` at the nearest size, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+PAGE_BYTES = 4096
+REFERENCES = {"keras": "Keras built-in", "tf_raw": "TF ResourceApply*"}
+FUSED = ("pyopt_op", "pyopt_keras")
+RULE_NAMES = {"gd": "gradient descent", "momentum": "momentum", "adam": "Adam"}
+IMPL_ORDER = ("pyopt_op", "pyopt_keras", "pyopt_numpy", "pyopt_tf", "keras", "keras_xla", "chapter", "tf_raw",
+              "numpy", "torch")
+
+
+# --------------------------------------------------------------------------- running
+
+
+def find_bench_dir() -> Optional[Path]:
+    """``bench/`` of the source tree this pyopt comes from, or of the current directory."""
+    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+        bench = root / "bench"
+        if (bench / "conftest.py").is_file() and (bench / "test_update.py").is_file():
+            return bench
+    return None
+
+
+def run_suites(bench: Path, json_path: Path, quick: bool, impls, pytest_args) -> int:
+    cmd = [sys.executable, "-m", "pytest", str(bench), "--benchmark-only", f"--benchmark-json={json_path}",
+           "-p", "no:cacheprovider", "-q", "-rs"]
+    cmd += ["--quick"] if quick else []
+    cmd += [f"--impl={name}" for name in impls or ()]
+    cmd += list(pytest_args)
+    print("running:", " ".join(cmd), flush=True)
+    return subprocess.call(cmd, cwd=bench.parent)
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def load(json_path: Path) -> tuple[list, dict]:
+    """Rows (one per benchmark: extra_info + median and rounds) and the machine info."""
+    with open(json_path, encoding="utf-8") as f:
+        raw = json.load(f)
+    rows = []
+    for b in raw.get("benchmarks", []):
+        info = dict(b.get("extra_info") or {})
+        if "impl" not in info:
+            continue
+        stats = b["stats"]
+        info.update(name=b["name"], median_s=stats["median"], iqr_s=stats["iqr"], rounds=stats["rounds"])
+        info["gbps"] = info["bytes_per_step"] / info["median_s"] / 1e9
+        rows.append(info)
+    machine = dict(raw.get("machine_info") or {}, datetime=raw.get("datetime"), commit=raw.get("commit_info", {}))
+    _enrich(rows)
+    return rows, machine
+
+
+def _case(row) -> tuple:
+    return (row["rule"], row.get("clip"), row["workload"], bool(row.get("train")))
+
+
+def _f32_elements(row) -> float:
+    itemsize = {"float32": 4, "float64": 8, "bfloat16": 2}.get(row.get("dtype"), 4)
+    return row["n_elements"] * itemsize / 4
+
+
+def _enrich(rows) -> None:
+    """Add probe fraction and speedups over the references of the same case."""
+    probe: dict = {}
+    for r in rows:
+        if r["kind"] == "probe":
+            probe[r["n_elements"]] = max(probe.get(r["n_elements"], 0.0), r["gbps"])
+    by_case: dict = {}
+    for r in rows:
+        by_case.setdefault(_case(r), {})[r["impl"]] = r
+    for r in rows:
+        if r["kind"] == "probe":
+            continue
+        if probe and not r.get("train"):
+            size = min(probe, key=lambda n: abs(math.log(n) - math.log(max(_f32_elements(r), 1))))
+            r["probe_gbps"] = probe[size]
+            r["probe_fraction"] = r["gbps"] / probe[size]
+        for ref in REFERENCES:
+            other = by_case[_case(r)].get(ref)
+            if other is not None:
+                r[f"x_{ref}"] = other["median_s"] / r["median_s"]
+        plain = by_case.get((r["rule"], None, r["workload"], bool(r.get("train"))), {}).get(r["impl"])
+        if r.get("clip") and plain is not None:
+            r["clip_overhead"] = r["median_s"] / plain["median_s"]
+
+
+def _find(rows, impl, rule, workload, clip=None, train=False):
+    for r in rows:
+        if (r["impl"], r["rule"], r["workload"], r.get("clip"), bool(r.get("train"))) == (impl, rule, workload, clip,
+                                                                                           train):
+            return r
+    return None
+
+
+def evaluate_targets(rows) -> list:
+    """The issue's targets, each as a dict: target, impl, measured, threshold, passed (None = not measured)."""
+    out = []
+
+    def add(target, impl, value, threshold, higher_is_better=True, unit="x", note=""):
+        passed = None if value is None else (value >= threshold if higher_is_better else value <= threshold)
+        out.append(dict(target=target, impl=impl, measured=value, threshold=threshold, unit=unit,
+                        op=">=" if higher_is_better else "<=", passed=passed, note=note))
+
+    def ratio(impl, rule, workload, key, clip=None, train=False):
+        r = _find(rows, impl, rule, workload, clip, train)
+        return None if r is None else r.get(key)
+
+    for impl in FUSED:
+        add("dense Adam 16M vs Keras built-in", impl, ratio(impl, "adam", "dense_16M", "x_keras"), 5.0)
+        add("dense Adam 16M vs ResourceApplyAdam", impl, ratio(impl, "adam", "dense_16M", "x_tf_raw"), 1.5)
+    for impl in (*FUSED, "pyopt_numpy"):
+        mine, torch = _find(rows, impl, "adam", "dense_16M"), _find(rows, "torch", "adam", "dense_16M")
+        add("dense Adam 16M vs torch fused Adam", impl,
+            None if mine is None or torch is None else torch["median_s"] / mine["median_s"], 1.0)
+        add("dense Adam 16M, fraction of bandwidth probe", impl, ratio(impl, "adam", "dense_16M", "probe_fraction"),
+            0.85, unit="%")
+    for impl in FUSED:
+        add("Adam 200 x 10K tensors vs Keras built-in", impl, ratio(impl, "adam", "many_200x10K", "x_keras"), 3.5)
+    for rule in ("adam", "gd", "momentum"):
+        for impl in FUSED:
+            add(f"chapter MLP 13-4-1 {RULE_NAMES[rule]} update vs Keras built-in", impl,
+                ratio(impl, rule, "mlp_13_4_1", "x_keras"), 3.0)
+    for rule in ("gd", "momentum"):
+        for impl in FUSED:
+            add(f"dense {RULE_NAMES[rule]} 16M vs Keras built-in (same order as Adam)", impl,
+                ratio(impl, rule, "dense_16M", "x_keras"), 5.0)
+            add(f"dense {RULE_NAMES[rule]} 16M vs TF ResourceApply* (same order as Adam)", impl,
+                ratio(impl, rule, "dense_16M", "x_tf_raw"), 1.5)
+    for r in sorted(rows, key=_sort_key):
+        if r.get("clip") and r["impl"] in (*FUSED, "pyopt_numpy"):
+            add(f"{r['clip']} {RULE_NAMES[r['rule']]} {r['workload']} vs unclipped", r["impl"],
+                r.get("clip_overhead"), 1.2, higher_is_better=False)
+    for r in sorted(rows, key=_sort_key):
+        if r["impl"] in FUSED and r["kind"] == "dense" and not r.get("clip") and r["n_elements"] >= 1 << 22:
+            param_bytes = r["n_elements"] * 4
+            frac = r["page_faults_per_step"] * PAGE_BYTES / param_bytes
+            add(f"per-step allocation, {RULE_NAMES[r['rule']]} {r['workload']} (page-faulted bytes / model bytes)",
+                r["impl"], frac, 0.01, higher_is_better=False, unit="")
+    return out
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _sort_key(r) -> tuple:
+    kinds = ("dense", "dtype", "many", "mlp", "train", "probe")
+    impl = IMPL_ORDER.index(r["impl"]) if r["impl"] in IMPL_ORDER else len(IMPL_ORDER)
+    return (kinds.index(r["kind"]) if r["kind"] in kinds else 9, ("gd", "momentum", "adam", "probe").index(r["rule"]),
+            r.get("clip") or "", r["dtype"], r["n_elements"], r["workload"], impl, r["impl"])
+
+
+def _num(x, digits=3) -> str:
+    if x is None:
+        return ""
+    if x == 0:
+        return "0"
+    return f"{x:.{max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))}f}"
+
+
+def _value(t) -> str:
+    v = t["measured"]
+    if v is None:
+        return "not measured"
+    return {"x": f"{v:.2f}x", "%": f"{v:.0%}"}.get(t["unit"], f"{v:.4f}")
+
+
+def _need(t) -> str:
+    return f"{t['threshold']:.0%}" if t["unit"] == "%" else f"{t['threshold']:g}{t['unit']}"
+
+
+def targets_table(targets) -> str:
+    lines = ["| target | implementation | measured | needed | result |", "|---|---|---:|---:|:---:|"]
+    for t in targets:
+        result = {True: "PASS", False: "**FAIL**", None: "n/a"}[t["passed"]]
+        need = f"{t['op']} {_need(t)}"
+        lines.append(f"| {t['target']} | {t['impl']} | {_value(t)} | {need} | {result} |")
+    return "\n".join(lines)
+
+
+def print_targets(targets) -> None:
+    for t in targets:
+        result = {True: "PASS", False: "FAIL", None: "N/A "}[t["passed"]]
+        print(f"{result}  {t['target']} [{t['impl']}]: {_value(t)} (needed {t['op']} {_need(t)})")
+
+
+def cases_table(rows, only=None) -> str:
+    head = ("| case | implementation | ms/step | GB/s | % probe | x Keras | x TF op | first step (s) | "
+            "faults/step | rounds |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=_sort_key):
+        if r["kind"] == "probe" or (only and not only(r)):
+            continue
+        case = f"{RULE_NAMES[r['rule']]}{' + ' + r['clip'] if r.get('clip') else ''}, {r['workload']}"
+        if r["dtype"] != "float32":
+            case += f" ({r['dtype']})"
+        train = bool(r.get("train"))
+        frac = r.get("probe_fraction")
+        lines.append(" | ".join([
+            f"| {case}", r["label"], _num(r["median_s"] * 1e3), "" if train else _num(r["gbps"]),
+            "" if frac is None else f"{frac:.0%}", _num(r.get("x_keras")), _num(r.get("x_tf_raw")),
+            _num(r.get("first_step_s"), 2), f"{r.get('page_faults_per_step', 0):.0f}", f"{r['rounds']} |"]))
+    return "\n".join(lines)
+
+
+def probe_table(rows) -> str:
+    lines = ["| size | probe | ms | GB/s |", "|---|---|---:|---:|"]
+    for r in sorted((r for r in rows if r["kind"] == "probe"), key=lambda r: (r["n_elements"], r["impl"])):
+        lines.append(f"| {r['workload']} | {r['impl']} | {_num(r['median_s'] * 1e3)} | {_num(r['gbps'])} |")
+    return "\n".join(lines)
+
+
+def machine_lines(machine) -> str:
+    cfg = machine.get("pyopt", {})
+    versions = machine.get("versions", {})
+    load = machine.get("loadavg_at_start")
+    commit = machine.get("commit", {})
+    items = [
+        ("CPU", f"{cfg.get('cpu', machine.get('cpu', {}).get('brand_raw', '?'))}, {cfg.get('cores', '?')} cores"),
+        ("pyopt ISA path", f"{cfg.get('isa', '?')} (supported: {cfg.get('supported_isas', '?')})"),
+        ("pyopt NumPy threads", cfg.get("numpy_threads", "?")),
+        ("TF op library", ", ".join(f"{k}={v}" for k, v in cfg.items() if k.startswith(("tf", "ops", "fused",
+                                                                                        "library")))),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)),
+        ("Python", cfg.get("python", machine.get("python_version", "?"))),
+        ("load average at start", "" if load is None else ", ".join(f"{x:.2f}" for x in load)),
+        ("run", f"{machine.get('datetime', '?')}, commit {str(commit.get('id', '?'))[:10]}"
+                f"{' (dirty tree)' if commit.get('dirty') else ''}, {'--quick' if machine.get('quick') else 'full'}"),
+    ]
+    return "\n".join(f"- {k}: {v}" for k, v in items if v not in ("", None))
+
+
+def plot(rows, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rules = [r for r in ("gd", "momentum", "adam") if any(x["kind"] == "dense" and x["rule"] == r for x in rows)]
+    if not rules:
+        return False
+    fig, axes = plt.subplots(1, len(rules), figsize=(5.5 * len(rules), 4.5), sharey=True, squeeze=False)
+    probe: dict = {}
+    for r in rows:
+        if r["kind"] == "probe":
+            probe[r["n_elements"]] = max(probe.get(r["n_elements"], 0.0), r["gbps"])
+    for ax, rule in zip(axes[0], rules):
+        sweep = [r for r in rows if r["kind"] == "dense" and r["rule"] == rule and not r.get("clip")]
+        for impl in sorted({r["impl"] for r in sweep}, key=lambda i: IMPL_ORDER.index(i) if i in IMPL_ORDER else 99):
+            pts = sorted((r["n_elements"], r["gbps"], r["label"]) for r in sweep if r["impl"] == impl)
+            style = "-o" if impl.startswith("pyopt") else "--."
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=pts[0][2], markersize=4)
+        if probe:
+            sizes = sorted(probe)
+            ax.plot(sizes, [probe[n] for n in sizes], "k:", linewidth=2, label="bandwidth probe (best)")
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{RULE_NAMES[rule]}, float32")
+        ax.set_xlabel("elements per step")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("GB/s (nominal bytes per element)")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(rows, machine, out: Path) -> list:
+    targets = evaluate_targets(rows)
+    has_plot = plot(rows, out / "throughput.png")
+    summary = "\n\n".join([
+        "### Targets\n\n" + targets_table(targets),
+        "### float32, 16M elements, one tensor\n\n" + cases_table(
+            rows, lambda r: r["kind"] == "dense" and r["n_elements"] == 1 << 24 and not r.get("clip")),
+        "### Machine\n\n" + machine_lines(machine),
+    ])
+    (out / "summary.md").write_text(summary + "\n", encoding="utf-8")
+    body = [
+        "# pyopt benchmarks\n",
+        "Median of rounds per case; GB/s at 28 (Adam), 20 (momentum), 12 (gradient descent) bytes per float32 "
+        "element; % probe: of the best STREAM-like probe at the nearest size in the same run; x Keras / x TF op: "
+        "speedup over the Keras built-in / TF's ResourceApply* ops in the same case; faults/step: minor page faults "
+        "per step (fresh pages for temporaries).\n",
+        summary,
+        "## All cases\n\n" + cases_table(rows),
+        "## Bandwidth probes\n\n" + probe_table(rows),
+    ]
+    if has_plot:
+        body.insert(2, "![throughput](throughput.png)\n")
+    (out / "results.md").write_text("\n\n".join(body) + "\n", encoding="utf-8")
+    return targets
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyopt bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a subset of cases and fewer rounds (~3 minutes)")
+    p.add_argument("--out", type=Path, default=Path("bench_out"), help="output directory (default: bench_out)")
+    p.add_argument("--impl", action="append", help="only this implementation (repeatable), e.g. pyopt_op, keras")
+    p.add_argument("--from-json", type=Path, help="skip the run: rebuild the report from this bench.json")
+    p.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments (e.g. -- -k adam)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / "bench.json"
+    status = 0
+    if args.from_json:
+        json_path = args.from_json
+    else:
+        bench = find_bench_dir()
+        if bench is None:
+            print("pyopt bench: error: the benchmark suites (bench/) were not found. They live in pyopt's source "
+                  "tree and are not installed with the package: clone the repository, install pyopt from it "
+                  "(pip install -e '.[bench]') and run `pyopt bench` there.", file=sys.stderr)
+            return 2
+        status = run_suites(bench, json_path.resolve(), args.quick, args.impl, args.pytest_args)
+        if not json_path.is_file():
+            print(f"pyopt bench: error: pytest exited with {status} and wrote no results", file=sys.stderr)
+            return status or 1
+    rows, machine = load(json_path)
+    targets = write_report(rows, machine, args.out)
+    print_targets(targets)
+    print(f"\nreport: {args.out / 'results.md'}, plot: {args.out / 'throughput.png'}, raw: {json_path}")
+    if status:
+        print(f"pyopt bench: warning: pytest exited with {status} (failed cases are missing from the report)",
+              file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
