@@ -42,20 +42,20 @@ class Experiment:
 
 EXPERIMENTS = (
     Experiment("gd_lr_sweep", "Full-batch gradient descent, learning rates 1e-3 ... 1e-9", "gd",
-               (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9), epochs=2000, quick_epochs=200),
+               (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9), epochs=3000, quick_epochs=200),
     Experiment("gd_clipnorm", "Full-batch gradient descent, clipnorm=2", "gd", (1e-3,),
-               epochs=2000, quick_epochs=400, clipnorm=2.0),
+               epochs=3000, quick_epochs=400, clipnorm=2.0),
     Experiment("sgd_minibatch", "Minibatch SGD (batch 32), clipnorm=2", "sgd", (1e-3,),
                epochs=200, quick_epochs=30, clipnorm=2.0, batch_size=32),
     Experiment("momentum", "Momentum (beta=0.9), clipnorm=2", "momentum", (1e-3,),
-               epochs=2000, quick_epochs=400, clipnorm=2.0, hyper={"beta": 0.9}),
-    Experiment("adam", "Adam, clipnorm=2", "adam", (1e-3,), epochs=2000, quick_epochs=400, clipnorm=2.0),
+               epochs=3000, quick_epochs=400, clipnorm=2.0, hyper={"beta": 0.9}),
+    Experiment("adam", "Adam, clipnorm=2", "adam", (1e-3,), epochs=3000, quick_epochs=400, clipnorm=2.0),
 )
 
 # label -> backend of pyopt.training.make_optimizer; the demo runs each experiment on each.
 IMPLEMENTATIONS = {"pyopt fused": "fused", "pyopt tf": "tf", "keras": "keras"}
 
-DEFAULT_HIDDEN = [16]
+DEFAULT_HIDDEN = [4]
 DEFAULT_SEED = 0
 
 

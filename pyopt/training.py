@@ -39,6 +39,7 @@ __all__ = [
     "train_step",
     "test_step",
     "compiled_steps",
+    "CompiledStep",
     "train",
     "lr_experiments",
     "histories_to_frame",
@@ -162,7 +163,25 @@ def compiled_steps(model, optimizer, x=None):
             tf.function(functools.partial(_train_step_by_ref, *refs), reduce_retracing=True),
             tf.function(functools.partial(_test_step_by_ref, refs[0]), reduce_retracing=True),
         )
-    return per_model[optimizer]
+    train_fn, test_fn = per_model[optimizer]
+    return CompiledStep(train_fn, model, optimizer), CompiledStep(test_fn, model)
+
+
+class CompiledStep:
+    """A cached ``tf.function`` step, called as ``step(x, y)``, that keeps its model (and
+    optimizer) alive for as long as it is held. ``function`` is the ``tf.function`` itself,
+    the same object for every :func:`compiled_steps` call with the same model and optimizer."""
+
+    def __init__(self, function, *owners):
+        self.function = function
+        self._owners = owners
+
+    def __call__(self, x, y):
+        return self.function(x, y)
+
+    def tracing_count(self) -> int:
+        """How many times the function has been traced (at most 2 for one input dtype)."""
+        return self.function.experimental_get_tracing_count()
 
 
 def _train_step_by_ref(model_ref, optimizer_ref, x, y):
