@@ -118,7 +118,8 @@ def run_fused(rule, variables, grads, slot_vars, hyper, function=False, use_lock
         call = lambda g: _fused.momentum_multi(variables, g, slot_vars[0], **hyper, **common)  # noqa: E731
     else:
         vhats = slot_vars[2] if rule == "adam_amsgrad" else None
-        call = lambda g: _fused.adam_multi(variables, g, slot_vars[0], slot_vars[1], vhats=vhats, **hyper, **common)  # noqa: E731
+        call = lambda g: _fused.adam_multi(  # noqa: E731
+            variables, g, slot_vars[0], slot_vars[1], vhats=vhats, **hyper, **common)
     return as_function(call)(grads) if function else call(grads)
 
 
@@ -464,13 +465,15 @@ def _():
 @bad("negative weight decay")
 def _():
     v, w = _f32(3), _f32(3)
-    return [v, w], lambda: _gd([v, w], [g3(), g3()], weight_decay=[0.0, -0.1]), r"weight_decay\[1\] must be a finite number >= 0"
+    call = lambda: _gd([v, w], [g3(), g3()], weight_decay=[0.0, -0.1])  # noqa: E731
+    return [v, w], call, r"weight_decay\[1\] must be a finite number >= 0"
 
 
 @bad("both clipnorms")
 def _():
     v = _f32(3)
-    return [v], lambda: _gd([v], [g3()], clipnorm=1.0, global_clipnorm=1.0), r"clipnorm and global_clipnorm are mutually exclusive"
+    call = lambda: _gd([v], [g3()], clipnorm=1.0, global_clipnorm=1.0)  # noqa: E731
+    return [v], call, r"clipnorm and global_clipnorm are mutually exclusive"
 
 
 @bad("negative clipnorm")

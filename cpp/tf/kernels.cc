@@ -143,8 +143,7 @@ class ApplyOp : public OpKernel {
       int start, stop;
       OP_REQUIRES_OK(ctx, InputRange(lists_[l], &start, &stop));
       OP_REQUIRES(ctx, stop - start == n || (lists_[l] == "vhat" && stop == start),
-                  Invalid(lists_[l] + " has " + std::to_string(stop - start) + " variables but grad has " +
-                          std::to_string(n)));
+                  Invalid(lists_[l], " has ", stop - start, " variables but grad has ", n));
       for (int i = start; i < stop; ++i) vars[l].push_back(i);
     }
     const bool has_vhat = lists_.back() == "vhat" && !vars.back().empty();
@@ -173,17 +172,25 @@ class ApplyOp : public OpKernel {
         core::RefCountPtr<Var> var;
         const absl::Status s = LookupResource(ctx, HandleFromInput(ctx, vars[l][i]), &var);
         OP_REQUIRES(ctx, s.ok(),
-                    Invalid(Name(lists_[l], i) + " is not an initialised resource variable: " + std::string(s.message())));
+                    Invalid(Name(lists_[l], i), " is not an initialised resource variable: ", s.message()));
         handles.push_back(std::move(var));
         inputs.push_back(vars[l][i]);
         names.push_back(Name(lists_[l], i));
       }
-    for (size_t a = 0; a < handles.size(); ++a)
-      for (size_t b = a + 1; b < handles.size(); ++b)
-        OP_REQUIRES(ctx, handles[a].get() != handles[b].get(),
-                    Invalid(names[a] + " and " + names[b] + " are the same variable; each must be separate"));
+    std::vector<size_t> order(handles.size());
+    for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return handles[a].get() < handles[b].get() || (handles[a].get() == handles[b].get() && a < b);
+    });
+    for (size_t k = 1; k < order.size(); ++k) {
+      const size_t a = order[k - 1], b = order[k];
+      OP_REQUIRES(ctx, handles[a].get() != handles[b].get(),
+                  Invalid(names[a], " and ", names[b], " are the same variable; each must be separate"));
+    }
 
-    // Lock all of them in address order (as TF's own training ops do), then check their state.
+    // Lock all of them in address order, then check their state. As in TF's own dense
+    // ResourceApply* ops, resource variables are locked whatever use_locking says (the
+    // copy-on-write below must not race with readers).
     auto locks = MaybeLockVariableInputMutexesInOrder<CPUDevice, T>(ctx, use_locking_, /*sparse=*/false, inputs);
     if (!ctx->status().ok()) return;
     const DataType dtype = DataTypeToEnum<T>::v();
@@ -191,13 +198,13 @@ class ApplyOp : public OpKernel {
       Var* var = handles[k].get();
       const int i = int(k % size_t(n));
       const std::string grad_name = Name("grad", size_t(i));
-      OP_REQUIRES(ctx, var->is_initialized, Invalid(names[k] + " is uninitialised"));
+      OP_REQUIRES(ctx, var->is_initialized, Invalid(names[k], " is uninitialised"));
       OP_REQUIRES(ctx, var->tensor()->dtype() == dtype,
-                  Invalid(names[k] + " has dtype " + DTypeName(var->tensor()->dtype()) + " but " + grad_name +
-                          " has dtype " + DTypeName(dtype)));
+                  Invalid(names[k], " has dtype ", DTypeName(var->tensor()->dtype()), " but ", grad_name,
+                          " has dtype ", DTypeName(dtype)));
       OP_REQUIRES(ctx, var->tensor()->shape() == grads[i].shape(),
-                  Invalid(names[k] + " has shape " + var->tensor()->shape().DebugString() + " but " + grad_name +
-                          " has shape " + grads[i].shape().DebugString()));
+                  Invalid(names[k], " has shape ", var->tensor()->shape().DebugString(), " but ", grad_name,
+                          " has shape ", grads[i].shape().DebugString()));
     }
 
     // Copy-on-write: a variable whose buffer is shared with an earlier read gets a fresh copy.

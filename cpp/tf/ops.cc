@@ -87,7 +87,8 @@ OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi) {
       if (!c->RankKnown(shape)) continue;
       const int rank = c->Rank(shape);
       if (name == "weight_decay") {
-        const bool ok = rank == 0 || (rank == 1 && (!c->ValueKnown(c->Dim(shape, 0)) || c->Value(c->Dim(shape, 0)) == n));
+        const auto dim = rank == 1 ? c->Dim(shape, 0) : shape_inference::DimensionHandle();
+        const bool ok = rank == 0 || (rank == 1 && (!c->ValueKnown(dim) || c->Value(dim) == n));
         if (!ok)
           return Invalid("weight_decay must be a scalar or have shape [", n,
                          "] (one per variable), got shape ", c->DebugString(shape));
@@ -102,12 +103,11 @@ OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi) {
 std::string Doc(const RuleSpec& rule, bool multi, const std::vector<Arg>& args) {
   std::string doc = rule.summary + (multi ? " Multi-tensor form: N variables in one op call." : "") + "\n\n" +
                     rule.formula +
-                    "\nThe gradient is first clipped: g *= c / max(||g||, c) with c = clipnorm (the tensor's own norm)" +
+                    "\nThe gradient is first clipped: g *= c / max(||g||, c) with c = clipnorm (its own norm)" +
                     (multi ? " or c = global_clipnorm (the norm over all N gradients)" : "") +
-                    "; 0 turns clipping off. Variables are updated in place under their locks (like TF's own "
-                    "resource training ops, a dense update always takes the lock), with copy-on-write: a tensor read "
-                    "from a variable before the op keeps its value. All inputs are checked before anything is "
-                    "written; errors name the offending input.\n";
+                    "; 0 turns clipping off. Variables are updated in place under their locks, with copy-on-write: "
+                    "a tensor read from a variable before the op keeps its value. All inputs are checked before "
+                    "anything is written; errors name the offending input.\n";
   for (const Arg& a : args) doc += a.name + ": " + a.doc + "\n";
   return doc;
 }
@@ -141,7 +141,8 @@ void Register(const RuleSpec& rule, bool multi) {
   b.Attr("skip_nonfinite: bool = false");
   docs.push_back({"skip_nonfinite", "if any gradient holds NaN or Inf, skip the whole step (write nothing)."});
   b.Attr("use_locking: bool = true");
-  docs.push_back({"use_locking", "lock the variables (in address order) while updating them."});
+  docs.push_back({"use_locking", "as in TF's ResourceApply* ops: the variables are locked in address order while "
+                                 "updated; a dense update of resource variables takes the locks either way."});
   b.SetShapeFn(ShapeFn(rule, multi));
   b.Doc(Doc(rule, multi, docs));
   b();

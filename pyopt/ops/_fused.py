@@ -55,7 +55,8 @@ def supports(variables, grads) -> Optional[str]:
         if _device_type(tf_var) != "CPU":
             return f"variables[{i}] is on {tf_var.device}; the fused ops have CPU kernels only"
         if tf_var.dtype not in SUPPORTED_DTYPES:
-            return f"variables[{i}] has dtype {tf_var.dtype.name}; the fused ops support float16, bfloat16, float32, float64"
+            return (f"variables[{i}] has dtype {tf_var.dtype.name}; "
+                    "the fused ops support float16, bfloat16, float32, float64")
         if isinstance(grad, tf.IndexedSlices):
             return f"grads[{i}] is a tf.IndexedSlices (sparse); the fused ops take dense gradients"
         if grad is None or getattr(grad, "dtype", None) != tf_var.dtype:
