@@ -12,7 +12,8 @@ Tolerances (absolute + relative, ``np.testing.assert_allclose``), variables of o
   rtol=atol=1e-11.
 - float16 / bfloat16, 20 steps: Keras does the maths in the variable's 16-bit type, pyopt in
   float32 with one rounding at the end, so they differ by a few units in the last place per
-  step: atol=rtol=2e-2 (float16), 1e-1 (bfloat16).
+  step: atol=rtol=2e-2 (float16), 1e-1 (bfloat16). A single step is checked tightly: it
+  equals Keras's float32 step rounded to the 16-bit type within 1 ulp (2^-10, 2^-7 relative).
 - fused vs tf backend, 200 float32 steps: rtol=atol=1e-5.
 """
 
@@ -22,6 +23,7 @@ import copy
 import os
 
 import keras
+import ml_dtypes
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -214,6 +216,25 @@ def test_float64_matches_numpy_reference(rule, kwargs, backend, request):
 @pytest.mark.parametrize("rule", ["adam", "momentum", "sgd"])
 def test_half_precision_matches_keras(rule, dtype, backend):
     compare_with_keras(rule, "plain", backend, dtype=dtype, steps=20, shapes=[(), (7,), (100,)])
+
+
+HALF_ULP = {"float16": 2.0**-10, "bfloat16": 2.0**-7}  # relative spacing of the 16-bit types near 1
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("rule", ["adam_amsgrad", "nesterov", "sgd"])
+def test_half_precision_step_is_float32_maths_rounded_once(rule, dtype, backend):
+    # pyopt updates 16-bit variables with float32 maths and one rounding: one step equals the
+    # Keras float32 step on the same (16-bit) values, rounded to the 16-bit type (1 ulp).
+    half = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float16
+    shapes = [(), (7,), (100,)]
+    rng = np.random.default_rng(14)
+    init = [rng.standard_normal(s).astype(half).astype(np.float64) for s in shapes]
+    grads = [[g.astype(half).astype(np.float64) for g in gradient_sequence(shapes, 1, seed=15)[0]]]
+    mine, ref = make_pair(rule, backend, weight_decay=0.1, clipnorm=2.0)
+    got = run(mine, init, grads, dtype, compiled=False)[0]
+    want = [np.asarray(x, np.float32).astype(half) for x in run(ref, init, grads, "float32", compiled=False)[0]]
+    assert_close(got, want, HALF_ULP[dtype], f"{rule} {dtype} one step")
 
 
 def test_fused_equals_tf_backend():
