@@ -104,6 +104,16 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
             None before the first step). In a ``tf.function`` it is set when the step is
             traced, i.e. it names the path that the compiled function runs.
 
+    Where results can differ from the Keras built-in (beyond float32 rounding):
+        - float16/bfloat16 variables are updated with float32 maths and rounded once (Keras
+          computes in the 16-bit type). For float64 the fused path uses exact float64
+          constants (Keras rounds ``1 - beta_1``, ``epsilon``... to float32 first).
+        - ``tf.IndexedSlices`` gradients are densified. For a row listed twice in one
+          gradient, Adam's ``v`` gets the square of the summed row (the dense gradient's);
+          Keras's Adam sums the squared slices. Rows listed once, and SGD, agree.
+        - Bad hyperparameters (negative lr or clipnorm, beta outside [0, 1), ...) raise
+          ValueError/TypeError instead of being accepted.
+
     Subclasses implement ``_apply_rule(variables, grads, learning_rate, **options)``: one
     ``pyopt.ops.*_multi`` call over ``tf.Variable`` lists, returning the backend that ran.
     """
