@@ -476,6 +476,37 @@ def test_one_op_call_per_step(monkeypatch):
         assert optimizer.last_backend == "fused"
 
 
+@pytest.mark.parametrize(
+    "make, op_type",
+    [
+        (lambda: po.Adam(0.01, amsgrad=True, weight_decay=0.1, global_clipnorm=1.0), "Pyopt>ApplyAdamMulti"),
+        (lambda: po.SGD(0.01, momentum=0.9, weight_decay=0.1, clipnorm=1.0), "Pyopt>ApplyMomentumMulti"),
+        (lambda: po.GradientDescent(0.01, clipnorm=1.0), "Pyopt>ApplyGradientDescentMulti"),
+    ],
+    ids=["adam", "momentum", "gradient_descent"],
+)
+def test_traced_step_is_one_fused_op(make, op_type):
+    # In a tf.function the whole update of a 4-variable model, weight decay and clipping
+    # included, is one fused op; the only other variable write is Keras's iteration counter.
+    reason = fused_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    model, optimizer = small_model(), make()
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(x) ** 2)
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+
+    graph = step.get_concrete_function(tf.TensorSpec((None, 6), tf.float32)).graph
+    types = [op.type for op in graph.get_operations()]
+    assert types.count(op_type) == 1
+    writes = [t for t in types if t.startswith(("Assign", "ResourceApply", "ResourceScatter"))]
+    assert len(writes) == 1, writes
+    assert optimizer.last_backend == "fused"
+
+
 def test_distribute_strategy_per_variable_path(backend):
     # Under a tf.distribute strategy Keras's per-variable path runs (clipping and weight decay
     # by Keras, update_step by pyopt.ops); results still match the Keras built-in.
