@@ -114,15 +114,9 @@ def assert_close(actual, expected, before, dtype_name, kind="step", name="", sca
         )
 
 
-_STATE_CACHE: dict = {}
-
-
-def cached_state(rule, size, dtype_name, seed=0):
-    """Fresh copies of one random state per (rule, size, dtype): big arrays are made once."""
-    key = (rule, size, dtype_name, seed)
-    if key not in _STATE_CACHE:
-        _STATE_CACHE[key] = random_state(rule, size, DTYPES[dtype_name], np.random.default_rng(seed + size))
-    return copies(_STATE_CACHE[key])
+def seeded_state(rule, size, dtype_name, seed=0):
+    """The random state of (rule, size, dtype, seed): the same values on every call."""
+    return random_state(rule, size, DTYPES[dtype_name], np.random.default_rng(seed + size))
 
 
 def _single_step_cases():
@@ -139,7 +133,7 @@ def _single_step_cases():
 
 @pytest.mark.parametrize("rule, options, dtype, size", _single_step_cases())
 def test_single_step_matches_reference(rule, options, dtype, size):
-    param, grad, slots = cached_state(rule, size, dtype)
+    param, grad, slots = seeded_state(rule, size, dtype)
     before = copies([param, grad, *slots])
     hyper = hyper_for(rule, options, grad)
     expected = ref.step(rule, param, grad, slots, **hyper)
@@ -191,7 +185,7 @@ def test_any_shape_equals_flat(rule, shape):
 @pytest.mark.parametrize("rule", RULES)
 def test_clipnorm_inactive_below_threshold(rule, dtype):
     """||g|| <= clipnorm: the factor is exactly 1, so the result is bitwise the unclipped one."""
-    a = cached_state(rule, 1023, dtype)
+    a = seeded_state(rule, 1023, dtype)
     b = copies(a)
     norm = float(np.sqrt(np.sum(a[1].astype(np.float64) ** 2)))
     assert call(rule, a[0], a[1], a[2], **HYPER[rule], clipnorm=norm * 1.01)
@@ -283,7 +277,7 @@ def run_everything(rule, dtype, options):
     """One multi call (several sizes, chunk edges, clipping) and one single call; all outputs."""
     states = multi_states(rule, dtype, seed=11)
     assert call_multi(rule, *unzip(states), **dict(HYPER[rule], **options))
-    param, grad, slots = cached_state(rule, 2**16 + 5, dtype, seed=12)
+    param, grad, slots = seeded_state(rule, 2**16 + 5, dtype, seed=12)
     assert call(rule, param, grad, slots, **HYPER[rule], clipnorm=10.0, weight_decay=0.1)
     return [param, *slots] + [a for p, _, s in states for a in (p, *s)]
 
@@ -358,7 +352,7 @@ def test_skip_nonfinite_leaves_everything_untouched(rule, dtype, bad):
 
 @pytest.mark.parametrize("rule", RULES)
 def test_skip_nonfinite_applies_finite_steps(rule):
-    a = cached_state(rule, 1023, "float32")
+    a = seeded_state(rule, 1023, "float32")
     b = copies(a)
     assert call(rule, a[0], a[1], a[2], **HYPER[rule], skip_nonfinite=True, clipnorm=3.0) is True
     assert call(rule, b[0], b[1], b[2], **HYPER[rule], clipnorm=3.0) is True
