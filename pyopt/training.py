@@ -112,6 +112,7 @@ def make_optimizer(name: str, lr: float, *, backend: str = "auto", clipnorm: flo
 def mse(y, pred):
     """Mean squared error ``mean((y - pred)**2)``; ``y`` and ``pred`` must have the same rank
     (a ``(n,)`` target against a ``(n, 1)`` output would broadcast to ``(n, n)``)."""
+    y = tf.convert_to_tensor(y, dtype=pred.dtype)
     if y.shape.rank != pred.shape.rank:
         raise ValueError(
             f"targets of shape {tuple(y.shape)} do not match model outputs of shape {tuple(pred.shape)}; "
@@ -228,8 +229,9 @@ def train(
     """Train ``model`` on the MSE with ``optimizer``; the chapter's loop.
 
     Args:
-        model: a Keras model (e.g. :class:`pyopt.models.MLP`); its weights are created on the
-            first call if not built yet (after seeding, so ``seed`` fixes them).
+        model: a Keras model (e.g. :class:`pyopt.models.MLP`), built here if it is not yet.
+            Its initial weights are fixed by its own seed (``MLP(..., seed=s)``), or by
+            ``keras.utils.set_random_seed`` before it is made (as :func:`lr_experiments` does).
         optimizer: any Keras 3 optimizer (``pyopt.optimizers`` or ``keras.optimizers``).
         train_data, test_data: ``(x, y)`` pairs of arrays or tensors; 1-D targets are taken
             as one column. Cast to ``model.compute_dtype`` (float32).
@@ -237,7 +239,8 @@ def train(
         batch_size: ``None`` for full-batch gradient descent (one step per epoch), or the
             minibatch size (rows reshuffled every epoch, the last batch may be smaller).
         his_freq: record the losses every ``his_freq`` epochs (and at epochs 0 and ``epochs``).
-        seed: ``keras.utils.set_random_seed(seed)`` first, and the minibatch shuffling seed.
+        seed: ``keras.utils.set_random_seed(seed)`` first (randomness during training), and
+            the seed of the minibatch shuffling.
         progress: show a tqdm progress bar on stderr.
         jit: run the steps as ``tf.function`` s (see :func:`compiled_steps`); else eagerly.
         description: label of the progress bar.
