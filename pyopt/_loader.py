@@ -3,7 +3,8 @@
 The library is compiled against one TensorFlow (its C++ ABI changes between minor
 releases), so it is loaded only on first use, never at ``import pyopt``, and only after
 checking the running TensorFlow against the version recorded at build time in
-``_pyopt_ops_build.json`` next to the library. Where it lives:
+``_pyopt_ops_build.json`` next to the library (major.minor must agree: TensorFlow keeps its
+C++ ABI within patch releases, not across minor ones). Where it lives:
 
 1. ``$PYOPT_OPS_LIBRARY`` if set (a path to the ``.so``; its build info is read from the
    ``_pyopt_ops_build.json`` in the same directory);

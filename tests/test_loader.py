@@ -216,3 +216,10 @@ def test_forced_fallback_reason_in_process(monkeypatch):
 
 def test_warning_category():
     assert issubclass(_loader.FusedOpsUnavailableWarning, UserWarning)
+
+
+def test_version_check_is_on_major_minor():
+    """Patch releases share the C++ ABI; minor releases do not."""
+    assert _loader._major_minor("2.21.3") == _loader._major_minor("2.21.0")
+    assert _loader._major_minor("2.22.0") != _loader._major_minor("2.21.0")
+    assert _loader._major_minor("2.21.0rc1") != _loader._major_minor("2.20.1")
