@@ -11,6 +11,7 @@ TensorFlow is imported lazily: ``import pyopt`` and ``pyopt.kernels`` do not loa
 from importlib import import_module as _import_module
 
 from ._config import config, set_num_threads, show_config
+from ._loader import FusedOpsUnavailableWarning
 
 __version__ = "0.1.0"
 
@@ -23,4 +24,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'pyopt' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "config", "show_config", "set_num_threads", *sorted(_LAZY - {"legacy"})]
+__all__ = ["__version__", "FusedOpsUnavailableWarning", "config", "show_config", "set_num_threads", *sorted(_LAZY - {"legacy"})]
