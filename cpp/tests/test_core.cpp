@@ -1,7 +1,7 @@
 // Test driver of the header-only kernel core (cpp/include/pyopt), no framework and no
 // Python: meant to run under AddressSanitizer + UndefinedBehaviorSanitizer (tools/sanitize.sh).
 //
-//   pyopt_core_tests [section...]      sections: conversions plan pool checks kernels multi
+//   pyopt_core_tests [section...]      sections: conversions plan pool checks kernels multi sparse
 //
 // Every kernel, storage type (float, double, half, bfloat16) and ISA path this CPU runs,
 // through apply_* with an inline, a reversed and a ThreadPool executor, at sizes 0..70, 1023
@@ -28,6 +28,7 @@
 #endif
 
 #include "pyopt/apply.h"
+#include "pyopt/sparse.h"
 
 using namespace pyopt;
 using i64 = std::int64_t;
@@ -648,12 +649,133 @@ static void section_multi() {
   multi_for_type<bfloat16>(pool);
 }
 
+// ------------------------------------------------------------------------------ sparse (row) steps
+// apply_sparse on [rows, row_size] parameters with `nnz` gradient rows (duplicates summed):
+// dense-equivalent mode == the dense reference step with the densified gradient; lazy mode
+// == that step on the rows present, every other row (and its slots) bitwise untouched.
+
+template <class T>
+static bool run_sparse(const Config& c, std::vector<Stored<T>>& st, const std::vector<i64>& row_sizes,
+                       const std::vector<std::vector<i64>>& indices, const std::vector<std::vector<T>>& values,
+                       const std::vector<RefTensor>& ref, bool lazy, const GradientOptions& o, const Executor& exec) {
+  std::vector<SparseTensorSlots<T>> ts(st.size());
+  for (size_t k = 0; k < st.size(); ++k) {
+    ts[k].param = st[k].ptr(0);
+    for (int s = 0; s < c.slots(); ++s) ts[k].slots[s] = st[k].ptr(2 + s);
+    ts[k].row_size = row_sizes[k];
+    ts[k].rows = row_sizes[k] ? st[k].size / row_sizes[k] : 0;
+    ts[k].values = values[k].data();
+    ts[k].indices = indices[k].data();
+    ts[k].nnz = i64(indices[k].size());
+    ts[k].weight_decay = ref[k].weight_decay;
+    check(check_indices(ts[k].indices, ts[k].nnz, ts[k].rows).empty(), "sparse test: indices in range");
+  }
+  switch (c.rule) {
+    case Rule::gd: return apply_sparse(ts, lazy, o, exec, GradientDescentUpdate<T>{kGd});
+    case Rule::momentum:
+      return apply_sparse(ts, lazy, o, exec, MomentumUpdate<T>{MomentumHyper{kMom.lr, kMom.momentum, c.nesterov}});
+    default: {
+      AdamHyper h = kAdam;
+      h.amsgrad = c.amsgrad;
+      return apply_sparse(ts, lazy, o, exec, AdamUpdate<T>{h});
+    }
+  }
+}
+
+template <class T>
+static void sparse_for_type(ThreadPool& pool) {
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> normal;
+  const std::vector<std::pair<i64, i64>> shapes = {{0, 3}, {1, 1}, {5, 17}, {300, 3}, {40, 130}, {2000, 33}};
+  for (const Config& c : all_configs()) {
+    for (size_t sh = 0; sh + 1 < shapes.size(); ++sh) {
+      // Two parameters per step: shapes[sh] and shapes[sh + 1].
+      std::vector<RefTensor> dense;
+      std::vector<i64> row_sizes;
+      std::vector<std::vector<i64>> indices;
+      std::vector<std::vector<T>> values;
+      std::vector<std::vector<bool>> present;
+      for (size_t k = sh; k <= sh + 1; ++k) {
+        const auto [rows, row_size] = shapes[k];
+        RefTensor t = random_tensor<T>(c, rows * row_size, c.weight_decay * double(k % 2), rng);
+        std::fill(t.a[1].begin(), t.a[1].end(), 0.0);  // the densified gradient, summed below
+        const i64 nnz = rows ? i64(rng() % size_t(2 * rows + 1)) : 0;  // duplicates likely
+        std::vector<i64> idx;
+        std::vector<T> val;
+        std::vector<bool> pres(size_t(rows), false);
+        for (i64 n = 0; n < nnz; ++n) {
+          const i64 r = i64(rng() % size_t(rows));
+          idx.push_back(r);
+          pres[size_t(r)] = true;
+          for (i64 j = 0; j < row_size; ++j) {
+            const T x = Traits<T>::from_double(normal(rng));
+            val.push_back(x);
+            t.a[1][size_t(r * row_size + j)] += Traits<T>::to_double(x);
+          }
+        }
+        dense.push_back(t);
+        row_sizes.push_back(row_size);
+        indices.push_back(idx);
+        values.push_back(val);
+        present.push_back(pres);
+      }
+      for (bool lazy : {false, true}) {
+        for (const GradientOptions& o : {GradientOptions{}, GradientOptions{2.0, 0.0, false}, GradientOptions{0.0, 3.0, false}}) {
+          std::vector<RefTensor> expected = dense;
+          ref_step(c, expected, o);
+          for (const NamedExecutor& ex : executors(pool)) {
+            std::vector<Stored<T>> st;
+            for (size_t k = 0; k < dense.size(); ++k) st.push_back(store_tensor<T>(dense[k], c.slots(), int(k)));
+            const std::vector<Stored<T>> before = st;
+            const bool applied = run_sparse(c, st, row_sizes, indices, values, dense, lazy, o, ex.exec);
+            check(applied, "sparse %s %s: returned false", c.name().c_str(), Traits<T>::name);
+            for (size_t k = 0; k < st.size(); ++k) {
+              long bad = 0, touched = 0;
+              for (int a = 0; a < 2 + c.slots(); ++a) {
+                if (a == 1) continue;
+                double scale = 0;
+                for (size_t i = 0; i < dense[k].a[a].size(); ++i)
+                  scale = std::max({scale, std::fabs(dense[k].a[a][i]), std::fabs(expected[k].a[a][i])});
+                for (size_t i = 0; i < dense[k].a[a].size(); ++i) {
+                  const T got = st[k].buf[a][size_t(st[k].offset) + i];
+                  if (lazy && !present[k][i / size_t(row_sizes[k])]) {
+                    touched += std::memcmp(&got, &before[k].buf[a][size_t(st[k].offset) + i], sizeof(T)) != 0;
+                    continue;
+                  }
+                  const double want = expected[k].a[a][i];
+                  // 16-bit types: duplicates are summed in float and rounded to T before the
+                  // step, one more rounding of the gradient than the reference has.
+                  const double tol = 2 * Traits<T>::rtol() * (scale + std::fabs(want)) + Traits<T>::atol();
+                  bad += !(std::fabs(Traits<T>::to_double(got) - want) <= tol);
+                }
+              }
+              check(bad == 0 && touched == 0, "sparse %s %s lazy=%d clip=%g/%g exec=%s tensor %zu (%lld x %lld): "
+                    "%ld elements off, %ld absent-row elements written", c.name().c_str(), Traits<T>::name, int(lazy),
+                    o.clipnorm, o.global_clipnorm, ex.name, k, (long long)(st[k].size / std::max<i64>(1, row_sizes[k])),
+                    (long long)row_sizes[k], bad, touched);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+static void section_sparse() {
+  ThreadPool pool(3);
+  sparse_for_type<float>(pool);
+  sparse_for_type<double>(pool);
+  sparse_for_type<half>(pool);
+  sparse_for_type<bfloat16>(pool);
+}
+
 // ------------------------------------------------------------------------------ main
 
 int main(int argc, char** argv) {
   const std::vector<std::pair<std::string, void (*)()>> sections = {
       {"conversions", section_conversions}, {"plan", section_plan},     {"pool", section_pool},
       {"checks", section_checks},           {"kernels", section_kernels}, {"multi", section_multi},
+      {"sparse", section_sparse},
   };
   std::vector<std::string> wanted(argv + 1, argv + argc);
   std::string isas;
