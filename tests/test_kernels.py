@@ -402,3 +402,15 @@ def test_nonfinite_global_clipnorm_poisons_every_tensor():
     grads = [np.ones(5, np.float32), np.array([1, np.nan, 1], np.float32)]
     assert kernels.gradient_descent_multi(params, grads, lr=0.1, global_clipnorm=1.0) is True
     assert all(np.all(np.isnan(p)) for p in params)
+
+
+def test_skip_nonfinite_applies_huge_finite_gradients():
+    """skip_nonfinite skips only gradients holding NaN/Inf: float64 values above ~1e154 are
+    finite even though their squares (the norm pass) overflow to Inf."""
+    for multi in (False, True):
+        param, grad = np.ones(3), np.array([1e200, 1.0, 1.0])
+        if multi:
+            assert kernels.gradient_descent_multi([param], [grad], lr=1e-200, skip_nonfinite=True) is True
+        else:
+            assert kernels.gradient_descent(param, grad, lr=1e-200, skip_nonfinite=True) is True
+        np.testing.assert_allclose(param, [0.0, 1.0, 1.0])  # 1 - 1e-200 * 1e200
