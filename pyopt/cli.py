@@ -225,6 +225,13 @@ def cmd_demo(args) -> int:
 
     from .training import BackendUnavailable, constant_baseline_mse
 
+    try:
+        from .ops import FusedBackendError  # backend="fused" could not run a step
+
+        unavailable_errors = (BackendUnavailable, FusedBackendError)
+    except ImportError:  # pragma: no cover - pyopt.ops missing: make_optimizer says so
+        unavailable_errors = (BackendUnavailable,)
+
     chosen = [b.strip() for b in args.implementations.split(",") if b.strip()]
     by_backend = {b: label for label, b in IMPLEMENTATIONS.items()}
     unknown = [b for b in chosen if b not in by_backend and b not in IMPLEMENTATIONS]
@@ -256,9 +263,7 @@ def cmd_demo(args) -> int:
                 hyper=experiment.hyper, train_data=train_data, test_data=test_data, epochs=epochs,
                 batch_size=experiment.batch_size, his_freq=max(1, epochs // 100), seed=args.seed,
                 progress=progress, description=f"{experiment.name} lr={lr:g} {label}")
-        except Exception as exc:  # noqa: BLE001 - one implementation failing must not end the demo
-            if not isinstance(exc, BackendUnavailable):
-                exc = f"{type(exc).__name__}: {exc}"
+        except unavailable_errors as exc:  # report the implementation as unavailable, go on
             unavailable[label] = str(exc).splitlines()[0]
             rows.append({**result, "test_mse": math.nan, "ms_per_step": math.nan})
             continue
@@ -288,6 +293,7 @@ def _write_histories_and_plots(out: Path, curves: dict, baseline: float) -> None
     from .plots import plot_histories
 
     by_title = {e.name: e for e in EXPERIMENTS}
+    compared = {}  # single-lr experiments side by side, first implementation that ran
     for name, runs in curves.items():
         if not runs:
             continue
@@ -305,7 +311,11 @@ def _write_histories_and_plots(out: Path, curves: dict, baseline: float) -> None
             histories = {label: h for (_, label), h in runs.items()}
             title = experiment.title
             styles = dict(zip(histories, ["-", "--", ":"]))
+            (lr, label), history = next(iter(runs.items()))
+            compared[f"{experiment.title}, lr={lr:g} ({label})"] = history
         plot_histories(histories, out / f"{name}.png", title=title, baseline=baseline, styles=styles)
+    if len(compared) > 1:
+        plot_histories(compared, out / "optimizers.png", title="The optimizers compared", baseline=baseline)
 
 
 def _summary_table(results, labels, baseline) -> str:
