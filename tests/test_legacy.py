@@ -96,7 +96,7 @@ def _assert_same_state(ours, ref, our_vars, ref_vars, tol):
 def _compiled_step(opt, variables):
     """A tf.function applying a list of gradients to ``variables`` (one per optimizer)."""
 
-    @tf.function
+    @tf.function(reduce_retracing=True)
     def step(grads):
         opt.apply_gradients(zip(grads, variables))
 
@@ -198,9 +198,10 @@ def test_large_tensor_matches_legacy(case, backend):
 )
 @pytest.mark.parametrize("case", ["gd", "nesterov", "amsgrad"])
 def test_clipping_and_decay_match_legacy(case, kwargs, backend):
-    # gradients of norm ~10: every clip is active; (1,) and (0,) tensors clip too
+    # gradients of norm ~10: every clip is active; (1,) and (0,) tensors clip too (eager: the
+    # traced path is the same code, covered by test_dense_matches_legacy and test_model_fit_*)
     ours, ref = _make(case, backend, **kwargs)
-    our_vars, ref_vars = _run_steps(ours, ref, SHAPES, tf.float32, compiled=True, scale=3.0)
+    our_vars, ref_vars = _run_steps(ours, ref, SHAPES, tf.float32, scale=3.0)
     _assert_same_state(ours, ref, our_vars, ref_vars, TOL[tf.float32])
 
 
@@ -342,6 +343,24 @@ def test_model_fit_matches_legacy(case, jit_compile, backend):
         losses.append(history.history["loss"])
     assert losses[0][-1] < losses[0][0]
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_precision_loss_scale_optimizer_matches_legacy(backend):
+    """Under the mixed_float16 policy compile() wraps the optimizer in a LossScaleOptimizer."""
+    x, y = _data()
+    weights = []
+    tf_keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        for opt in _make("adam", backend):
+            model = _dense_model()
+            model.compile(optimizer=opt, loss="mse")
+            assert isinstance(model.optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
+            model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+            weights.append(model.get_weights())
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
