@@ -186,13 +186,9 @@ def test_single_eager_step_matches_keras(rule, backend):
         ("gradient_descent", dict(learning_rate=0.01, global_clipnorm=2.0)),
     ],
 )
-def test_float64_matches_numpy_reference(rule, kwargs, backend, request):
+def test_float64_matches_numpy_reference(rule, kwargs, backend):
     # Keras's float64 maths rounds its Python constants (1 - beta_1, ...) to float32, so float64
     # is checked against the NumPy float64 reference instead.
-    if backend == "tf" and rule != "gradient_descent":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "pyopt/ops/_tf_math.py rounds Python constants to float32 (tf.cast(1.0 - beta_1, tf.float64), "
-            "tf.cast(epsilon, ...), tf.cast(momentum, ...)): ~1e-8 relative error in float64")))
     optimizer = (po.Adam if rule.startswith("adam") else po.SGD)(**kwargs, backend=backend)
     rng = np.random.default_rng(2)
     params = [rng.standard_normal(s) for s in SHAPES]

@@ -101,7 +101,7 @@ def momentum_multi(variables, grads, velocities, *, lr, momentum, nesterov, weig
         ops = []
         for var, g, vel, scale, wd in zip(variables, grads, velocities, scales, weight_decay):
             ct = _compute_dtype(var.dtype)
-            lr_c, mu = tf.cast(lr64, ct), tf.cast(momentum, ct)
+            lr_c, mu = tf.cast(lr64, ct), tf.constant(momentum, ct)
             g = _scaled(g, scale, ct)
             m = _read(vel, ct) * mu - g * lr_c
             p = _decayed(_read(var, ct), lr64, wd, ct)
@@ -130,14 +130,14 @@ def adam_multi(variables, grads, ms, vs, *, lr, beta_1, beta_2, epsilon, step, v
             g = _scaled(g, scale, ct)
             m = _read(m_slot, ct)
             v = _read(v_slot, ct)
-            m = m + (g - m) * tf.cast(1.0 - beta_1, ct)
-            v = v + (g * g - v) * tf.cast(1.0 - beta_2, ct)
+            m = m + (g - m) * tf.constant(1.0 - beta_1, ct)
+            v = v + (g * g - v) * tf.constant(1.0 - beta_2, ct)
             ops += [_write(m_slot, m, use_locking), _write(v_slot, v, use_locking)]
             if vh_slot is not None:
                 v = tf.maximum(_read(vh_slot, ct), v)
                 ops.append(_write(vh_slot, v, use_locking))
             p = _decayed(_read(var, ct), lr64, wd, ct)
-            p = p - (m * tf.cast(alpha64, ct)) / (tf.sqrt(v) + tf.cast(epsilon, ct))
+            p = p - (m * tf.cast(alpha64, ct)) / (tf.sqrt(v) + tf.constant(epsilon, ct))
             ops.append(_write(var, p, use_locking))
         return ops
 
