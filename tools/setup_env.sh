@@ -13,7 +13,12 @@ python="${PYTHON:-python3}"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "tensorflow>=2.21,<2.22" cmake ninja
-spec="."
-if [ "$extras" = "test" ]; then spec=".[test,bench]"; fi
-"$venv/bin/python" -m pip install -q --no-build-isolation "$spec"
-"$venv/bin/python" -c "import pyopt; pyopt.show_config()"
+if [ "$extras" = "test" ]; then
+  # Editable, as developers work: the tests (some start subprocesses from the checkout)
+  # then import exactly this tree, with the compiled modules built into ./build.
+  "$venv/bin/python" -m pip install -q --no-build-isolation -e ".[test,bench]"
+else
+  "$venv/bin/python" -m pip install -q --no-build-isolation .
+fi
+venv_abs="$(cd "$venv" && pwd)"
+(cd "${TMPDIR:-/tmp}" && "$venv_abs/bin/python" -c "import pyopt; pyopt.show_config()")
