@@ -25,6 +25,14 @@ struct TensorSlots {
   double weight_decay = 0.0;
 };
 
+template <class T>
+bool all_finite(const std::vector<TensorSlots<T>>& tensors) {
+  for (const auto& t : tensors)
+    for (std::int64_t i = 0; i < t.size; ++i)
+      if (!std::isfinite(double(load(t.grad[i])))) return false;
+  return true;
+}
+
 // Per-tensor gradient scale factors of a step. Returns false when the step must be
 // skipped (skip_nonfinite and some gradient is not finite).
 template <class T>
@@ -43,7 +51,9 @@ bool gradient_scales(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan
   for (size_t s = 0; s < plan.slices.size(); ++s) sums[size_t(plan.slices[s].tensor)] += partial[s];
   double global = 0.0;
   for (double x : sums) global += x;
-  if (opt.skip_nonfinite && !std::isfinite(global)) return false;
+  // A non-finite sum means a NaN/Inf element, or finite float64 values whose squares overflow:
+  // only the first skips the step (rare path, so a plain scan to tell them apart).
+  if (opt.skip_nonfinite && !std::isfinite(global) && !all_finite(tensors)) return false;
   for (size_t t = 0; t < tensors.size(); ++t)
     scales[t] = opt.global_clipnorm > 0.0 ? clip_factor(global, opt.global_clipnorm) : clip_factor(sums[t], opt.clipnorm);
   return true;
