@@ -263,9 +263,10 @@ def _sparse_grad(rows, cols, indices, dtype, rng, scale=1.0):
     return tf.IndexedSlices(values, tf.constant(indices, tf.int32), tf.constant([rows, cols]))
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf_function"])
 @pytest.mark.parametrize("kwargs", [{}, dict(clipnorm=0.5)], ids=["plain", "clipnorm"])
 @pytest.mark.parametrize("case", CASES)
-def test_sparse_matches_legacy(case, kwargs, backend):
+def test_sparse_matches_legacy(case, kwargs, compiled, backend):
     """IndexedSlices with repeated indices, next to a dense gradient in the same step.
 
     GD/momentum touch only the indexed rows, Adam moves every row: legacy SGD's and Adam's
@@ -275,7 +276,11 @@ def test_sparse_matches_legacy(case, kwargs, backend):
     shapes = [(11, 3), (5,)]
     our_vars, ref_vars = _variables(shapes, tf.float32)
     rng = np.random.default_rng(3)
-    step_ours, step_ref = _compiled_step(ours, our_vars), _compiled_step(ref, ref_vars)
+    if compiled:
+        step_ours, step_ref = _compiled_step(ours, our_vars), _compiled_step(ref, ref_vars)
+    else:
+        step_ours = lambda gs: ours.apply_gradients(zip(gs, our_vars))  # noqa: E731
+        step_ref = lambda gs: ref.apply_gradients(zip(gs, ref_vars))  # noqa: E731
     for indices in ([2, 7, 2, 0, 10, 7, 2], [4], [1, 1], [9, 3, 5]):
         sparse = _sparse_grad(11, 3, indices, tf.float32, rng, scale=2.0)
         dense = tf.constant(rng.normal(size=5), tf.float32)
