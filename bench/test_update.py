@@ -14,7 +14,13 @@ import pytest
 
 from conftest import build_or_skip, selected
 from implementations import IMPLEMENTATIONS
-from workloads import data_for, update_cases, check_first_step
+from workloads import ParamUnchanged, check_first_step, data_for, update_cases
+
+# Keras' Adam and TF's ResourceApplyAdam compute the bias correction in the variable's dtype:
+# in bfloat16, beta_2 = 0.999 rounds to 1.0, so alpha = lr*sqrt(1 - beta_2^t)/(1 - beta_1^t) = 0
+# and the parameters never move (m and v are still updated: the step does its full memory
+# traffic). Those cases are timed and flagged instead of failed.
+BF16_NO_UPDATE = "parameters never change: in bfloat16, beta_2=0.999 rounds to 1.0, so the step size is 0"
 
 
 def pytest_generate_tests(metafunc):
@@ -38,8 +44,14 @@ def test_update(case, timed, benchmark):
     runner = build_or_skip(lambda: impl.build(rule, clip, data))
     runner.step()  # step 1: trace/compile + the value check
     first_step_s = time.perf_counter() - t0
-    rel_err = check_first_step(data, rule, clip, runner.sample(data.positions()))
+    note = None
+    try:
+        rel_err = check_first_step(data, rule, clip, runner.sample(data.positions()), torch_epsilon=name == "torch")
+    except ParamUnchanged:
+        if not (workload.dtype == "bfloat16" and rule == "adam"):
+            raise
+        rel_err, note = None, BF16_NO_UPDATE
     timed(runner.step, impl=name, label=impl.label, rule=rule, clip=clip, workload=workload.name,
           kind=workload.kind, dtype=workload.dtype, n_tensors=workload.n_tensors, n_elements=workload.n_elements,
           bytes_per_step=workload.bytes_per_step(rule), first_step_s=first_step_s, check_rel_err=rel_err,
-          train=False)
+          train=False, note=note)

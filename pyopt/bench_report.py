@@ -54,7 +54,7 @@ def find_bench_dir() -> Optional[Path]:
 
 def run_suites(bench: Path, json_path: Path, quick: bool, impls, pytest_args) -> int:
     cmd = [sys.executable, "-m", "pytest", str(bench), "--benchmark-only", f"--benchmark-json={json_path}",
-           "-p", "no:cacheprovider", "-q", "-rs"]
+           "-p", "no:cacheprovider", "-q", "-rfEs"]
     cmd += ["--quick"] if quick else []
     cmd += [f"--impl={name}" for name in impls or ()]
     cmd += list(pytest_args)
@@ -228,11 +228,14 @@ def cases_table(rows, only=None) -> str:
             case += f" ({r['dtype']})"
         train = bool(r.get("train"))
         frac = r.get("probe_fraction")
+        label = r["label"] + (" (see note)" if r.get("note") else "")
         lines.append(" | ".join([
-            f"| {case}", r["label"], _num(r["median_s"] * 1e3), "" if train else _num(r["gbps"]),
+            f"| {case}", label, _num(r["median_s"] * 1e3), "" if train else _num(r["gbps"]),
             "" if frac is None else f"{frac:.0%}", _num(r.get("x_keras")), _num(r.get("x_tf_raw")),
             _num(r.get("first_step_s"), 2), f"{r.get('page_faults_per_step', 0):.0f}", f"{r['rounds']} |"]))
-    return "\n".join(lines)
+    notes = sorted({f"- {r['label']}, {r['workload']}: {r['note']}" for r in rows if r.get("note") and
+                    (not only or only(r))})
+    return "\n".join(lines + ([""] + ["Notes:"] + notes if notes else []))
 
 
 def probe_table(rows) -> str:
