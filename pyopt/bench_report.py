@@ -276,7 +276,7 @@ def plot(rows, path: Path) -> bool:
     rules = [r for r in ("gd", "momentum", "adam") if any(x["kind"] == "dense" and x["rule"] == r for x in rows)]
     if not rules:
         return False
-    fig, axes = plt.subplots(1, len(rules), figsize=(5.5 * len(rules), 4.5), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(rules), figsize=(5.5 * len(rules), 5), sharey=True, squeeze=False)
     probe: dict = {}
     for r in rows:
         if r["kind"] == "probe":
@@ -291,12 +291,14 @@ def plot(rows, path: Path) -> bool:
             sizes = sorted(probe)
             ax.plot(sizes, [probe[n] for n in sizes], "k:", linewidth=2, label="bandwidth probe (best)")
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
         ax.set_title(f"{RULE_NAMES[rule]}, float32")
         ax.set_xlabel("elements per step")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("GB/s (nominal bytes per element)")
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
