@@ -72,7 +72,8 @@ def _positive(kind):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {'number' if kind is float else 'whole number'}, got {text!r}")
+            what = "number" if kind is float else "whole number"
+            raise argparse.ArgumentTypeError(f"expected a {what}, got {text!r}") from None
         if not (value > 0 and math.isfinite(value)):
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
@@ -89,7 +90,7 @@ def _hidden(text):
     try:
         units = [int(u) for u in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths like 16 or 32,16, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths like 16 or 32,16, got {text!r}") from None
     if any(u < 1 for u in units):
         raise argparse.ArgumentTypeError(f"layer widths must be >= 1, got {text!r}")
     return units
@@ -99,7 +100,7 @@ def _seed(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
@@ -331,10 +332,18 @@ def _summary_table(results, labels, baseline) -> str:
         row += [_fmt(by_label.test_mse.get(label), ".4g") for label in labels] + [f"{baseline:.4g}"]
         row += [_fmt(by_label.ms_per_step.get(label), ".3f") for label in labels]
         lines.append(row)
-    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(headers)]
-    fmt = lambda cells: "| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"  # noqa: E731
-    return "\n".join([fmt(headers), "|" + "|".join(("-" * (w + 1) + ":") if i else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"]
-                     + [fmt(r) for r in lines])
+    return _markdown(headers, lines)
+
+
+def _markdown(headers, rows) -> str:
+    """A markdown table, aligned for the terminal: first column left, the others right."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells):
+        return "| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + ":" if i else "-" * (w + 2) for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
 def _fmt(value, spec) -> str:

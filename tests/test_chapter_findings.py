@@ -17,7 +17,6 @@ seed; Adam after 500 epochs (0.41-0.67 x) beat clipped GD after 2000 epochs in e
 The thresholds below leave margins of at least ~0.1 x baseline at seed 0.
 """
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
