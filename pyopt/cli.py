@@ -183,18 +183,19 @@ def _load_data():
 
 def _run_one(optimizer_name, lr, backend, *, hidden, clipnorm, hyper, train_data, test_data, epochs,
              batch_size, his_freq, seed, progress, description):
-    """Train a fresh seeded MLP; ``(history, backend that ran)``."""
+    """Train a fresh seeded MLP; ``(history, backend that ran, dead ReLUs of the last hidden layer)``."""
     import keras
 
     from .models import MLP
-    from .training import make_optimizer, train
+    from .training import dead_hidden_units, make_optimizer, train
 
     optimizer = make_optimizer(optimizer_name, lr, backend=backend, clipnorm=clipnorm, **hyper)
     keras.utils.set_random_seed(seed)
     model = MLP(hidden, seed=seed)
     _, history = train(model, optimizer, train_data, test_data, epochs, batch_size=batch_size, his_freq=his_freq,
                        seed=seed, progress=progress, description=description)
-    return history, getattr(optimizer, "last_backend", None) or "keras"
+    dead = dead_hidden_units(model, train_data[0]) if model.num_hidden_units else 0
+    return history, getattr(optimizer, "last_backend", None) or "keras", dead
 
 
 def cmd_train(args) -> int:
@@ -202,7 +203,7 @@ def cmd_train(args) -> int:
 
     batch_size = (32 if args.optimizer == "sgd" else None) if args.batch_size is None else args.batch_size or None
     (x_train, y_train), (x_test, y_test) = _load_data()
-    history, ran = _run_one(args.optimizer, args.lr, args.backend, hidden=args.hidden, clipnorm=args.clipnorm,
+    history, ran, dead = _run_one(args.optimizer, args.lr, args.backend, hidden=args.hidden, clipnorm=args.clipnorm,
                             hyper={}, train_data=(x_train, y_train), test_data=(x_test, y_test),
                             epochs=args.epochs, batch_size=batch_size, his_freq=args.his_freq, seed=args.seed,
                             progress=_progress(args), description=args.optimizer)
@@ -214,6 +215,7 @@ def cmd_train(args) -> int:
           f"batch_size={batch_size or 'full'} hidden={','.join(map(str, args.hidden))} seed={args.seed} "
           f"backend={args.backend} (ran: {ran})")
     print(f"epochs={int(last.epoch)} steps={history.attrs['steps']} ms/step={history.attrs['ms_per_step']:.3f}")
+    print(f"dead ReLUs (last hidden layer, on all training rows): {dead} of {args.hidden[-1]}")
     print(f"final training MSE: {last.training_loss:.6g}")
     print(f"final test MSE:     {last.testing_loss:.6g}")
     print(f"constant baseline:  {constant_baseline_mse(y_train, y_test):.6g}  (test MSE of predicting mean(y_train))")
@@ -256,28 +258,29 @@ def cmd_demo(args) -> int:
         result = {"experiment": experiment.name, "lr": lr, "clipnorm": experiment.clipnorm,
                   "batch_size": experiment.batch_size or "full", "epochs": epochs, "implementation": label}
         if label in unavailable:
-            rows.append({**result, "test_mse": math.nan, "ms_per_step": math.nan})
+            rows.append({**result, "test_mse": math.nan, "ms_per_step": math.nan, "dead_relus": math.nan})
             continue
         try:
-            history, ran = _run_one(
+            history, ran, dead = _run_one(
                 experiment.optimizer, lr, backend, hidden=args.hidden, clipnorm=experiment.clipnorm,
                 hyper=experiment.hyper, train_data=train_data, test_data=test_data, epochs=epochs,
                 batch_size=experiment.batch_size, his_freq=max(1, epochs // 100), seed=args.seed,
                 progress=progress, description=f"{experiment.name} lr={lr:g} {label}")
         except unavailable_errors as exc:  # report the implementation as unavailable, go on
             unavailable[label] = str(exc).splitlines()[0]
-            rows.append({**result, "test_mse": math.nan, "ms_per_step": math.nan})
+            rows.append({**result, "test_mse": math.nan, "ms_per_step": math.nan, "dead_relus": math.nan})
             continue
         if backend in ("fused", "tf") and ran != backend:
             notes.append(f"{label} ran on the {ran!r} backend for {experiment.name}")
         curves[experiment.name][(lr, label)] = history
-        rows.append({**result, "test_mse": history.testing_loss.iloc[-1], "ms_per_step": history.attrs["ms_per_step"]})
+        rows.append({**result, "test_mse": history.testing_loss.iloc[-1], "ms_per_step": history.attrs["ms_per_step"],
+                     "dead_relus": dead})
     bar.close()
 
     results = pd.DataFrame(rows)
     results.to_csv(out / "results.csv", index=False)
     _write_histories_and_plots(out, curves, baseline)
-    table = _summary_table(results, list(implementations), baseline)
+    table = _summary_table(results, list(implementations), baseline, args.hidden[-1])
     notes = [f"{label}: unavailable ({why})" for label, why in unavailable.items()] + sorted(set(notes))
     header = (f"pyopt demo{' --quick' if args.quick else ''}: Boston housing, MLP hidden={args.hidden}, "
               f"seed={args.seed}, raw (unnormalised) features; constant-predictor baseline test MSE = {baseline:.4f}")
@@ -319,10 +322,11 @@ def _write_histories_and_plots(out: Path, curves: dict, baseline: float) -> None
         plot_histories(compared, out / "optimizers.png", title="The optimizers compared", baseline=baseline)
 
 
-def _summary_table(results, labels, baseline) -> str:
-    """Markdown: one row per (experiment, lr), test MSE and ms/step per implementation."""
-    headers = ["experiment", "lr", "clipnorm", "batch", "epochs"]
-    headers += [f"test MSE {label}" for label in labels] + ["baseline"] + [f"ms/step {label}" for label in labels]
+def _summary_table(results, labels, baseline, hidden_units) -> str:
+    """Markdown: one row per (experiment, lr): test MSE and ms/step per implementation, the
+    constant predictor's test MSE, and the dead ReLUs at the end (first implementation that ran)."""
+    headers = ["experiment", "lr", "clipnorm", "batch", "epochs", *(f"test MSE {label}" for label in labels),
+               "baseline", "dead ReLUs", *(f"ms/step {label}" for label in labels)]
     lines = []
     for (name, lr), group in results.groupby(["experiment", "lr"], sort=False):
         by_label = group.set_index("implementation")
@@ -330,6 +334,8 @@ def _summary_table(results, labels, baseline) -> str:
         clip = "-" if first.clipnorm is None or math.isnan(first.clipnorm) else f"{first.clipnorm:g}"
         row = [name, f"{lr:g}", clip, str(first.batch_size), str(first.epochs)]
         row += [_fmt(by_label.test_mse.get(label), ".4g") for label in labels] + [f"{baseline:.4g}"]
+        dead = group.dead_relus.dropna()
+        row.append(f"{int(dead.iloc[0])}/{hidden_units}" if len(dead) else "n/a")
         row += [_fmt(by_label.ms_per_step.get(label), ".3f") for label in labels]
         lines.append(row)
     return _markdown(headers, lines)
