@@ -108,6 +108,7 @@ def test_train_prints_the_final_losses(capsys, tmp_path):
     assert float(lines["final training MSE"]) == pytest.approx(history.training_loss.iloc[-1], rel=1e-5)
     assert float(lines["constant baseline"].split()[0]) == pytest.approx(83.7109, abs=1e-4)
     assert "batch_size=full" in out and "ran: keras" in out and "steps=30" in out
+    assert "dead ReLUs (last hidden layer, on all training rows):" in out and " of 4" in out
 
 
 def test_train_sgd_defaults_to_minibatches_of_32(capsys):
@@ -156,6 +157,7 @@ def test_demo_end_to_end(capsys, tmp_path):
         assert set(history.epoch) == {0, 1, 2, 3}
         assert (tmp_path / f"{experiment.name}.png").read_bytes()[:8] == PNG_MAGIC
     assert (tmp_path / "optimizers.png").read_bytes()[:8] == PNG_MAGIC
+    assert results.dead_relus.between(0, 4).all()
     # the table's numbers are the histories' last test losses
     adam = pd.read_csv(tmp_path / "adam.csv").query("epoch == 3").set_index("implementation").testing_loss
     row = next(r for r in rows if r[0] == "adam")
