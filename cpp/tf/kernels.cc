@@ -1,17 +1,25 @@
 // CPU kernels of the pyopt ops (defined in ops.cc). A kernel only checks and unwraps its
 // inputs: it looks up the resource variables, locks them in address order, applies TF's
-// copy-on-write rule, and hands raw pointers to the core (cpp/include/pyopt/apply.h), which
-// runs on TF's intra-op thread pool. All checks happen before anything is written.
+// copy-on-write rule, and hands raw pointers to the core (cpp/include/pyopt/apply.h and
+// sparse.h), which runs on TF's intra-op thread pool. All checks happen before anything is
+// written.
+//
+// One kernel class (StepOp) serves every op: the rule (GradientDescentRule, MomentumRule,
+// AdamRule) says which slots and hyperparameters it has, the gradient kind (DenseGrads for
+// Pyopt>Apply*[Multi], SparseGrads for Pyopt>SparseApply*Multi) how gradients are read,
+// checked against the variables, locked for, and handed to the core.
 #define EIGEN_USE_THREADS
 
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common.h"
 #include "pyopt/apply.h"
+#include "pyopt/sparse.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_mgr.h"
 #include "tensorflow/core/framework/resource_var.h"
@@ -66,9 +74,16 @@ absl::Status ReadStep(OpKernelContext* ctx, std::int64_t* out) {
   return absl::OkStatus();
 }
 
-// The rules: their slot variables, their hyperparameters, and the core entry point.
+// "m[3]" in a multi-tensor op, "m" in a single-tensor one.
+std::string Name(const std::string& list, size_t i, bool multi) {
+  return multi ? list + "[" + std::to_string(i) + "]" : list;
+}
+
+// The rules: their slot variables, their hyperparameters, and the core's per-slice update.
 struct GradientDescentRule {
   using Hyper = pyopt::GradientDescentHyper;
+  template <class T>
+  using Update = pyopt::GradientDescentUpdate<T>;
   static std::vector<std::string> Slots() { return {}; }
   explicit GradientDescentRule(OpKernelConstruction*) {}
   absl::Status Read(OpKernelContext*, double lr, bool, Hyper* h) const {
@@ -84,6 +99,8 @@ struct GradientDescentRule {
 
 struct MomentumRule {
   using Hyper = pyopt::MomentumHyper;
+  template <class T>
+  using Update = pyopt::MomentumUpdate<T>;
   static std::vector<std::string> Slots() { return {"velocity"}; }
   explicit MomentumRule(OpKernelConstruction* c) { OP_REQUIRES_OK(c, c->GetAttr("nesterov", &nesterov)); }
   absl::Status Read(OpKernelContext* ctx, double lr, bool, Hyper* h) const {
@@ -101,6 +118,8 @@ struct MomentumRule {
 
 struct AdamRule {
   using Hyper = pyopt::AdamHyper;
+  template <class T>
+  using Update = pyopt::AdamUpdate<T>;
   static std::vector<std::string> Slots() { return {"m", "v", "vhat"}; }  // vhat: 0 or N variables
   explicit AdamRule(OpKernelConstruction*) {}
   absl::Status Read(OpKernelContext* ctx, double lr, bool amsgrad, Hyper* h) const {
@@ -118,13 +137,170 @@ struct AdamRule {
   }
 };
 
-// One kernel class for the single-tensor op (N = 1) and the multi-tensor op of a rule.
-template <class T, class Rule>
-class ApplyOp : public OpKernel {
+// Runs the core's chunks on TF's intra-op pool (sized by tf.config.threading). TF's
+// threads flush denormals to zero (FTZ/DAZ); the core is written for IEEE arithmetic (its
+// float16 conversions build subnormals from float denormals), so every chunk runs with
+// denormals kept, and the op gives bitwise the results of pyopt.kernels.
+pyopt::Executor PoolExecutor(OpKernelContext* ctx) {
+  const auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+  return [workers](std::int64_t n, std::int64_t cost, const std::function<void(std::int64_t, std::int64_t)>& fn) {
+    Shard(workers->num_threads, workers->workers, n, cost, [&fn](std::int64_t begin, std::int64_t end) {
+      tsl::port::ScopedDontFlushDenormal denormals;
+      fn(begin, end);
+    });
+  };
+}
+
+// What the core needs of one step besides the tensors.
+template <class Rule>
+struct StepOptions {
+  typename Rule::Hyper hyper;
+  pyopt::GradientOptions options;
+  std::vector<double> weight_decay;  // one per variable
+};
+
+// Sets param and slots of each core tensor from data[list][i] (list 0: var, then the slots).
+template <class Tensors, class CoreT>
+void SetPointers(const std::vector<std::vector<CoreT*>>& data, const std::vector<double>& weight_decay,
+                 Tensors* tensors) {
+  for (size_t i = 0; i < tensors->size(); ++i) {
+    auto& t = (*tensors)[i];
+    t.param = data[0][i];
+    for (size_t l = 1; l < data.size(); ++l) t.slots[l - 1] = i < data[l].size() ? data[l][i] : nullptr;
+    t.weight_decay = weight_decay[i];
+  }
+}
+
+// Dense gradients: grad[i] has the shape of var[i] and of its slots.
+template <class T>
+struct DenseGrads {
+  using CoreT = typename CoreType<T>::type;
+  struct Attrs {
+    explicit Attrs(OpKernelConstruction*) {}
+  };
+  static constexpr bool kSparse = false;  // locking and copy-on-write of dense updates
+  static constexpr const char* kName = "grad";
+
+  OpInputList grad;
+
+  absl::Status Read(OpKernelContext* ctx, bool) { return ctx->input_list("grad", &grad); }
+  int size() const { return grad.size(); }
+
+  // `name` (var[i] or one of its slots) against grad[i].
+  absl::Status Check(size_t i, bool multi, bool, const std::string& name, const TensorShape& shape,
+                     const TensorShape&) const {
+    if (shape == grad[int(i)].shape()) return absl::OkStatus();
+    return Invalid(name, " has shape ", shape.DebugString(), " but ", Name(kName, i, multi), " has shape ",
+                   grad[int(i)].shape().DebugString());
+  }
+
+  template <class Rule>
+  void Run(const std::vector<std::vector<CoreT*>>& data, const StepOptions<Rule>& step, const Attrs&,
+           const pyopt::Executor& exec) const {
+    std::vector<pyopt::TensorSlots<CoreT>> tensors(data[0].size());
+    SetPointers(data, step.weight_decay, &tensors);
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      tensors[i].size = grad[int(i)].NumElements();
+      tensors[i].grad = reinterpret_cast<const CoreT*>(grad[int(i)].flat<T>().data());
+    }
+    Rule::Apply(tensors, step.hyper, step.options, exec);
+  }
+};
+
+// Row-sparse gradients (tf.IndexedSlices): values[i] holds rows indices[i] of var[i];
+// values[i].shape == [nnz] + var[i].shape[1:], indices[i] is 1-D of length nnz.
+template <class T, class Index>
+struct SparseGrads {
+  using CoreT = typename CoreType<T>::type;
+  struct Attrs {
+    explicit Attrs(OpKernelConstruction* c) { OP_REQUIRES_OK(c, c->GetAttr("lazy", &lazy)); }
+    bool lazy = false;
+  };
+  // As TF's sparse training ops: the variables are put in copy-on-read mode (readers copy,
+  // so rows are updated in place without copying the variable), and use_locking=false takes
+  // the locks shared (concurrent sparse steps may interleave, as in TF).
+  static constexpr bool kSparse = true;
+  static constexpr const char* kName = "values";
+
+  OpInputList values, indices_in;
+  std::vector<std::vector<std::int64_t>> indices;  // as int64, for the core
+  std::vector<std::int64_t> rows;                  // var[i].shape[0], set by Check
+
+  // The checks that need no variable: ranks and lengths.
+  absl::Status Read(OpKernelContext* ctx, bool multi) {
+    TF_RETURN_IF_ERROR(ctx->input_list("values", &values));
+    TF_RETURN_IF_ERROR(ctx->input_list("indices", &indices_in));
+    indices.resize(size_t(values.size()));
+    rows.resize(size_t(values.size()));
+    for (int i = 0; i < values.size(); ++i) {
+      const Tensor& v = values[i];
+      const Tensor& idx = indices_in[i];
+      if (v.dims() < 1)
+        return Invalid(Name("values", size_t(i), multi), " must have rank >= 1 (rows first), got shape ",
+                       v.shape().DebugString());
+      if (idx.dims() != 1 || idx.dim_size(0) != v.dim_size(0))
+        return Invalid(Name("indices", size_t(i), multi), " must be 1-D with one entry per row of ",
+                       Name("values", size_t(i), multi), " (", v.dim_size(0), "), got shape ",
+                       idx.shape().DebugString());
+      const auto flat = idx.flat<Index>();
+      indices[size_t(i)].assign(flat.data(), flat.data() + flat.size());
+    }
+    return absl::OkStatus();
+  }
+  int size() const { return values.size(); }
+
+  // var[i]: rank >= 1, values[i] shaped [nnz] + var.shape[1:], indices in range.
+  // A slot: the shape of var[i].
+  absl::Status Check(size_t i, bool multi, bool is_var, const std::string& name, const TensorShape& shape,
+                     const TensorShape& var_shape) {
+    if (!is_var) {
+      if (shape == var_shape) return absl::OkStatus();
+      return Invalid(name, " has shape ", shape.DebugString(), " but ", Name("var", i, multi), " has shape ",
+                     var_shape.DebugString());
+    }
+    const Tensor& v = values[int(i)];
+    if (shape.dims() < 1)
+      return Invalid(name, " must have rank >= 1 (rows first) for a sparse gradient, got shape ",
+                     shape.DebugString());
+    TensorShape want = shape;
+    want.set_dim(0, v.dim_size(0));
+    if (v.shape() != want)
+      return Invalid(Name(kName, i, multi), " has shape ", v.shape().DebugString(), " but ", name, " has shape ",
+                     shape.DebugString(), "; values must have shape [nnz] + var.shape[1:] = ", want.DebugString());
+    // "indices[k] = 7 is out of range [0, 5)" -> "indices[i][k] = 7 is out of range [0, 5) (the rows of var[i])"
+    std::string e = pyopt::check_indices(indices[i].data(), std::int64_t(indices[i].size()), shape.dim_size(0));
+    if (!e.empty()) return Invalid(e.replace(0, 7, Name("indices", i, multi)), " (the rows of ", name, ")");
+    rows[i] = shape.dim_size(0);
+    return absl::OkStatus();
+  }
+
+  template <class Rule>
+  void Run(const std::vector<std::vector<CoreT*>>& data, const StepOptions<Rule>& step, const Attrs& attrs,
+           const pyopt::Executor& exec) const {
+    std::vector<pyopt::SparseTensorSlots<CoreT>> tensors(data[0].size());
+    SetPointers(data, step.weight_decay, &tensors);
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      auto& t = tensors[i];
+      const Tensor& v = values[int(i)];
+      t.values = reinterpret_cast<const CoreT*>(v.flat<T>().data());
+      t.indices = indices[i].data();
+      t.nnz = std::int64_t(indices[i].size());
+      t.rows = rows[i];
+      t.row_size = 1;
+      for (int d = 1; d < v.dims(); ++d) t.row_size *= v.dim_size(d);
+    }
+    pyopt::apply_sparse(tensors, attrs.lazy, step.options, exec,
+                        typename Rule::template Update<CoreT>{step.hyper});
+  }
+};
+
+// The kernel of every op: Rule (the update) x Grads (dense or row-sparse gradients).
+template <class T, class Rule, class Grads>
+class StepOp : public OpKernel {
  public:
   using CoreT = typename CoreType<T>::type;
 
-  explicit ApplyOp(OpKernelConstruction* c) : OpKernel(c), rule_(c) {
+  explicit StepOp(OpKernelConstruction* c) : OpKernel(c), rule_(c), attrs_(c) {
     OP_REQUIRES_OK(c, c->GetAttr("skip_nonfinite", &skip_nonfinite_));
     OP_REQUIRES_OK(c, c->GetAttr("use_locking", &use_locking_));
     multi_ = c->HasAttr("N");
@@ -133,8 +309,8 @@ class ApplyOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    OpInputList grads;
-    OP_REQUIRES_OK(ctx, ctx->input_list("grad", &grads));
+    Grads grads;
+    OP_REQUIRES_OK(ctx, grads.Read(ctx, multi_));
     const int n = grads.size();
 
     // The variable inputs: vars[l][i] is the flat input index of variable i of list l.
@@ -143,101 +319,79 @@ class ApplyOp : public OpKernel {
       int start, stop;
       OP_REQUIRES_OK(ctx, InputRange(lists_[l], &start, &stop));
       OP_REQUIRES(ctx, stop - start == n || (lists_[l] == "vhat" && stop == start),
-                  Invalid(lists_[l], " has ", stop - start, " variables but grad has ", n));
+                  Invalid(lists_[l], " has ", stop - start, " variables but ", Grads::kName, " has ", n));
       for (int i = start; i < stop; ++i) vars[l].push_back(i);
     }
-    const bool has_vhat = lists_.back() == "vhat" && !vars.back().empty();
-
-    // Hyperparameters, checked by the core's rules.
-    double lr;
-    OP_REQUIRES_OK(ctx, ReadScalar(ctx, "lr", &lr));
-    typename Rule::Hyper hyper;
-    OP_REQUIRES_OK(ctx, rule_.Read(ctx, lr, has_vhat, &hyper));
-    OP_REQUIRES(ctx, pyopt::check(hyper).empty(), Invalid(pyopt::check(hyper)));
-    pyopt::GradientOptions options;
-    options.skip_nonfinite = skip_nonfinite_;
-    OP_REQUIRES_OK(ctx, ReadScalar(ctx, "clipnorm", &options.clipnorm));
-    if (multi_) OP_REQUIRES_OK(ctx, ReadScalar(ctx, "global_clipnorm", &options.global_clipnorm));
-    OP_REQUIRES(ctx, pyopt::check_gradient_options(options).empty(),
-                Invalid(pyopt::check_gradient_options(options)));
-    std::vector<double> weight_decay;
-    OP_REQUIRES_OK(ctx, ReadWeightDecay(ctx, n, &weight_decay));
+    StepOptions<Rule> step;
+    OP_REQUIRES_OK(ctx, ReadOptions(ctx, n, lists_.back() == "vhat" && !vars.back().empty(), &step));
 
     // Look up every variable; refuse the same variable twice (the core's arrays must not overlap).
     std::vector<core::RefCountPtr<Var>> handles;
     std::vector<int> inputs;
     std::vector<std::string> names;
+    std::vector<size_t> list_of, index_of;
     for (size_t l = 0; l < lists_.size(); ++l)
       for (size_t i = 0; i < vars[l].size(); ++i) {
         core::RefCountPtr<Var> var;
         const absl::Status s = LookupResource(ctx, HandleFromInput(ctx, vars[l][i]), &var);
         OP_REQUIRES(ctx, s.ok(),
-                    Invalid(Name(lists_[l], i), " is not an initialised resource variable: ", s.message()));
+                    Invalid(Name(lists_[l], i, multi_), " is not an initialised resource variable: ", s.message()));
         handles.push_back(std::move(var));
         inputs.push_back(vars[l][i]);
-        names.push_back(Name(lists_[l], i));
+        names.push_back(Name(lists_[l], i, multi_));
+        list_of.push_back(l);
+        index_of.push_back(i);
       }
-    std::vector<size_t> order(handles.size());
-    for (size_t k = 0; k < order.size(); ++k) order[k] = k;
-    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-      return handles[a].get() < handles[b].get() || (handles[a].get() == handles[b].get() && a < b);
-    });
-    for (size_t k = 1; k < order.size(); ++k) {
-      const size_t a = order[k - 1], b = order[k];
-      OP_REQUIRES(ctx, handles[a].get() != handles[b].get(),
-                  Invalid(names[a], " and ", names[b], " are the same variable; each must be separate"));
-    }
+    OP_REQUIRES_OK(ctx, CheckDistinct(handles, names));
 
-    // Lock all of them in address order, then check their state. As in TF's own dense
-    // ResourceApply* ops, resource variables are locked whatever use_locking says (the
-    // copy-on-write below must not race with readers).
-    auto locks = MaybeLockVariableInputMutexesInOrder<CPUDevice, T>(ctx, use_locking_, /*sparse=*/false, inputs);
+    // Lock all of them in address order, then check their state. As in TF's own
+    // ResourceApply* ops, dense updates lock resource variables whatever use_locking says
+    // (the copy-on-write below must not race with readers); sparse ones follow TF's
+    // ResourceSparseApply* ops (see SparseGrads).
+    auto locks = MaybeLockVariableInputMutexesInOrder<CPUDevice, T>(ctx, use_locking_, Grads::kSparse, inputs);
     if (!ctx->status().ok()) return;
     const DataType dtype = DataTypeToEnum<T>::v();
     for (size_t k = 0; k < handles.size(); ++k) {
       Var* var = handles[k].get();
-      const int i = int(k % size_t(n));
-      const std::string grad_name = Name("grad", size_t(i));
+      const size_t i = index_of[k];
       OP_REQUIRES(ctx, var->is_initialized, Invalid(names[k], " is uninitialised"));
       OP_REQUIRES(ctx, var->tensor()->dtype() == dtype,
-                  Invalid(names[k], " has dtype ", DTypeName(var->tensor()->dtype()), " but ", grad_name,
-                          " has dtype ", DTypeName(dtype)));
-      OP_REQUIRES(ctx, var->tensor()->shape() == grads[i].shape(),
-                  Invalid(names[k], " has shape ", var->tensor()->shape().DebugString(), " but ", grad_name,
-                          " has shape ", grads[i].shape().DebugString()));
+                  Invalid(names[k], " has dtype ", DTypeName(var->tensor()->dtype()), " but ",
+                          Name(Grads::kName, i, multi_), " has dtype ", DTypeName(dtype)));
     }
+    for (size_t k = 0; k < handles.size(); ++k)  // handles[i] is var[i]: list 0 comes first
+      OP_REQUIRES_OK(ctx, grads.Check(index_of[k], multi_, list_of[k] == 0, names[k], handles[k]->tensor()->shape(),
+                                      handles[index_of[k]]->tensor()->shape()));
 
-    // Copy-on-write: a variable whose buffer is shared with an earlier read gets a fresh copy.
-    for (auto& var : handles)
-      OP_REQUIRES_OK(ctx, PrepareToUpdateVariable<CPUDevice, T>(ctx, var->tensor(), var->copy_on_read_mode.load()));
+    // Copy-on-write (dense): a variable whose buffer is shared with an earlier read gets a
+    // fresh copy. Sparse: the variables are in copy-on-read mode; rows are updated in place.
+    if (!Grads::kSparse)
+      for (auto& var : handles)
+        OP_REQUIRES_OK(ctx, PrepareToUpdateVariable<CPUDevice, T>(ctx, var->tensor(), var->copy_on_read_mode.load()));
 
-    std::vector<pyopt::TensorSlots<CoreT>> tensors(static_cast<size_t>(n));
-    for (int i = 0; i < n; ++i) {
-      auto& t = tensors[size_t(i)];
-      t.size = grads[i].NumElements();
-      t.grad = reinterpret_cast<const CoreT*>(grads[i].flat<T>().data());
-      t.weight_decay = weight_decay[size_t(i)];
-    }
-    for (size_t k = 0; k < handles.size(); ++k) {
-      CoreT* data = reinterpret_cast<CoreT*>(handles[k]->tensor()->flat<T>().data());
-      const size_t list = k / size_t(n), i = k % size_t(n);
-      if (list == 0)
-        tensors[i].param = data;
-      else
-        tensors[i].slots[list - 1] = data;
-    }
+    std::vector<std::vector<CoreT*>> data(lists_.size());
+    for (size_t k = 0; k < handles.size(); ++k)
+      data[list_of[k]].push_back(reinterpret_cast<CoreT*>(handles[k]->tensor()->flat<T>().data()));
     tsl::port::ScopedDontFlushDenormal denormals;  // see PoolExecutor
-    Rule::Apply(tensors, hyper, options, PoolExecutor(ctx));
+    grads.template Run<Rule>(data, step, attrs_, PoolExecutor(ctx));
   }
 
  private:
-  // "m[3]" in the multi-tensor op, "m" in the single-tensor one.
-  std::string Name(const std::string& list, size_t i) const {
-    return multi_ ? list + "[" + std::to_string(i) + "]" : list;
+  // Hyperparameters (checked by the core's rules), clipping options and weight decay.
+  absl::Status ReadOptions(OpKernelContext* ctx, int n, bool has_vhat, StepOptions<Rule>* step) const {
+    double lr;
+    TF_RETURN_IF_ERROR(ReadScalar(ctx, "lr", &lr));
+    TF_RETURN_IF_ERROR(rule_.Read(ctx, lr, has_vhat, &step->hyper));
+    if (const std::string e = pyopt::check(step->hyper); !e.empty()) return Invalid(e);
+    step->options.skip_nonfinite = skip_nonfinite_;
+    TF_RETURN_IF_ERROR(ReadScalar(ctx, "clipnorm", &step->options.clipnorm));
+    if (multi_) TF_RETURN_IF_ERROR(ReadScalar(ctx, "global_clipnorm", &step->options.global_clipnorm));
+    if (const std::string e = pyopt::check_gradient_options(step->options); !e.empty()) return Invalid(e);
+    return ReadWeightDecay(ctx, n, &step->weight_decay);
   }
 
   // weight_decay: a float64 scalar (same for all) or one value per variable.
-  absl::Status ReadWeightDecay(OpKernelContext* ctx, int n, std::vector<double>* out) const {
+  static absl::Status ReadWeightDecay(OpKernelContext* ctx, int n, std::vector<double>* out) {
     const Tensor* t;
     TF_RETURN_IF_ERROR(ctx->input("weight_decay", &t));
     if (TensorShapeUtils::IsScalar(t->shape())) {
@@ -258,42 +412,49 @@ class ApplyOp : public OpKernel {
     return absl::OkStatus();
   }
 
-  // Runs the core's chunks on TF's intra-op pool (sized by tf.config.threading). TF's
-  // threads flush denormals to zero (FTZ/DAZ); the core is written for IEEE arithmetic (its
-  // float16 conversions build subnormals from float denormals), so every chunk runs with
-  // denormals kept, and the op gives bitwise the results of pyopt.kernels.
-  static pyopt::Executor PoolExecutor(OpKernelContext* ctx) {
-    const auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
-    return [workers](std::int64_t n, std::int64_t cost, const std::function<void(std::int64_t, std::int64_t)>& fn) {
-      Shard(workers->num_threads, workers->workers, n, cost, [&fn](std::int64_t begin, std::int64_t end) {
-        tsl::port::ScopedDontFlushDenormal denormals;
-        fn(begin, end);
-      });
-    };
+  static absl::Status CheckDistinct(const std::vector<core::RefCountPtr<Var>>& handles,
+                                    const std::vector<std::string>& names) {
+    std::vector<size_t> order(handles.size());
+    for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return handles[a].get() < handles[b].get() || (handles[a].get() == handles[b].get() && a < b);
+    });
+    for (size_t k = 1; k < order.size(); ++k) {
+      const size_t a = order[k - 1], b = order[k];
+      if (handles[a].get() == handles[b].get())
+        return Invalid(names[a], " and ", names[b], " are the same variable; each must be separate");
+    }
+    return absl::OkStatus();
   }
 
   Rule rule_;
+  typename Grads::Attrs attrs_;
   std::vector<std::string> lists_;  // resource inputs: var, then the rule's slots
   bool multi_ = false;
   bool skip_nonfinite_ = false;
   bool use_locking_ = true;
 };
 
-template <class T>
-using GradientDescentOp = ApplyOp<T, GradientDescentRule>;
-template <class T>
-using MomentumOp = ApplyOp<T, MomentumRule>;
-template <class T>
-using AdamOp = ApplyOp<T, AdamRule>;
+#define PYOPT_REGISTER_RULE(OP, RULE, T)                                                                          \
+  REGISTER_KERNEL_BUILDER(Name("Pyopt>Apply" OP).Device(DEVICE_CPU).TypeConstraint<T>("T"),                     \
+                          StepOp<T, RULE, DenseGrads<T>>);                                                     \
+  REGISTER_KERNEL_BUILDER(Name("Pyopt>Apply" OP "Multi").Device(DEVICE_CPU).TypeConstraint<T>("T"),             \
+                          StepOp<T, RULE, DenseGrads<T>>);                                                     \
+  REGISTER_KERNEL_BUILDER(Name("Pyopt>SparseApply" OP "Multi")                                                  \
+                              .Device(DEVICE_CPU)                                                               \
+                              .TypeConstraint<T>("T")                                                           \
+                              .TypeConstraint<std::int32_t>("Tindices"),                                        \
+                          StepOp<T, RULE, SparseGrads<T, std::int32_t>>);                                      \
+  REGISTER_KERNEL_BUILDER(Name("Pyopt>SparseApply" OP "Multi")                                                  \
+                              .Device(DEVICE_CPU)                                                               \
+                              .TypeConstraint<T>("T")                                                           \
+                              .TypeConstraint<std::int64_t>("Tindices"),                                        \
+                          StepOp<T, RULE, SparseGrads<T, std::int64_t>>);
 
-#define PYOPT_REGISTER_RULE(OP, KERNEL, T)                                                                 \
-  REGISTER_KERNEL_BUILDER(Name("Pyopt>" OP).Device(DEVICE_CPU).TypeConstraint<T>("T"), KERNEL<T>);        \
-  REGISTER_KERNEL_BUILDER(Name("Pyopt>" OP "Multi").Device(DEVICE_CPU).TypeConstraint<T>("T"), KERNEL<T>);
-
-#define PYOPT_REGISTER_CPU(T)                                 \
-  PYOPT_REGISTER_RULE("ApplyGradientDescent", GradientDescentOp, T) \
-  PYOPT_REGISTER_RULE("ApplyMomentum", MomentumOp, T)               \
-  PYOPT_REGISTER_RULE("ApplyAdam", AdamOp, T)
+#define PYOPT_REGISTER_CPU(T)                                  \
+  PYOPT_REGISTER_RULE("GradientDescent", GradientDescentRule, T) \
+  PYOPT_REGISTER_RULE("Momentum", MomentumRule, T)               \
+  PYOPT_REGISTER_RULE("Adam", AdamRule, T)
 
 PYOPT_REGISTER_CPU(Eigen::half)
 PYOPT_REGISTER_CPU(Eigen::bfloat16)

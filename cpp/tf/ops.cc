@@ -7,6 +7,11 @@
 //   Pyopt>ApplyAdam[Multi]              var, m, v, vhat(0 or N)   lr, beta_1, beta_2, epsilon, step
 // followed by the common inputs grad, weight_decay, clipnorm (and global_clipnorm for the
 // multi ops). Variables are resource variables updated in place; there are no outputs.
+//
+// Row-sparse gradients (tf.IndexedSlices) have multi-tensor ops of their own,
+//   Pyopt>SparseApplyGradientDescentMulti, Pyopt>SparseApplyMomentumMulti, Pyopt>SparseApplyAdamMulti,
+// with the same inputs except that grad is replaced by values (N * T, [nnz_i] + var_i.shape[1:])
+// and indices (N * Tindices, int32 or int64, [nnz_i]), and an attr lazy (see SparseDoc).
 // Hyperparameters are float64 scalar inputs (TF float attrs are only 32-bit), lr may be any
 // float dtype (Keras keeps it in a float32 variable).
 #include <string>
@@ -43,8 +48,9 @@ std::string Indexed(const std::string& name, int i, bool multi) {
 }
 
 // Shape function: every variable (from its handle data, when known) and every slot has the
-// shape of its gradient; hyperparameters are scalars; weight_decay is a scalar or [N].
-OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi) {
+// shape of its gradient (sparse: [rows] + values.shape[1:], indices 1-D of length nnz);
+// hyperparameters are scalars; weight_decay is a scalar or [N].
+OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi, bool sparse) {
   std::vector<std::string> lists{"var"};
   for (const Arg& s : rule.slots) lists.push_back(s.name);
   // The inputs after grad, in order; all scalars but weight_decay.
@@ -63,8 +69,28 @@ OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi) {
                      "; pass one per variable (amsgrad) or none");
     DataType dtype;
     TF_RETURN_IF_ERROR(c->GetAttr("T", &dtype));
-    // Inputs in order: the resource lists (n each), vhat (m), grad (n), then the scalars.
+    // Inputs in order: the resource lists (n each), vhat (m), grad (n) or values and indices
+    // (n each), then the scalars.
     const int grad_start = int(lists.size()) * n + m;
+    const std::string grad_name = sparse ? "values" : "grad";
+    // The shape every resource of variable i must have: grad's, or [rows] + values.shape[1:].
+    std::vector<ShapeHandle> expected(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      ShapeHandle grad = c->input(grad_start + i);
+      if (sparse) {
+        ShapeHandle indices, rows_first;
+        TF_RETURN_IF_ERROR(c->WithRank(c->input(grad_start + n + i), 1, &indices));
+        TF_RETURN_IF_ERROR(c->WithRankAtLeast(grad, 1, &grad));
+        shape_inference::DimensionHandle nnz;
+        if (!c->Merge(c->Dim(indices, 0), c->Dim(grad, 0), &nnz).ok())
+          return Invalid(Indexed("indices", i, multi), " has shape ", c->DebugString(indices), " but ",
+                         Indexed("values", i, multi), " has shape ", c->DebugString(grad),
+                         "; indices must have one entry per row of values");
+        TF_RETURN_IF_ERROR(c->Subshape(grad, 1, &rows_first));
+        TF_RETURN_IF_ERROR(c->Concatenate(c->Vector(c->UnknownDim()), rows_first, &grad));
+      }
+      expected[size_t(i)] = grad;
+    }
     auto check_handle = [&](const std::string& name, int input, int i) -> absl::Status {
       const auto* data = c->input_handle_shapes_and_types(input);
       if (data == nullptr || data->empty()) return absl::OkStatus();
@@ -72,10 +98,11 @@ OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi) {
       ShapeHandle merged;
       if ((*data)[0].dtype != dtype)
         return Invalid(Indexed(name, i, multi), " has dtype ", DTypeName((*data)[0].dtype),
-                       " but ", Indexed("grad", i, multi), " has dtype ", DTypeName(dtype));
-      if (!c->Merge((*data)[0].shape, grad, &merged).ok())
+                       " but ", Indexed(grad_name, i, multi), " has dtype ", DTypeName(dtype));
+      if (!c->Merge((*data)[0].shape, expected[size_t(i)], &merged).ok())
         return Invalid(Indexed(name, i, multi), " has shape ", c->DebugString((*data)[0].shape),
-                       " but ", Indexed("grad", i, multi), " has shape ", c->DebugString(grad));
+                       " but ", Indexed(grad_name, i, multi), " has shape ", c->DebugString(grad),
+                       sparse ? "; values must have shape [nnz] + var.shape[1:]" : "");
       return absl::OkStatus();
     };
     for (int l = 0; l < int(lists.size()); ++l)
@@ -83,7 +110,7 @@ OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi) {
     for (int i = 0; i < m; ++i) TF_RETURN_IF_ERROR(check_handle("vhat", int(lists.size()) * n + i, i));
     for (int k = 0; k < int(scalars.size()); ++k) {
       const std::string& name = scalars[size_t(k)];
-      const ShapeHandle shape = c->input(grad_start + n + k);
+      const ShapeHandle shape = c->input(grad_start + (sparse ? 2 : 1) * n + k);
       if (!c->RankKnown(shape)) continue;
       const int rank = c->Rank(shape);
       if (name == "weight_decay") {
@@ -100,8 +127,17 @@ OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi) {
   };
 }
 
-std::string Doc(const RuleSpec& rule, bool multi, const std::vector<Arg>& args) {
+// What the sparse ops add to the doc of their rule.
+const char* const kSparseDoc =
+    "Row-sparse gradients (tf.IndexedSlices): values[i] holds rows indices[i] of the gradient of var[i]; rows "
+    "listed more than once are summed first. With lazy=false the step equals the dense step with the densified "
+    "gradient (rows without a gradient get g = 0: their slots decay and weight decay applies to every row, as in "
+    "Keras). With lazy=true only the rows present (and their slots) are updated (lazy Adam). Clipping uses the norm "
+    "of the summed gradient. An index outside [0, rows) is an error and nothing is written.\n";
+
+std::string Doc(const RuleSpec& rule, bool multi, bool sparse, const std::vector<Arg>& args) {
   std::string doc = rule.summary + (multi ? " Multi-tensor form: N variables in one op call." : "") + "\n\n" +
+                    (sparse ? kSparseDoc : "") +
                     rule.formula +
                     "\nThe gradient is first clipped: g *= c / max(||g||, c) with c = clipnorm (its own norm)" +
                     (multi ? " or c = global_clipnorm (the norm over all N gradients)" : "") +
@@ -112,8 +148,8 @@ std::string Doc(const RuleSpec& rule, bool multi, const std::vector<Arg>& args) 
   return doc;
 }
 
-void Register(const RuleSpec& rule, bool multi) {
-  const std::string name = "Pyopt>" + rule.op + (multi ? "Multi" : "");
+void Register(const RuleSpec& rule, bool multi, bool sparse = false) {
+  const std::string name = "Pyopt>" + std::string(sparse ? "Sparse" : "") + rule.op + (multi ? "Multi" : "");
   register_op::OpDefBuilderWrapper b(name.c_str());
   const std::string each = multi ? "N * resource" : "resource";
   std::vector<Arg> docs;
@@ -124,7 +160,12 @@ void Register(const RuleSpec& rule, bool multi) {
   input("var", each, "the variable(s) to update (resource, dtype T).");
   for (const Arg& s : rule.slots) input(s.name, each, s.doc);
   if (rule.vhat) input("vhat", "M * resource", "amsgrad maxima of v, one per variable; none: plain Adam.");
-  input("grad", multi ? "N * T" : "T", "dense gradient(s), shaped like the variable(s).");
+  if (sparse) {
+    input("values", "N * T", "gradient rows, values[i] of shape [nnz_i] + var[i].shape[1:].");
+    input("indices", "N * Tindices", "row numbers, indices[i] of shape [nnz_i], each in [0, var[i].shape[0]).");
+  } else {
+    input("grad", multi ? "N * T" : "T", "dense gradient(s), shaped like the variable(s).");
+  }
   input("lr", "Tlr", "learning rate, scalar (any float dtype).");
   for (const Arg& h : rule.hyper) input(h.name, h.name == "step" ? "int64" : "double", h.doc);
   input("weight_decay", "double",
@@ -135,16 +176,25 @@ void Register(const RuleSpec& rule, bool multi) {
   b.Attr("T: {half, bfloat16, float, double}");
   b.Attr("Tlr: {half, bfloat16, float, double} = DT_FLOAT");
   if (multi) b.Attr("N: int >= 1");
+  if (sparse) {
+    b.Attr("Tindices: {int32, int64}");
+    b.Attr("lazy: bool = false");
+    docs.push_back({"lazy", "update only the rows present (lazy Adam); false: the dense-equivalent step."});
+  }
   if (rule.vhat) b.Attr("M: int >= 0");
   for (const std::string& a : rule.attrs) b.Attr(a);
   for (const Arg& a : rule.attr_docs) docs.push_back(a);
   b.Attr("skip_nonfinite: bool = false");
   docs.push_back({"skip_nonfinite", "if any gradient holds NaN or Inf, skip the whole step (write nothing)."});
   b.Attr("use_locking: bool = true");
-  docs.push_back({"use_locking", "as in TF's ResourceApply* ops: the variables are locked in address order while "
-                                 "updated; a dense update of resource variables takes the locks either way."});
-  b.SetShapeFn(ShapeFn(rule, multi));
-  b.Doc(Doc(rule, multi, docs));
+  docs.push_back({"use_locking",
+                  sparse ? "as in TF's ResourceSparseApply* ops: true locks the variables in address order while "
+                           "updated; false takes the locks shared, so concurrent sparse steps may interleave "
+                           "(Hogwild), as may a concurrent read."
+                         : "as in TF's ResourceApply* ops: the variables are locked in address order while "
+                           "updated; a dense update of resource variables takes the locks either way."});
+  b.SetShapeFn(ShapeFn(rule, multi, sparse));
+  b.Doc(Doc(rule, multi, sparse, docs));
   b();
 }
 
@@ -182,6 +232,7 @@ void Register(const RuleSpec& rule, bool multi) {
   for (const RuleSpec& r : rules) {
     Register(r, false);
     Register(r, true);
+    Register(r, true, /*sparse=*/true);
   }
   return true;
 }();

@@ -7,6 +7,9 @@ clipping fused in) or ``"tf"`` (the same formulas as plain TF ops; works under X
 pure-TF path everywhere.
 
 The ``*_multi`` functions take lists; the single-variable forms take one of each.
+Gradients may be dense or ``tf.IndexedSlices`` (row-sparse, e.g. from ``Embedding``
+layers); ``lazy=True`` then updates only the rows present (lazy Adam), the default gives
+the dense-equivalent step as Keras does.
 """
 
 from ._api import (
@@ -22,25 +25,27 @@ from ._api import (
 )
 
 
-def gradient_descent(variable, grad, *, lr, weight_decay=0.0, clipnorm=None, use_locking=True, backend="auto"):
+def gradient_descent(variable, grad, *, lr, weight_decay=0.0, clipnorm=None, use_locking=True, backend="auto",
+                     lazy=False):
     """Single-variable :func:`gradient_descent_multi`: ``p = p - lr*wd*p - lr*g``."""
     return gradient_descent_multi([variable], [grad], lr=lr, weight_decay=weight_decay, clipnorm=clipnorm,
-                                  use_locking=use_locking, backend=backend)
+                                  use_locking=use_locking, backend=backend, lazy=lazy)
 
 
 def momentum(variable, grad, velocity, *, lr, momentum, nesterov=False, weight_decay=0.0, clipnorm=None,
-             use_locking=True, backend="auto"):
+             use_locking=True, backend="auto", lazy=False):
     """Single-variable :func:`momentum_multi`: ``m = mu*m - lr*g; p = p - lr*wd*p + m``."""
     return momentum_multi([variable], [grad], [velocity], lr=lr, momentum=momentum, nesterov=nesterov,
-                          weight_decay=weight_decay, clipnorm=clipnorm, use_locking=use_locking, backend=backend)
+                          weight_decay=weight_decay, clipnorm=clipnorm, use_locking=use_locking, backend=backend,
+                          lazy=lazy)
 
 
 def adam(variable, grad, m, v, *, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step, vhat=None, weight_decay=0.0,
-         clipnorm=None, use_locking=True, backend="auto"):
-    """Single-variable :func:`adam_multi` (amsgrad when ``vhat`` is given)."""
+         clipnorm=None, use_locking=True, backend="auto", lazy=False):
+    """Single-variable :func:`adam_multi` (amsgrad when ``vhat`` is given; ``lazy=True``: lazy Adam)."""
     return adam_multi([variable], [grad], [m], [v], lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step,
                       vhats=None if vhat is None else [vhat], weight_decay=weight_decay, clipnorm=clipnorm,
-                      use_locking=use_locking, backend=backend)
+                      use_locking=use_locking, backend=backend, lazy=lazy)
 
 
 __all__ = [

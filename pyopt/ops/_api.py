@@ -52,8 +52,8 @@ def fused_unsupported_reason(variables, grads) -> Optional[str]:
 def resolve_backend(backend: str, variables, grads) -> str:
     """The backend that runs this step: "fused" or "tf".
 
-    "auto" picks "fused" when the op library is loaded and every variable is a dense CPU
-    variable of a supported dtype outside XLA, else "tf". "fused" raises
+    "auto" picks "fused" when the op library is loaded and every variable is a CPU resource
+    variable of a supported dtype outside XLA (gradients dense or IndexedSlices), else "tf". "fused" raises
     :class:`FusedBackendError` with the reason when it cannot run the step (except under
     PYOPT_BACKEND=tf, which always wins). "tf" always uses the pure-TF ops.
     """
@@ -120,23 +120,43 @@ def _check_lengths(names_lists) -> int:
     return len(first)
 
 
-def _groups(variables) -> list:
-    """Indices of the variables grouped by (device, dtype), in first-seen order."""
+def _is_sparse(grad) -> bool:
+    return isinstance(grad, tf.IndexedSlices)
+
+
+def _check_sparse(variables, grads) -> None:
+    """IndexedSlices gradients need integer indices and a variable with rows (rank >= 1)."""
+    for i, (var, grad) in enumerate(zip(variables, grads)):
+        if not _is_sparse(grad):
+            continue
+        if grad.indices.dtype not in (tf.int32, tf.int64):
+            raise TypeError(f"grads[{i}] is a tf.IndexedSlices with {grad.indices.dtype.name} indices; "
+                            "int32 or int64 needed")
+        if var.shape.rank == 0:
+            raise ValueError(f"grads[{i}] is a tf.IndexedSlices but variables[{i}] is a scalar; "
+                             "row-sparse gradients need a variable of rank >= 1")
+
+
+def _groups(variables, grads) -> list:
+    """``(sparse, indices)`` of the variables grouped by (device, dtype, sparse gradient), in
+    first-seen order."""
     groups: dict = {}
-    for i, var in enumerate(variables):
-        groups.setdefault((getattr(var, "device", ""), var.dtype), []).append(i)
-    return list(groups.values())
+    for i, (var, grad) in enumerate(zip(variables, grads)):
+        groups.setdefault((getattr(var, "device", ""), var.dtype, _is_sparse(grad)), []).append(i)
+    return [(key[2], idx) for key, idx in groups.items()]
 
 
 def _apply(rule: str, backend: str, variables, grads, slots: dict, hyper: dict, weight_decay, clipnorm,
-           global_clipnorm, skip_nonfinite, use_locking) -> str:
+           global_clipnorm, skip_nonfinite, use_locking, lazy) -> str:
     """Validate, pick the backend, and run ``<rule>_multi`` of the fused or pure-TF module.
 
     ``slots`` maps slot-list names to lists (positional after grads, except "vhats").
-    On the fused path one op runs per (device, dtype) group; a global_clipnorm spanning
-    several groups is applied to the gradients first so every group sees the joint norm.
+    On the fused path one op runs per (device, dtype, dense/sparse) group; a global_clipnorm
+    spanning several groups is applied to the gradients first so every group sees the joint
+    norm (likewise the skip_nonfinite test).
     """
     n = _check_lengths([("variables", variables), ("grads", grads), *slots.items()])
+    _check_sparse(variables, grads)
     clipnorm, global_clipnorm = _clip_options(clipnorm, global_clipnorm)
     common = dict(clipnorm=clipnorm, global_clipnorm=global_clipnorm, skip_nonfinite=bool(skip_nonfinite),
                   use_locking=bool(use_locking))
@@ -148,70 +168,95 @@ def _apply(rule: str, backend: str, variables, grads, slots: dict, hyper: dict, 
         hyper = dict(hyper, vhats=slots.pop("vhats", None))
     if chosen == "tf":
         getattr(_tf_math, f"{rule}_multi")(variables, grads, *slots.values(), **hyper, weight_decay=weight_decay,
-                                           **common)
+                                           lazy=bool(lazy), **common)
         return chosen
-    groups = _groups(variables)
+    groups = _groups(variables, grads)
+    if len(groups) > 1 and any(sparse for sparse, _ in groups):
+        # Several op calls: check every index first, so that a bad one writes nothing.
+        with tf.control_dependencies(_tf_math.index_checks(variables, grads)):
+            return _run_fused(rule, groups, variables, grads, slots, hyper, weight_decay, common, global_clipnorm,
+                              skip_nonfinite, lazy)
+    return _run_fused(rule, groups, variables, grads, slots, hyper, weight_decay, common, global_clipnorm,
+                      skip_nonfinite, lazy)
+
+
+def _run_fused(rule, groups, variables, grads, slots, hyper, weight_decay, common, global_clipnorm, skip_nonfinite,
+               lazy) -> str:
     if len(groups) > 1 and (global_clipnorm or skip_nonfinite):
-        grads, scales, ok = _tf_math._prepare_gradients(grads, None, global_clipnorm, skip_nonfinite)
-        grads = [_tf_math._scaled(g, s, g.dtype) for g, s in zip(grads, scales)]
+        grads, ok = _tf_math.scaled_gradients(grads, global_clipnorm, skip_nonfinite)
         common.update(global_clipnorm=None, skip_nonfinite=False)
-        _tf_math._run(ok, lambda: _run_groups(rule, groups, variables, grads, slots, hyper, weight_decay, common))
-        return chosen
-    _run_groups(rule, groups, variables, grads, slots, hyper, weight_decay, common)
-    return chosen
+        _tf_math._run(ok, lambda: _run_groups(rule, groups, variables, grads, slots, hyper, weight_decay, common,
+                                              lazy))
+    else:
+        _run_groups(rule, groups, variables, grads, slots, hyper, weight_decay, common, lazy)
+    return "fused"
 
 
-def _run_groups(rule, groups, variables, grads, slots, hyper, weight_decay, common):
+def _run_groups(rule, groups, variables, grads, slots, hyper, weight_decay, common, lazy):
+    """One fused op call per group: the dense op, or the sparse op for IndexedSlices."""
     fused = getattr(_fused_module(), f"{rule}_multi")
     ops = []
-    for idx in groups:
+    for sparse, idx in groups:
         pick = lambda items: [items[i] for i in idx]  # noqa: E731
         group_hyper = dict(hyper)
         if group_hyper.get("vhats") is not None:
             group_hyper["vhats"] = pick(group_hyper["vhats"])
         ops.append(fused(pick(variables), pick(grads), *(pick(s) for s in slots.values()), **group_hyper,
-                         weight_decay=pick(weight_decay), **common))
+                         weight_decay=pick(weight_decay), lazy=bool(lazy) if sparse else None, **common))
     return [op for op in ops if op is not None]
 
 
 def gradient_descent_multi(variables: Sequence, grads: Sequence, *, lr, weight_decay=0.0,
                            clipnorm: Optional[float] = None, global_clipnorm: Optional[float] = None,
-                           skip_nonfinite: bool = False, use_locking: bool = True, backend: str = "auto") -> str:
+                           skip_nonfinite: bool = False, use_locking: bool = True, backend: str = "auto",
+                           lazy: bool = False) -> str:
     """Gradient descent on every variable in one step: ``p = p - lr*wd*p - lr*g``.
 
     Gradients are clipped first (``clipnorm``: each by its own norm, ``global_clipnorm``:
     all by their joint norm, ``g *= c / max(norm, c)``). ``lr`` may be a float or a scalar
     tensor. Returns the backend that ran the step ("fused" or "tf").
+
+    Gradients may be ``tf.IndexedSlices`` (row-sparse, e.g. from ``Embedding``), mixed with
+    dense ones. Rows listed twice are summed. ``lazy=False`` (default) gives the dense step with
+    the densified gradient, as Keras does: rows without a gradient get g = 0 (their slots decay,
+    weight decay applies to every row). ``lazy=True`` moves only the rows present and their
+    slots (lazy Adam). Clipping uses the norm of the summed gradient. An index outside
+    ``[0, rows)`` raises InvalidArgumentError and nothing is written.
     """
     _check_static(_core.check_gradient_descent, lr=lr)
     return _apply("gradient_descent", backend, _as_list(variables, "variables"), _as_list(grads, "grads"), {},
-                  dict(lr=lr), weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking)
+                  dict(lr=lr), weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking, lazy)
 
 
 def momentum_multi(variables: Sequence, grads: Sequence, velocities: Sequence, *, lr, momentum: float,
                    nesterov: bool = False, weight_decay=0.0, clipnorm: Optional[float] = None,
                    global_clipnorm: Optional[float] = None, skip_nonfinite: bool = False, use_locking: bool = True,
-                   backend: str = "auto") -> str:
+                   backend: str = "auto", lazy: bool = False) -> str:
     """Momentum (Keras form) on every variable: ``m = mu*m - lr*g; p = p - lr*wd*p + m``
-    (nesterov: ``p = p - lr*wd*p + mu*m - lr*g``). Returns the backend used."""
+    (nesterov: ``p = p - lr*wd*p + mu*m - lr*g``). Returns the backend used.
+
+    IndexedSlices gradients and ``lazy``: as in :func:`gradient_descent_multi`.
+    """
     _check_static(_core.check_momentum, lr=lr, momentum=momentum)
     return _apply("momentum", backend, _as_list(variables, "variables"), _as_list(grads, "grads"),
                   {"velocities": _as_list(velocities, "velocities")}, dict(lr=lr, momentum=float(momentum),
                                                                            nesterov=bool(nesterov)),
-                  weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking)
+                  weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking, lazy)
 
 
 def adam_multi(variables: Sequence, grads: Sequence, ms: Sequence, vs: Sequence, *, lr, beta_1: float = 0.9,
                beta_2: float = 0.999, epsilon: float = 1e-7, step, vhats: Optional[Sequence] = None,
                weight_decay=0.0, clipnorm: Optional[float] = None, global_clipnorm: Optional[float] = None,
-               skip_nonfinite: bool = False, use_locking: bool = True, backend: str = "auto") -> str:
+               skip_nonfinite: bool = False, use_locking: bool = True, backend: str = "auto",
+               lazy: bool = False) -> str:
     """Adam (Keras' "epsilon hat" form) on every variable; ``step`` is 1-based::
 
         alpha = lr*sqrt(1-beta_2^t)/(1-beta_1^t)
         m = m + (g-m)*(1-beta_1);  v = v + (g^2-v)*(1-beta_2);  [vhat = max(vhat, v)]
         p = p - lr*wd*p - alpha*m/(sqrt(v or vhat)+epsilon)
 
-    ``vhats`` given means amsgrad. Returns the backend used.
+    ``vhats`` given means amsgrad. Returns the backend used. IndexedSlices gradients and
+    ``lazy`` (``True``: lazy Adam): as in :func:`gradient_descent_multi`.
     """
     if isinstance(step, (bool, float)):
         raise TypeError(f"step must be an int >= 1 or an integer tensor, got {type(step).__name__}")
@@ -221,4 +266,4 @@ def adam_multi(variables: Sequence, grads: Sequence, ms: Sequence, vs: Sequence,
         slots["vhats"] = _as_list(vhats, "vhats")
     hyper = dict(lr=lr, beta_1=float(beta_1), beta_2=float(beta_2), epsilon=float(epsilon), step=step)
     return _apply("adam", backend, _as_list(variables, "variables"), _as_list(grads, "grads"), slots, hyper,
-                  weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking)
+                  weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking, lazy)
