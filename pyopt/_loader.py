@@ -151,6 +151,9 @@ _OP_FUNCTIONS = (
     "pyopt_apply_momentum_multi",
     "pyopt_apply_adam",
     "pyopt_apply_adam_multi",
+    "pyopt_sparse_apply_gradient_descent_multi",
+    "pyopt_sparse_apply_momentum_multi",
+    "pyopt_sparse_apply_adam_multi",
 )
 
 
