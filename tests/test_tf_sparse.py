@@ -294,6 +294,45 @@ def test_copy_on_write_keeps_earlier_reads(function):
     np.testing.assert_array_equal(np.delete(after.numpy(), [1, 4], axis=0), np.ones((4, 3)))
 
 
+@NEEDS_OPS
+@pytest.mark.parametrize("lazy", [False, True], ids=["dense-equivalent", "lazy"])
+def test_concurrent_sparse_steps_lose_no_update(lazy):
+    """use_locking=True: steps from several threads on one variable are serialised."""
+    import threading
+
+    var = tf.Variable(np.zeros((1000, 8)))
+    grad = tf.IndexedSlices(tf.ones([3, 8], tf.float64), tf.constant([5, 7, 5]))
+    threads, steps = 4, 25
+
+    def work():
+        for _ in range(steps):
+            po.gradient_descent(var, grad, lr=0.5, backend="fused", lazy=lazy)
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    want = np.zeros((1000, 8))
+    want[5], want[7] = -0.5 * 2 * threads * steps, -0.5 * threads * steps  # row 5 is listed twice
+    np.testing.assert_array_equal(var.numpy(), want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_use_locking_false_and_keras_variables(backend):
+    """use_locking=False (shared locks on the fused path) gives the same single-threaded result,
+    and keras.Variable objects work like the tf.Variables behind them."""
+    results = []
+    for use_locking, make in ((True, tf.Variable), (False, tf.Variable), (True, keras.Variable)):
+        case = Case("adam", "float32", seed=9)
+        case.vars = [make(p) for p in case.params]
+        case.slot_vars = [[make(s[k]) for s in case.slots] for k in range(2)]
+        case.call(backend, lazy=True, use_locking=use_locking)
+        case.check(True, HYPER["adam"])
+        results.append([np.asarray(v.numpy()) for v in case.all_vars()])
+    assert all(same_bits(a, b) for r in results[1:] for a, b in zip(results[0], r))
+
+
 # --------------------------------------------------------------------------- bad input
 
 
