@@ -30,7 +30,7 @@ def pytest_generate_tests(metafunc):
     wanted = metafunc.config.getoption("impl")
     sizes = QUICK_SIZES if metafunc.config.getoption("quick") else SWEEP_SIZES
     params = [(n, p) for n in sizes for p in PROBES if not wanted or "probe" in wanted]
-    metafunc.parametrize("probe_case", params, ids=[f"{p}-{size_label(n)}" for n, p in params])
+    metafunc.parametrize("probe_case", params, ids=[f"{p}-dense_{size_label(n)}" for n, p in params])
 
 
 def _threads() -> int:

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import build_or_skip, selected
 from implementations import IMPLEMENTATIONS
-from workloads import ParamUnchanged, check_first_step, data_for, update_cases
+from workloads import ParamUnchanged, case_impls, check_first_step, data_for, update_cases
 
 # Keras' Adam and TF's ResourceApplyAdam compute the bias correction in the variable's dtype:
 # in bfloat16, beta_2 = 0.999 rounds to 1.0, so alpha = lr*sqrt(1 - beta_2^t)/(1 - beta_1^t) = 0
@@ -29,7 +29,7 @@ def pytest_generate_tests(metafunc):
     quick = metafunc.config.getoption("quick")
     params, ids = [], []
     for workload, rule, clip in update_cases(quick):
-        for name in selected(metafunc.config, IMPLEMENTATIONS):
+        for name in selected(metafunc.config, case_impls(workload, rule, clip) or IMPLEMENTATIONS):
             params.append((workload, rule, clip, name))
             ids.append(f"{rule}{'-' + clip if clip else ''}-{workload.name}-{name}")
     metafunc.parametrize("case", params, ids=ids)
