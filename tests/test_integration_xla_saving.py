@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -256,24 +257,31 @@ def test_saved_model_export_serves_without_pyopt(tmp_path):
 # tf.train.CheckpointManager mid-training.
 
 
-@pytest.mark.parametrize("which", list(OPTIMIZERS))
-def test_checkpoint_manager_resume_equals_uninterrupted(which, backend, tmp_path):
-    # Uninterrupted: 3 epochs of model.fit.
+def train_two_epochs_with_checkpoints(which, backend, directory):
+    """2 epochs of model.fit, a CheckpointManager save after each; returns (model, optimizer, manager)."""
     model, optimizer = small_model(seed=11), OPTIMIZERS[which](backend)
-    want = fit(model, optimizer, epochs=3)
-    want_slots = optimizer_values(optimizer)
-
-    # Interrupted: 2 epochs with a checkpoint after each, then fresh objects restore the latest
-    # checkpoint and run the third epoch.
-    model, optimizer = small_model(seed=11), OPTIMIZERS[which](backend)
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model, optimizer=optimizer), str(tmp_path),
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model, optimizer=optimizer), str(directory),
                                          max_to_keep=1)
     save_each_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: manager.save(epoch + 1))
     model.compile(optimizer=optimizer, loss="mse", jit_compile=False)
     x, y = data()
     model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[save_each_epoch])
     assert manager.latest_checkpoint.endswith("-2") and len(manager.checkpoints) == 1
+    return model, optimizer, manager
 
+
+def uninterrupted(which, backend):
+    """3 epochs of model.fit without stopping: (weights, optimizer variables)."""
+    model, optimizer = small_model(seed=11), OPTIMIZERS[which](backend)
+    return fit(model, optimizer, epochs=3), optimizer_values(optimizer)
+
+
+@pytest.mark.parametrize("which", list(OPTIMIZERS))
+def test_checkpoint_manager_resume_equals_uninterrupted(which, backend, tmp_path):
+    want, want_slots = uninterrupted(which, backend)
+
+    # Interrupted after 2 epochs; fresh objects restore the latest checkpoint and run the third.
+    _, optimizer, _ = train_two_epochs_with_checkpoints(which, backend, tmp_path)
     fresh_model, fresh_optimizer = small_model(seed=12), OPTIMIZERS[which](backend)
     fresh_optimizer.build(fresh_model.trainable_variables)
     fresh_manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=fresh_model, optimizer=fresh_optimizer),
@@ -286,3 +294,18 @@ def test_checkpoint_manager_resume_equals_uninterrupted(which, backend, tmp_path
     exact_or_close(got, want, RESUME_TOL[backend], f"{which} resumed vs uninterrupted")
     exact_or_close(optimizer_values(fresh_optimizer), want_slots, RESUME_TOL[backend], f"{which} slots")
     assert fresh_optimizer.last_backend == backend
+
+
+def test_checkpoint_manager_resume_in_a_new_process_is_bit_for_bit(tmp_path):
+    # A real interruption: the process that resumes is not the one that saved.
+    needs_fused()
+    want, want_slots = uninterrupted("adam", "fused")
+    train_two_epochs_with_checkpoints("adam", "fused", tmp_path / "ckpt")
+    script = Path(__file__).parent / "integration_workers" / "resume_checkpoint.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "ckpt"), "adam", "fused",
+                             str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = np.load(tmp_path / "out.npz")
+    assert str(out["last_backend"]) == "fused"
+    exact_or_close([out[f"w{i}"] for i in range(len(want))], want, 0.0, "resumed in a new process")
+    exact_or_close([out[f"opt{i}"] for i in range(len(want_slots))], want_slots, 0.0, "slots, new process")
