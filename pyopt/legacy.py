@@ -25,12 +25,12 @@ Clipping: ``clipvalue``, ``clipnorm`` and ``global_clipnorm`` work as in the bas
 numeric ``clipnorm`` on a dense gradient is done inside pyopt's op (``g *= c/max(||g||, c)``,
 fused into the update); sparse gradients are clipped by the base class, as legacy Keras does.
 
-Sparse gradients (``tf.IndexedSlices``, e.g. from an embedding): the base class sums duplicate
-indices first. ``GradientDescent`` and ``Momentum`` then update only the touched rows (the
-velocity of other rows is left alone), as legacy ``SGD`` does; the row update is plain TF ops,
-since pyopt's ops update whole variables. ``Adam`` scatters the rows into a dense gradient and
-runs the dense op: legacy ``Adam``'s sparse update decays ``m`` and ``v`` and moves every row
-too, so the results are the dense ones.
+Sparse gradients (``tf.IndexedSlices``, e.g. from an embedding) go to pyopt's sparse ops, which
+sum repeated indices themselves (so the base class's de-duplication is skipped).
+``GradientDescent`` and ``Momentum`` update only the touched rows (``lazy=True``: the velocity
+of other rows is left alone), as legacy ``SGD`` does. ``Adam`` runs the dense step with the
+densified gradient (``lazy=False``): legacy ``Adam``'s sparse update also decays ``m`` and ``v``
+and moves every row. So the results are legacy Keras' own, up to rounding.
 
 ``beta``, ``beta_1`` and ``beta_2`` are Python floats (pyopt's kernels take them as constants):
 each step reads their current value, and inside a ``tf.function`` the value is fixed when the
@@ -87,10 +87,6 @@ def _bool(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}: {value!r}")
     return value
-
-
-def _compute_dtype(dtype):
-    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
 
 
 class _PyoptLegacyOptimizer(tf_keras.optimizers.legacy.Optimizer):
@@ -180,6 +176,10 @@ class _PyoptLegacyOptimizer(tf_keras.optimizers.legacy.Optimizer):
     def _op_options(self, clipnorm) -> dict:
         return dict(clipnorm=clipnorm, use_locking=self._use_locking, backend=self._backend)
 
+    def _resource_apply_sparse_duplicate_indices(self, grad, handle, indices, **kwargs):
+        # pyopt's sparse ops sum the values of repeated indices themselves.
+        return self._resource_apply_sparse(grad, handle, indices, **kwargs)
+
     def get_config(self):
         config = super().get_config()
         config.update(learning_rate=self._serialize_hyperparameter("learning_rate"), decay=self._initial_decay,
@@ -187,12 +187,9 @@ class _PyoptLegacyOptimizer(tf_keras.optimizers.legacy.Optimizer):
         return config
 
 
-def _gather_rows(x, indices, dtype):
-    return tf.cast(tf.gather(x, indices), dtype)
-
-
-def _scatter_rows(var, indices, rows):
-    return tf.raw_ops.ResourceScatterUpdate(resource=var.handle, indices=indices, updates=tf.cast(rows, var.dtype))
+def _rows(grad, var, indices):
+    """The row-sparse gradient ``(grad, indices)`` of ``var`` as pyopt's ops take it."""
+    return tf.IndexedSlices(grad, indices, tf.shape(var, out_type=indices.dtype))
 
 
 @_register
@@ -216,11 +213,10 @@ class GradientDescent(_PyoptLegacyOptimizer):
         return tf.no_op()
 
     def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
-        # p[i] = p[i] - lr*g[i] on the touched rows (indices are unique here)
+        # p[i] = p[i] - lr*g[i] on the touched rows (repeated indices summed); already clipped
         c = self._coefficients(var, apply_state)
-        ct = _compute_dtype(var.dtype.base_dtype)
-        rows = _gather_rows(var, indices, ct) - tf.cast(grad, ct) * tf.cast(c["lr_t"], ct)
-        return _scatter_rows(var, indices, rows)
+        pyopt_ops.gradient_descent(var, _rows(grad, var, indices), lr=c["lr_t"], lazy=True, **self._op_options(None))
+        return tf.no_op()
 
 
 @_register
@@ -260,22 +256,19 @@ class Momentum(_PyoptLegacyOptimizer):
         for var in var_list:
             self.add_slot(var, "momentum")
 
-    def _resource_apply_dense(self, grad, var, apply_state=None):
+    def _apply(self, grad, var, apply_state, clipnorm, lazy=False):
         c = self._coefficients(var, apply_state)
         pyopt_ops.momentum(var, grad, self.get_slot(var, "momentum"), lr=c["lr_t"], momentum=c["momentum"],
-                           nesterov=self.nesterov, **self._op_options(self._fused_clipnorm))
+                           nesterov=self.nesterov, lazy=lazy, **self._op_options(clipnorm))
         return tf.no_op()
 
+    def _resource_apply_dense(self, grad, var, apply_state=None):
+        return self._apply(grad, var, apply_state, self._fused_clipnorm)
+
     def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
-        # On the touched rows only (as legacy SGD): m[i] = beta*m[i] - lr*g[i]; p[i] += m[i]
-        # (nesterov: p[i] += beta*m[i] - lr*g[i]). Other rows keep their velocity.
-        c = self._coefficients(var, apply_state)
-        ct = _compute_dtype(var.dtype.base_dtype)
-        velocity = self.get_slot(var, "momentum")
-        mu, lr_g = tf.cast(c["momentum"], ct), tf.cast(grad, ct) * tf.cast(c["lr_t"], ct)
-        m = _gather_rows(velocity, indices, ct) * mu - lr_g
-        p = _gather_rows(var, indices, ct) + (m * mu - lr_g if self.nesterov else m)
-        return tf.group(_scatter_rows(velocity, indices, m), _scatter_rows(var, indices, p))
+        # On the touched rows only, as legacy SGD: m[i] = beta*m[i] - lr*g[i]; p[i] += m[i]
+        # (nesterov: p[i] += beta*m[i] - lr*g[i]). Other rows keep their velocity. Already clipped.
+        return self._apply(_rows(grad, var, indices), var, apply_state, clipnorm=None, lazy=True)
 
     def get_config(self):
         config = super().get_config()
@@ -329,10 +322,9 @@ class Adam(_PyoptLegacyOptimizer):
         return self._apply(grad, var, apply_state, self._fused_clipnorm)
 
     def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
-        # Legacy Adam's sparse update is the dense one (m and v decay everywhere and every row
-        # moves), so scatter the (unique, already clipped) rows into a dense gradient.
-        dense = tf.scatter_nd(tf.expand_dims(indices, -1), grad, tf.shape(var, out_type=indices.dtype))
-        return self._apply(dense, var, apply_state, clipnorm=None)
+        # Legacy Adam's sparse update is the dense step with the densified gradient (m and v
+        # decay everywhere, every row moves): pyopt's lazy=False. The rows are already clipped.
+        return self._apply(_rows(grad, var, indices), var, apply_state, clipnorm=None)
 
     def get_config(self):
         config = super().get_config()
