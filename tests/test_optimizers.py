@@ -395,7 +395,7 @@ def test_model_fit_matches_keras(kwargs, backend):
 
 @pytest.mark.parametrize("name", ["Adam", "SGD"])
 def test_embedding_indexed_slices(name, backend):
-    # Embedding gradients are IndexedSlices; pyopt densifies them.
+    # Embedding gradients are IndexedSlices; pyopt's default sparse step equals the densified one.
     kwargs = dict(learning_rate=0.05, **({"momentum": 0.9} if name == "SGD" else {}))
     mine = getattr(po, name)(**kwargs, backend=backend)
     want = keras_fit_weights(name, kwargs, embedding=True, epochs=1)
@@ -419,6 +419,30 @@ def test_embedding_duplicate_rows(name, backend):
             optimizer.apply_gradients([(grad, variable)])
         results.append(variable.numpy())
     assert_close([results[0]], [results[1]], TOL["float32"])
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD"])
+def test_lazy_moves_only_present_rows(name, backend):
+    # lazy=True: rows absent from the IndexedSlices, and their slots, keep their exact values;
+    # present rows get the dense rule applied to the summed slices.
+    kwargs = dict(learning_rate=0.1, **({"momentum": 0.9} if name == "SGD" else {}))
+    sparse = tf.IndexedSlices(tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), tf.constant([0, 2, 0]),
+                              tf.constant([4, 2]))
+    lazy = getattr(po, name)(**kwargs, backend=backend, lazy=True)
+    assert lazy.get_config()["lazy"] is True
+    variable = keras.Variable(np.ones((4, 2), "float32"))
+    dense_rows = keras.Variable(np.ones((2, 2), "float32"))
+    reference = getattr(keras.optimizers, name)(**kwargs)
+    summed = tf.constant([[6.0, 8.0], [3.0, 4.0]])  # rows 0 and 2
+    for _ in range(2):
+        lazy.apply_gradients([(sparse, variable)])
+        reference.apply_gradients([(summed, dense_rows)])
+    got = variable.numpy()
+    np.testing.assert_array_equal(got[[1, 3]], 1.0)
+    assert_close([got[[0, 2]]], [dense_rows.numpy()], TOL["float32"])
+    for slot in lazy.variables[1:]:
+        if tuple(slot.shape) == (4, 2):
+            np.testing.assert_array_equal(slot.numpy()[[1, 3]], 0.0)
 
 
 def test_xla_uses_tf_path():
@@ -594,10 +618,10 @@ def test_config_round_trip(optimizer):
 
 
 def test_keras_config_keys_are_kept():
-    # The drop-ins report every key the Keras built-ins report, plus backend and skip_nonfinite.
+    # The drop-ins report every key the Keras built-ins report, plus backend, skip_nonfinite and lazy.
     for mine, ref in [(po.Adam(), keras.optimizers.Adam()), (po.SGD(), keras.optimizers.SGD())]:
         extra = set(mine.get_config()) - set(ref.get_config())
-        assert extra == {"backend", "skip_nonfinite"}
+        assert extra == {"backend", "skip_nonfinite", "lazy"}
         for key, value in ref.get_config().items():
             if key != "name":
                 assert mine.get_config()[key] == value, key

@@ -83,8 +83,11 @@ def tf_variable(variable):
 
 
 def _dense(grad, dtype):
-    # IndexedSlices (Embedding gradients) become dense, as Keras's TF Adam effectively does.
-    return tf.cast(tf.convert_to_tensor(grad), dtype)
+    """The gradient in the variable's dtype. IndexedSlices (Embedding gradients) stay sparse:
+    pyopt.ops runs the fused sparse op (by default the step of the densified gradient, as Keras)."""
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.cast(grad.values, dtype), grad.indices, grad.dense_shape)
+    return tf.cast(grad, dtype)
 
 
 class PyoptOptimizer(keras.optimizers.Optimizer):
@@ -94,6 +97,9 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
         lr: alias of ``learning_rate`` (give one of the two).
         backend: ``"auto"`` (fused ops where they can run, else pure TF), ``"fused"`` (the
             fused ops; an error if a step cannot use them) or ``"tf"`` (pure TF ops).
+        lazy: for sparse gradients (``tf.IndexedSlices``, e.g. from ``Embedding``): if True
+            only the rows present move (lazy Adam / lazy momentum; slots of other rows are
+            untouched). The default gives the step of the densified gradient, as Keras.
         skip_nonfinite: if True, a step whose gradients hold NaN or Inf leaves the variables
             and slots untouched (Keras's iteration counter still counts it). The default
             lets NaN propagate, as Keras does.
@@ -118,14 +124,16 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
     ``pyopt.ops.*_multi`` call over ``tf.Variable`` lists, returning the backend that ran.
     """
 
-    def __init__(self, learning_rate, *, lr=None, backend="auto", skip_nonfinite=False, **kwargs):
+    def __init__(self, learning_rate, *, lr=None, backend="auto", skip_nonfinite=False, lazy=False, **kwargs):
         pyopt_ops.check_backend(backend)
-        if not isinstance(skip_nonfinite, bool):
-            raise TypeError(f"skip_nonfinite must be a bool, got {type(skip_nonfinite).__name__}")
+        for name, flag in (("skip_nonfinite", skip_nonfinite), ("lazy", lazy)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         _check_base_arguments(kwargs)
         super().__init__(learning_rate=_learning_rate(learning_rate, lr), **kwargs)
         self._backend = backend
         self.skip_nonfinite = skip_nonfinite
+        self.lazy = lazy
         self.last_backend = None
 
     @property
@@ -168,6 +176,7 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
             clipnorm=self._clip_option("clipnorm"),
             global_clipnorm=self._clip_option("global_clipnorm"),
             skip_nonfinite=self.skip_nonfinite,
+            lazy=self.lazy,
         )
 
     def update_step(self, gradient, variable, learning_rate):
@@ -177,7 +186,7 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
         """
         variable = tf_variable(variable)
         self.last_backend = self._apply_rule([variable], [_dense(gradient, variable.dtype)], _lr_value(learning_rate),
-                                             skip_nonfinite=self.skip_nonfinite)
+                                             skip_nonfinite=self.skip_nonfinite, lazy=self.lazy)
 
     def _apply_rule(self, variables, grads, learning_rate, **options) -> str:
         raise NotImplementedError
@@ -189,7 +198,7 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(backend=self._backend, skip_nonfinite=self.skip_nonfinite)
+        config.update(backend=self._backend, skip_nonfinite=self.skip_nonfinite, lazy=self.lazy)
         return config
 
 
