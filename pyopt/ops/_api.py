@@ -18,6 +18,10 @@ BACKENDS = ("auto", "fused", "tf")
 class FusedBackendError(RuntimeError):
     """backend="fused" was requested for a step the fused ops cannot run."""
 
+    # Autograph re-raises errors from tf.function code under their own type only when the
+    # type keeps Exception.__init__; otherwise callers would get a StagingError.
+    __init__ = Exception.__init__
+
 
 def _fused_module():
     from . import _fused

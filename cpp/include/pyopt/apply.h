@@ -119,11 +119,14 @@ std::vector<std::int64_t> sizes_of(const std::vector<TensorSlots<T>>& tensors) {
 // The update pass: update(tensor, first, count, scales[tensor]) over every slice.
 template <class T, class Update>
 void update_pass(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan& plan, const std::vector<double>& scales,
-                 const Executor& exec, const Update& update) {
-  for_each_slice(plan, exec, Update::bytes_per_elem, [&](std::int64_t s) {
-    const Slice& sl = plan.slices[size_t(s)];
-    update(tensors[size_t(sl.tensor)], sl.begin, sl.end - sl.begin, scales[size_t(sl.tensor)]);
-  });
+                 const Executor& exec, const Update& update, bool after_norm_pass = false) {
+  for_each_slice(
+      plan, exec, Update::bytes_per_elem,
+      [&](std::int64_t s) {
+        const Slice& sl = plan.slices[size_t(s)];
+        update(tensors[size_t(sl.tensor)], sl.begin, sl.end - sl.begin, scales[size_t(sl.tensor)]);
+      },
+      /*reverse=*/after_norm_pass);
 }
 
 // Dense multi-tensor step: clip scales, then the update pass.
@@ -133,7 +136,8 @@ bool apply_multi(const std::vector<TensorSlots<T>>& tensors, const GradientOptio
   const ChunkPlan plan = plan_chunks(sizes_of(tensors));
   std::vector<double> scales;
   if (!gradient_scales(tensors, plan, opt, exec, scales)) return false;
-  update_pass(tensors, plan, scales, exec, update);
+  const bool norm_pass_ran = opt.clipnorm > 0.0 || opt.global_clipnorm > 0.0 || opt.skip_nonfinite;
+  update_pass(tensors, plan, scales, exec, update, norm_pass_ran);
   return true;
 }
 }  // namespace detail

@@ -67,17 +67,24 @@ inline ChunkPlan plan_chunks(const std::vector<std::int64_t>& sizes, std::int64_
   return plan;
 }
 
-// Calls fn(slice_index) for every slice, chunks spread over the executor.
+// Calls fn(slice_index) for every slice, chunks spread over the executor. `reverse` hands
+// out the last chunks first: right after a pass over the same data in forward order (the
+// clip-norm pass), the data it touched last is still in cache.
 template <class F>
-void for_each_slice(const ChunkPlan& plan, const Executor& exec, std::int64_t bytes_per_elem, F&& fn) {
+void for_each_slice(const ChunkPlan& plan, const Executor& exec, std::int64_t bytes_per_elem, F&& fn,
+                    bool reverse = false) {
+  const std::int64_t chunks = plan.num_chunks();
   auto body = [&](std::int64_t k0, std::int64_t k1) {
-    for (std::int64_t s = plan.chunk_start[size_t(k0)]; s < plan.chunk_start[size_t(k1)]; ++s) fn(s);
+    for (std::int64_t k = k0; k < k1; ++k) {
+      const std::int64_t c = reverse ? chunks - 1 - k : k;
+      for (std::int64_t s = plan.chunk_start[size_t(c)]; s < plan.chunk_start[size_t(c + 1)]; ++s) fn(s);
+    }
   };
-  if (plan.num_chunks() <= 1) {
-    body(0, plan.num_chunks());
+  if (chunks <= 1) {
+    body(0, chunks);
     return;
   }
-  exec(plan.num_chunks(), kChunkElems * bytes_per_elem, body);
+  exec(chunks, kChunkElems * bytes_per_elem, body);
 }
 
 // A fixed set of worker threads. parallel_for hands out one index at a time; the calling
