@@ -45,6 +45,9 @@ def data(n=64):
     return rng.standard_normal((n, 6)).astype("float32"), rng.standard_normal((n, 3)).astype("float32")
 
 
+AUTO_BACKEND = "tf" if fused_unavailable_reason() else "fused"  # what backend="auto" runs outside XLA
+
+
 def needs_fused():
     reason = fused_unavailable_reason()
     if reason:
@@ -90,10 +93,9 @@ def exact_or_close(actual, expected, tol, what):
 
 @pytest.mark.parametrize("which", list(OPTIMIZERS))
 def test_model_compile_jit_runs_tf_path_and_matches_non_xla(which):
-    needs_fused()
     plain = OPTIMIZERS[which]("auto")
     want = fit(small_model(seed=5), plain)
-    assert plain.last_backend == "fused"
+    assert plain.last_backend == AUTO_BACKEND
 
     xla = OPTIMIZERS[which]("auto")
     model = small_model(seed=5)
@@ -106,25 +108,23 @@ def test_model_compile_jit_runs_tf_path_and_matches_non_xla(which):
 
 @pytest.mark.parametrize("which", list(OPTIMIZERS))
 def test_tf_function_jit_loop_runs_tf_path_and_matches_non_xla(which):
-    needs_fused()
     results = {}
     for jit in (False, True):
         optimizer = OPTIMIZERS[which]("auto")
         results[jit] = train_loop(small_model(seed=6), optimizer, steps=8, jit_compile=jit)
-        assert optimizer.last_backend == ("tf" if jit else "fused")
+        assert optimizer.last_backend == ("tf" if jit else AUTO_BACKEND)
     assert_close(results[True], results[False], XLA_TOL, f"{which} XLA loop vs fused loop")
 
 
 def test_default_compile_on_cpu_uses_fused_path():
     # Keras's jit_compile="auto" turns XLA off on CPU-only machines, so the default compile
     # gets the fused ops here (on a GPU machine "auto" means XLA, hence the pure-TF maths).
-    needs_fused()
     if any(d.device_type != "CPU" for d in tf.config.list_physical_devices()):
         pytest.skip("jit_compile='auto' means XLA where an accelerator is visible")
     optimizer = po.Adam(0.01)
     model = small_model()
     fit(model, optimizer, epochs=1, jit_compile="auto")
-    assert model.jit_compile is False and optimizer.last_backend == "fused"
+    assert model.jit_compile is False and optimizer.last_backend == AUTO_BACKEND
 
 
 FUSED_UNDER_XLA = r"backend='fused' cannot run this step: inside an XLA-compiled function"
@@ -137,20 +137,11 @@ def test_fused_backend_under_xla_fit_raises_clear_error():
     assert issubclass(FusedBackendError, RuntimeError)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "autograph turns FusedBackendError (a RuntimeError subclass with its own __init__) into a StagingError "
-    "with the same message; fix: FusedBackendError.__init__ = Exception.__init__ (see /tmp/integration_bugs.txt)"))
-def test_fused_backend_under_xla_tf_function_raises():
+def test_fused_backend_under_xla_tf_function_raises_clear_error():
+    # Raised while autograph traces the step: it must keep its type (not become a StagingError).
     needs_fused()
     with pytest.raises(FusedBackendError, match=FUSED_UNDER_XLA):
         train_loop(small_model(), OPTIMIZERS["momentum"]("fused"), steps=1, jit_compile=True)
-
-
-def test_fused_backend_under_xla_tf_function_message():
-    # Whatever the exception type, the message says what is wrong and where.
-    needs_fused()
-    with pytest.raises(Exception, match=FUSED_UNDER_XLA):
-        train_loop(small_model(), OPTIMIZERS["gradient_descent"]("fused"), steps=1, jit_compile=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,7 +174,6 @@ def test_keras_file_restores_optimizer_and_training_continues(which, backend, tm
 
 
 def test_keras_file_with_loss_scale_optimizer_and_mixed_policy(tmp_path):
-    needs_fused()
     x, _ = data()
     keras.utils.set_random_seed(9)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh", dtype="mixed_float16"),
@@ -201,8 +191,9 @@ def test_keras_file_with_loss_scale_optimizer_and_mixed_policy(tmp_path):
     exact_or_close(optimizer_values(loaded.optimizer), optimizer_values(model.optimizer), 0.0, "restored LSO state")
     for m in (model, loaded):
         fit(m, None, epochs=2, initial_epoch=1)
-    exact_or_close(loaded.get_weights(), model.get_weights(), 0.0, "mixed precision after reloading")
-    assert loaded.optimizer.inner_optimizer.last_backend == "fused"
+    exact_or_close(loaded.get_weights(), model.get_weights(), RESUME_TOL[AUTO_BACKEND],
+                   "mixed precision after reloading")
+    assert loaded.optimizer.inner_optimizer.last_backend == AUTO_BACKEND
 
 
 # ---------------------------------------------------------------------------------------
