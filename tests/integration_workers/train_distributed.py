@@ -62,7 +62,8 @@ def dataset():
     y = rng.standard_normal((N_SAMPLES, 3)).astype("float32")
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
     options = tf.data.Options()
-    # Each global batch is split between the workers (worker w gets every other half-batch).
+    # Each global batch of 16 is split into two replica batches of 8 (the union is the global
+    # batch, as in the single-device run); with 2 workers, worker w gets every other half.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return data.with_options(options)
 
@@ -75,7 +76,7 @@ def model():
 
 
 class AllReduceCounter:
-    """Counts ``ReplicaContext.all_reduce`` calls and optimizer steps while tracing."""
+    """Counts ``ReplicaContext.all_reduce`` calls (and the tensors they reduce) until ``restore()``."""
 
     def __init__(self):
         self.all_reduce_calls = 0
