@@ -26,7 +26,7 @@ import pytest  # noqa: E402
 from implementations import IMPLEMENTATIONS, Unavailable  # noqa: E402
 
 ROUND_BUDGET_S = {False: 0.3, True: 0.15}
-MIN_ROUNDS = {False: 5, True: 3}
+MIN_ROUNDS = {False: 7, True: 5}
 MAX_ROUNDS = 2000
 
 
