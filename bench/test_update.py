@@ -19,8 +19,15 @@ from workloads import ParamUnchanged, case_impls, check_first_step, data_for, up
 # Keras' Adam and TF's ResourceApplyAdam compute the bias correction in the variable's dtype:
 # in bfloat16, beta_2 = 0.999 rounds to 1.0, so alpha = lr*sqrt(1 - beta_2^t)/(1 - beta_1^t) = 0
 # and the parameters never move (m and v are still updated: the step does its full memory
-# traffic). Those cases are timed and flagged instead of failed.
-BF16_NO_UPDATE = "parameters never change: in bfloat16, beta_2=0.999 rounds to 1.0, so the step size is 0"
+# traffic). Those cases are timed and flagged instead of failed; so is torch's fused SGD on
+# bfloat16, which does not update large parameters at all.
+BF16_NO_UPDATE = {
+    "adam": "parameters never change: in bfloat16, beta_2=0.999 rounds to 1.0, so the step size is 0",
+    # torch 2.13 CPU: SGD(fused=True) updates 8-element bfloat16 parameters but leaves
+    # 65536-element and larger ones unchanged (checked directly with torch, outside pyopt).
+    "gd": "torch fused SGD leaves bfloat16 parameters of >= 64K elements unchanged (torch bug)",
+    "momentum": "torch fused SGD leaves bfloat16 parameters of >= 64K elements unchanged (torch bug)",
+}
 
 
 def pytest_generate_tests(metafunc):
@@ -48,9 +55,9 @@ def test_update(case, timed, benchmark):
     try:
         rel_err = check_first_step(data, rule, clip, runner.sample(data.positions()), torch_epsilon=name == "torch")
     except ParamUnchanged:
-        if not (workload.dtype == "bfloat16" and rule == "adam"):
+        if not (workload.dtype == "bfloat16" and (rule == "adam" or name == "torch")):
             raise
-        rel_err, note = None, BF16_NO_UPDATE
+        rel_err, note = None, BF16_NO_UPDATE[rule]
     timed(runner.step, impl=name, label=impl.label, rule=rule, clip=clip, workload=workload.name,
           kind=workload.kind, dtype=workload.dtype, n_tensors=workload.n_tensors, n_elements=workload.n_elements,
           bytes_per_step=workload.bytes_per_step(rule), first_step_s=first_step_s, check_rel_err=rel_err,
