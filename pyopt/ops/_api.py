@@ -150,6 +150,25 @@ def _groups(variables, grads) -> list:
     return [(key[2], idx) for key, idx in groups.items()]
 
 
+def _check_dtypes_and_shapes(variables, grads, slots: dict) -> None:
+    """Same checks on both backends, before anything runs: a gradient (or slot) has its
+    variable's dtype, and, where shapes are known when the step is built, its shape."""
+    for i, (var, grad) in enumerate(zip(variables, grads)):
+        var_dtype, var_shape = tf.as_dtype(var.dtype), tf.TensorShape(var.shape)
+        values = grad.values if isinstance(grad, tf.IndexedSlices) else grad
+        named = [(f"grads[{i}]", values, not isinstance(grad, tf.IndexedSlices))]
+        named += [(f"{name}[{i}]", items[i], True) for name, items in slots.items() if items is not None]
+        for name, x, check_shape in named:
+            dtype = getattr(x, "dtype", None)
+            if dtype is not None and tf.as_dtype(dtype) != var_dtype:
+                raise TypeError(f"{name} has dtype {tf.as_dtype(dtype).name} but variables[{i}] has dtype "
+                                f"{var_dtype.name}")
+            shape = tf.TensorShape(getattr(x, "shape", None))
+            if check_shape and not shape.is_compatible_with(var_shape):
+                raise ValueError(f"{name} has shape {shape.as_list()} but variables[{i}] has shape "
+                                 f"{var_shape.as_list()}")
+
+
 def _apply(rule: str, backend: str, variables, grads, slots: dict, hyper: dict, weight_decay, clipnorm,
            global_clipnorm, skip_nonfinite, use_locking, lazy) -> str:
     """Validate, pick the backend, and run ``<rule>_multi`` of the fused or pure-TF module.
@@ -161,6 +180,7 @@ def _apply(rule: str, backend: str, variables, grads, slots: dict, hyper: dict, 
     """
     n = _check_lengths([("variables", variables), ("grads", grads), *slots.items()])
     _check_sparse(variables, grads)
+    _check_dtypes_and_shapes(variables, grads, slots)
     clipnorm, global_clipnorm = _clip_options(clipnorm, global_clipnorm)
     common = dict(clipnorm=clipnorm, global_clipnorm=global_clipnorm, skip_nonfinite=bool(skip_nonfinite),
                   use_locking=bool(use_locking))

@@ -1,0 +1,113 @@
+"""Property tests of the TF API (pyopt.ops) on both backends, with hypothesis.
+
+Random shapes (including empty ones and sizes that don't fill a vector), dtypes and valid
+hyperparameters give the float64 reference's result (tolerances of test_tf_ops.py, with the
+pure-TF backend allowed the same k*eps bound); random bad calls (wrong list lengths, shape or
+dtype mismatch, out-of-range or non-finite hyperparameters) raise a clear Python exception and
+leave every variable untouched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+tf = pytest.importorskip("tensorflow")
+
+import reference as ref  # noqa: E402
+from kernel_cases import DTYPES, random_state  # noqa: E402
+from test_tf_ops import assert_close  # noqa: E402
+from pyopt import _loader, ops  # noqa: E402
+
+BACKENDS = ["tf"] + (["fused"] if _loader._try_load() is not None else [])
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+shapes = st.lists(st.integers(0, 40), min_size=0, max_size=3).map(tuple)
+hyper_rules = st.sampled_from(["gradient_descent", "momentum", "adam", "adam_amsgrad"])
+
+
+def _call(rule, variables, grads, slots, backend, **hyper):
+    if rule == "gradient_descent":
+        return ops.gradient_descent_multi(variables, grads, backend=backend, **hyper)
+    if rule == "momentum":
+        return ops.momentum_multi(variables, grads, slots[0], backend=backend, **hyper)
+    vhats = slots[2] if rule == "adam_amsgrad" else None
+    return ops.adam_multi(variables, grads, slots[0], slots[1], vhats=vhats, backend=backend, **hyper)
+
+
+@st.composite
+def valid_steps(draw):
+    rule = draw(hyper_rules)
+    hyper = dict(lr=draw(st.floats(0.0, 0.5)))
+    if rule == "momentum":
+        hyper.update(momentum=draw(st.floats(0.0, 1.0)), nesterov=draw(st.booleans()))
+    elif rule != "gradient_descent":
+        hyper.update(beta_1=draw(st.floats(0.0, 0.99)), beta_2=draw(st.floats(0.5, 0.9999)),
+                     epsilon=draw(st.floats(1e-8, 1e-2)), step=draw(st.integers(1, 1000)))
+    clip = draw(st.sampled_from([None, "clipnorm", "global_clipnorm"]))
+    if clip:
+        hyper[clip] = draw(st.floats(0.1, 10.0))
+    hyper["weight_decay"] = draw(st.sampled_from([0.0, 0.01, 0.3]))
+    return rule, hyper, draw(st.lists(shapes, min_size=1, max_size=4)), draw(st.sampled_from(list(DTYPES)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@SETTINGS
+@given(step=valid_steps(), seed=st.integers(0, 2**16))
+def test_random_valid_steps_match_reference(backend, step, seed):
+    rule, hyper, shape_list, dtype = step
+    rng = np.random.default_rng(seed)
+    states = [random_state(rule, s, DTYPES[dtype], rng) for s in shape_list]
+    variables = [tf.Variable(p) for p, _, _ in states]
+    slots = [[tf.Variable(s[k]) for _, _, s in states] for k in range(len(ref.SLOTS[rule]))]
+    assert _call(rule, variables, [tf.constant(g) for _, g, _ in states], slots, backend, **hyper) == backend
+    expected = ref.step_multi(rule, [p for p, _, _ in states], [g for _, g, _ in states],
+                              [s for _, _, s in states], **hyper)
+    for i, (p, _, s) in enumerate(states):
+        got = [variables[i].numpy(), *(lst[i].numpy() for lst in slots)]
+        for k, before in enumerate([p, *s]):
+            assert_close(got[k], expected[i][k], before, dtype, f"{backend} {rule} array {k} of tensor {i}")
+
+
+BAD = [
+    ("lengths", ValueError, r"grads has 1 entries but variables has 2|has 1"),
+    ("shape", Exception, r"shape"),
+    ("dtype", Exception, r"dtype|float"),
+    ("lr", ValueError, r"lr"),
+    ("clip", ValueError, r"clipnorm"),
+    ("step", (TypeError, ValueError), r"step"),
+    ("beta", ValueError, r"beta_1"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=20, deadline=None)
+@given(which=st.sampled_from(BAD), size=st.integers(1, 30), nan=st.booleans())
+def test_random_bad_calls_raise_and_write_nothing(backend, which, size, nan):
+    kind, error, match = which
+    variables = [tf.Variable(np.ones(size, np.float32)), tf.Variable(np.ones(3, np.float32))]
+    ms = [tf.Variable(np.zeros(size, np.float32)), tf.Variable(np.zeros(3, np.float32))]
+    vs = [tf.Variable(np.zeros(size, np.float32)), tf.Variable(np.zeros(3, np.float32))]
+    grads = [tf.ones(size), tf.ones(3)]
+    hyper = dict(lr=0.1, step=1)
+    if kind == "lengths":
+        grads = grads[:1]
+    elif kind == "shape":
+        grads = [tf.ones(size + 1), tf.ones(3)]
+    elif kind == "dtype":
+        grads = [tf.ones(size, tf.float64), tf.ones(3, tf.float64)]
+    elif kind == "lr":
+        hyper["lr"] = float("nan") if nan else -0.5
+    elif kind == "clip":
+        hyper["clipnorm"] = float("inf") if nan else -1.0
+    elif kind == "step":
+        hyper["step"] = 0 if nan else 1.5
+    else:
+        hyper["beta_1"] = float("nan") if nan else 1.0
+    before = [v.numpy().copy() for v in variables + ms + vs]
+    with pytest.raises(error, match=match):
+        ops.adam_multi(variables, grads, ms, vs, backend=backend, **hyper)
+    for v, b in zip(variables + ms + vs, before):
+        np.testing.assert_array_equal(v.numpy(), b)
