@@ -51,7 +51,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
             versions[name] = None
     machine_info["pyopt"] = info
     machine_info["versions"] = versions
-    machine_info["loadavg_at_start"] = os.getloadavg()
+    machine_info["loadavg_at_end"] = os.getloadavg()  # pytest-benchmark asks at the end of the run
     machine_info["quick"] = bool(config.getoption("quick"))
 
 

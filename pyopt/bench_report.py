@@ -249,7 +249,7 @@ def probe_table(rows) -> str:
 def machine_lines(machine) -> str:
     cfg = machine.get("pyopt", {})
     versions = machine.get("versions", {})
-    load = machine.get("loadavg_at_start")
+    load = machine.get("loadavg_at_end", machine.get("loadavg_at_start"))  # older runs: same value, misnamed
     commit = machine.get("commit", {})
     items = [
         ("CPU", f"{cfg.get('cpu', machine.get('cpu', {}).get('brand_raw', '?'))}, {cfg.get('cores', '?')} cores"),
@@ -259,8 +259,8 @@ def machine_lines(machine) -> str:
                                                                                         "library")))),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)),
         ("Python", cfg.get("python", machine.get("python_version", "?"))),
-        ("load average at start", "" if load is None else ", ".join(f"{x:.2f}" for x in load)),
-        ("run", f"{machine.get('datetime', '?')}, commit {str(commit.get('id', '?'))[:10]}"
+        ("load average (1, 5, 15 min) at the end of the run", "" if load is None else ", ".join(f"{x:.2f}" for x in load)),
+        ("run finished", f"{machine.get('datetime', '?')}, commit {str(commit.get('id', '?'))[:10]}"
                 f"{' (dirty tree)' if commit.get('dirty') else ''}, {'--quick' if machine.get('quick') else 'full'}"),
     ]
     return "\n".join(f"- {k}: {v}" for k, v in items if v not in ("", None))
