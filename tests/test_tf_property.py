@@ -19,6 +19,7 @@ tf = pytest.importorskip("tensorflow")
 import reference as ref  # noqa: E402
 from kernel_cases import DTYPES, random_state  # noqa: E402
 from test_tf_ops import assert_close  # noqa: E402
+from test_tf_sparse import call  # noqa: E402
 from pyopt import _loader, ops  # noqa: E402
 
 BACKENDS = ["tf"] + (["fused"] if _loader._try_load() is not None else [])
@@ -26,15 +27,6 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 
 shapes = st.lists(st.integers(0, 40), min_size=0, max_size=3).map(tuple)
 hyper_rules = st.sampled_from(["gradient_descent", "momentum", "adam", "adam_amsgrad"])
-
-
-def _call(rule, variables, grads, slots, backend, **hyper):
-    if rule == "gradient_descent":
-        return ops.gradient_descent_multi(variables, grads, backend=backend, **hyper)
-    if rule == "momentum":
-        return ops.momentum_multi(variables, grads, slots[0], backend=backend, **hyper)
-    vhats = slots[2] if rule == "adam_amsgrad" else None
-    return ops.adam_multi(variables, grads, slots[0], slots[1], vhats=vhats, backend=backend, **hyper)
 
 
 @st.composite
@@ -62,7 +54,7 @@ def test_random_valid_steps_match_reference(backend, step, seed):
     states = [random_state(rule, s, DTYPES[dtype], rng) for s in shape_list]
     variables = [tf.Variable(p) for p, _, _ in states]
     slots = [[tf.Variable(s[k]) for _, _, s in states] for k in range(len(ref.SLOTS[rule]))]
-    assert _call(rule, variables, [tf.constant(g) for _, g, _ in states], slots, backend, **hyper) == backend
+    assert call(rule, variables, [tf.constant(g) for _, g, _ in states], slots, backend=backend, **hyper) == backend
     expected = ref.step_multi(rule, [p for p, _, _ in states], [g for _, g, _ in states],
                               [s for _, _, s in states], **hyper)
     for i, (p, _, s) in enumerate(states):
