@@ -119,3 +119,28 @@ def step_multi(rule: str, params, grads, slots=None, *, global_clipnorm=None, cl
             g = _f64(g) * scale
         out.append(step(rule, p, g, s, clipnorm=clipnorm, weight_decay=wd, **hyper))
     return out
+
+
+def param_operand_scale(rule: str, grad, slots_before: Sequence, slots_after: Sequence, *, lr, beta_1=0.9,
+                        beta_2=0.999, epsilon=1e-7, step=1, **_) -> float:
+    """Magnitude of the operands of the param update, other than the param itself.
+
+    A working-precision evaluation rounds each operand, so the new param's error is relative
+    to them, not only to the param: ``lr*|g|``; for momentum ``|m|`` before and after; for
+    Adam ``alpha*(|m_old| + |g|)/(sqrt(v)+eps)``, since rounding ``m + (g - m)*(1 - b1)``
+    leaves an error ``~eps*(|m_old| + |g|)`` even where the new m is far smaller (it cancels
+    when beta_1 is near 0), and the step divides it by ``sqrt(v)+eps`` (v or vhat, after the
+    update: ``slots_after[-1]``). ``grad`` is the unclipped gradient (clipping only shrinks it).
+    """
+    g = np.abs(_f64(grad))
+    if g.size == 0:
+        return 0.0
+    scale = lr * float(np.max(g))
+    if rule == "momentum":
+        scale = max(scale, *(float(np.max(np.abs(_f64(x)))) for x in (slots_before[0], slots_after[0])))
+    elif rule.startswith("adam"):
+        alpha = lr * np.sqrt(1 - beta_2**step) / (1 - beta_1**step)
+        with np.errstate(all="ignore"):
+            den = np.sqrt(_f64(slots_after[-1])) + epsilon
+            scale = max(scale, float(np.max(alpha * (np.abs(_f64(slots_before[0])) + g) / den)))
+    return scale

@@ -85,16 +85,7 @@ def test_random_valid_call_matches_reference(case):
         assert call(rule, params[0], grads[0], slots[0], **hyper, **options) is True
     for t, (got, want, old) in enumerate(zip(tensors, expected, before)):
         assert same_bits(got[1], old[1]), "gradient written"
-        # Other operands of the param update: lr*g, and the velocity for momentum.
-        g = np.abs(np.asarray(old[1], np.float64))
-        extra = hyper["lr"] * float(np.max(g, initial=0.0))
-        if rule == "momentum":
-            extra = max(extra, *(float(np.max(np.abs(np.asarray(x, np.float64)), initial=0.0)) for x in (old[2], want[1])))
-        if rule.startswith("adam") and g.size:  # alpha*m/(sqrt(v)+eps) with m's rounding error ~eps*(|m|+|g|)
-            t_ = hyper["step"]
-            alpha = hyper["lr"] * np.sqrt(1 - hyper["beta_2"] ** t_) / (1 - hyper["beta_1"] ** t_)
-            den = np.sqrt(want[-1]) + hyper["epsilon"]  # v, or vhat with amsgrad
-            extra = max(extra, float(np.max(alpha * (np.abs(np.asarray(old[2], np.float64)) + g) / den)))
+        extra = ref.param_operand_scale(rule, old[1], old[2:], want[1:], **hyper)
         for k, (x, y, o) in enumerate(zip([got[0], *got[2:]], want, [old[0], *old[2:]])):
             assert_close(x, y, o, dtype, "step", f"tensor {t} array {k}", scale=extra if k == 0 else 0.0)
 

@@ -42,12 +42,14 @@ SHAPES = [(1,), (7,), (17,), (31, 33), (0,), (2, 3, 4)]
 WD = [0.1, 0.0, 0.2, 0.05, 0.1, 0.3]  # one weight decay per tensor of SHAPES
 
 
-def assert_close(actual, expected, before, dtype_name, name=""):
+def assert_close(actual, expected, before, dtype_name, name="", scale=0.0):
+    """``|actual - expected| <= k*eps*(scale + |expected|)`` (module docstring); ``scale`` is at
+    least the largest magnitude of the array before/after, or the given operand scale."""
     a = np.asarray(actual).astype(np.float64)
     e = np.asarray(expected, np.float64)
     assert a.shape == e.shape, name
     rtol = K[dtype_name] * float(ml_dtypes.finfo(DTYPES[dtype_name]).eps)
-    scale = max(np.max(np.abs(e), initial=0.0), np.max(np.abs(np.asarray(before, np.float64)), initial=0.0))
+    scale = max(np.max(np.abs(e), initial=0.0), np.max(np.abs(np.asarray(before, np.float64)), initial=0.0), scale)
     atol = rtol * scale + 2 * float(ml_dtypes.finfo(DTYPES[dtype_name]).smallest_subnormal)
     bad = ~(np.abs(a - e) <= atol + rtol * np.abs(e))
     assert not bad.any(), (
