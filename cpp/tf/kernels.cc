@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,7 +25,6 @@
 #include "tensorflow/core/framework/resource_mgr.h"
 #include "tensorflow/core/framework/resource_var.h"
 #include "tensorflow/core/kernels/training_op_helpers.h"
-#include "tensorflow/core/util/work_sharder.h"
 #include "tsl/platform/denormal.h"
 
 namespace tensorflow {
@@ -137,17 +137,28 @@ struct AdamRule {
   }
 };
 
-// Runs the core's chunks on TF's intra-op pool (sized by tf.config.threading). TF's
+// Runs the core's chunks on TF's intra-op pool (sized by tf.config.threading): one helper
+// task per pool thread but one, each taking chunks from a SharedLoop, and the op's own
+// thread taking chunks too (so as many threads work as the pool has, and a thread that the
+// OS deschedules delays one chunk, not a fixed share as with Shard's static blocks). TF's
 // threads flush denormals to zero (FTZ/DAZ); the core is written for IEEE arithmetic (its
 // float16 conversions build subnormals from float denormals), so every chunk runs with
 // denormals kept, and the op gives bitwise the results of pyopt.kernels.
 pyopt::Executor PoolExecutor(OpKernelContext* ctx) {
   const auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
-  return [workers](std::int64_t n, std::int64_t cost, const std::function<void(std::int64_t, std::int64_t)>& fn) {
-    Shard(workers->num_threads, workers->workers, n, cost, [&fn](std::int64_t begin, std::int64_t end) {
+  return [workers](std::int64_t n, std::int64_t, const std::function<void(std::int64_t, std::int64_t)>& fn) {
+    const std::function<void(std::int64_t, std::int64_t)> body = [&fn](std::int64_t begin, std::int64_t end) {
       tsl::port::ScopedDontFlushDenormal denormals;
       fn(begin, end);
-    });
+    };
+    const std::int64_t helpers = std::min<std::int64_t>(workers->num_threads, n) - 1;
+    if (helpers <= 0) {
+      body(0, n);
+      return;
+    }
+    auto loop = std::make_shared<pyopt::SharedLoop>(n, body);
+    for (std::int64_t h = 0; h < helpers; ++h) workers->workers->Schedule([loop] { loop->drain(); });
+    loop->run_and_wait();
   };
 }
 

@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -87,9 +88,49 @@ void for_each_slice(const ChunkPlan& plan, const Executor& exec, std::int64_t by
   exec(chunks, kChunkElems * bytes_per_elem, body);
 }
 
-// A fixed set of worker threads. parallel_for hands out one index at a time; the calling
-// thread works too. If the pool is already busy (another Python thread is mid-step), the
-// caller runs its work inline instead of waiting.
+// The indices [0, n) of one parallel loop, handed out one at a time to every thread that
+// calls drain(). Threads take chunks as they get CPU time, so a thread descheduled on a
+// busy machine delays one chunk, not a fixed share of the loop. Held in a shared_ptr by
+// every helper: a helper that starts after the last index was taken returns without
+// touching `fn`, so the caller never waits for helpers that have not started (no deadlock
+// when the pool is busy, or the caller is itself one of its threads).
+class SharedLoop {
+ public:
+  using Fn = std::function<void(std::int64_t, std::int64_t)>;
+  SharedLoop(std::int64_t n, const Fn& fn) : n_(n), fn_(&fn) {}
+
+  // Runs indices until none are left (any thread, any number of times).
+  void drain() {
+    std::int64_t count = 0;
+    for (std::int64_t i = next_.fetch_add(1); i < n_; i = next_.fetch_add(1)) {
+      (*fn_)(i, i + 1);
+      ++count;
+    }
+    if (count == 0) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    done_ += count;
+    if (done_ == n_) finished_.notify_all();
+  }
+
+  // The caller's part: drains, then waits until every index taken elsewhere has finished.
+  void run_and_wait() {
+    drain();
+    std::unique_lock<std::mutex> lock(mutex_);
+    finished_.wait(lock, [&] { return done_ == n_; });
+  }
+
+ private:
+  const std::int64_t n_;
+  const Fn* fn_;  // dereferenced only for an index < n_, i.e. before run_and_wait() returns
+  std::atomic<std::int64_t> next_{0};
+  std::mutex mutex_;
+  std::condition_variable finished_;
+  std::int64_t done_ = 0;
+};
+
+// A fixed set of worker threads for a SharedLoop at a time; the calling thread works too.
+// If the pool is already busy (another Python thread is mid-step), the caller runs its work
+// inline instead of waiting.
 class ThreadPool {
  public:
   explicit ThreadPool(int threads) { resize(threads); }
@@ -106,57 +147,38 @@ class ThreadPool {
     for (int i = 1; i < std::max(1, threads); ++i) workers_.emplace_back([this] { worker_loop(); });
   }
 
-  void parallel_for(std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& fn) {
+  void parallel_for(std::int64_t n, const SharedLoop::Fn& fn) {
     if (n <= 0) return;
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (!busy.owns_lock() || workers_.empty() || n == 1) {
       fn(0, n);
       return;
     }
+    auto loop = std::make_shared<SharedLoop>(n, fn);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      job_ = &fn;
-      job_size_ = n;
-      next_.store(0);
-      done_ = 0;
+      job_ = loop;
       ++generation_;
     }
     wake_.notify_all();
-    const std::int64_t mine = drain();
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_ += mine;
-    finished_.wait(lock, [&] { return done_ == job_size_ && active_ == 0; });
-    job_ = nullptr;
+    loop->run_and_wait();
+    std::lock_guard<std::mutex> lock(mutex_);
+    job_.reset();
   }
 
  private:
-  std::int64_t drain() {
-    std::int64_t count = 0;
-    for (std::int64_t i = next_.fetch_add(1); i < job_size_; i = next_.fetch_add(1)) {
-      (*job_)(i, i + 1);
-      ++count;
-    }
-    return count;
-  }
-
   void worker_loop() {
     std::uint64_t seen = 0;
     for (;;) {
+      std::shared_ptr<SharedLoop> job;
       {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [&] { return quit_ || generation_ != seen; });
         if (quit_) return;
         seen = generation_;
-        if (job_ == nullptr) continue;
-        ++active_;
+        job = job_;
       }
-      const std::int64_t mine = drain();
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        done_ += mine;
-        --active_;
-      }
-      finished_.notify_all();
+      if (job) job->drain();
     }
   }
 
@@ -173,12 +195,8 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex busy_;   // one job at a time
   std::mutex mutex_;  // guards the fields below
-  std::condition_variable wake_, finished_;
-  const std::function<void(std::int64_t, std::int64_t)>* job_ = nullptr;
-  std::int64_t job_size_ = 0;
-  std::atomic<std::int64_t> next_{0};
-  std::int64_t done_ = 0;
-  int active_ = 0;
+  std::condition_variable wake_;
+  std::shared_ptr<SharedLoop> job_;
   std::uint64_t generation_ = 0;
   bool quit_ = false;
 };
