@@ -202,6 +202,8 @@ def cmd_train(args) -> int:
     from .training import constant_baseline_mse
 
     batch_size = (32 if args.optimizer == "sgd" else None) if args.batch_size is None else args.batch_size or None
+    if args.history is not None and args.history.is_dir():
+        raise _UsageError(f"--history must be a file name, got the folder {args.history}")
     (x_train, y_train), (x_test, y_test) = _load_data()
     history, ran, dead = _run_one(args.optimizer, args.lr, args.backend, hidden=args.hidden, clipnorm=args.clipnorm,
                             hyper={}, train_data=(x_train, y_train), test_data=(x_test, y_test),
@@ -391,6 +393,7 @@ def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     command = {"demo": cmd_demo, "train": cmd_train, "info": cmd_info}[args.command]
+    from .ops import FusedBackendError
     from .training import BackendUnavailable
 
     try:
@@ -398,8 +401,12 @@ def main(argv=None) -> int:
     except _UsageError as exc:
         print(f"pyopt {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except BackendUnavailable as exc:
+    except (BackendUnavailable, FusedBackendError) as exc:
         print(f"pyopt {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # an output path that cannot be written (a file where a folder goes, no permission)
+        print(f"pyopt {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"pyopt {args.command}: interrupted", file=sys.stderr)

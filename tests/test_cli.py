@@ -129,6 +129,28 @@ def test_train_reports_an_unavailable_backend(monkeypatch, capsys):
     assert status == 1 and "op library not built" in err and "Traceback" not in err
 
 
+def test_unwritable_outputs_are_one_line(capsys, tmp_path):
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    status, out, err = _run_main(["demo", "--epochs", "1", "--out", str(a_file), "--no-progress"], capsys)
+    assert status == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("pyopt demo: error:") and str(a_file) in err
+    status, out, err = _run_main(["train", "--epochs", "1", "--history", str(tmp_path), "--no-progress"], capsys)
+    assert status == 2 and err.count("\n") == 1 and "--history must be a file name" in err
+
+
+def test_train_reports_a_fused_step_that_cannot_run(monkeypatch, capsys):
+    from pyopt import ops
+
+    def refuse(*args, **kwargs):
+        raise ops.FusedBackendError("backend='fused' cannot run this step: simulated")
+
+    monkeypatch.setattr(ops, "adam_multi", refuse)
+    status, out, err = _run_main(["train", "--optimizer", "adam", "--backend", "fused", "--epochs", "1",
+                                  "--no-progress"], capsys)
+    assert status == 1 and "simulated" in err and "Traceback" not in err
+
+
 # --- demo -----------------------------------------------------------------------------------
 def _table_rows(text):
     return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
