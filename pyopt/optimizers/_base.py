@@ -114,9 +114,11 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
         - float16/bfloat16 variables are updated with float32 maths and rounded once (Keras
           computes in the 16-bit type). For float64 the fused path uses exact float64
           constants (Keras rounds ``1 - beta_1``, ``epsilon``... to float32 first).
-        - ``tf.IndexedSlices`` gradients are densified. For a row listed twice in one
-          gradient, Adam's ``v`` gets the square of the summed row (the dense gradient's);
-          Keras's Adam sums the squared slices. Rows listed once, and SGD, agree.
+        - ``tf.IndexedSlices`` gradients go to the fused sparse ops, which give the step of
+          the densified gradient (``lazy=False``). For a row listed twice in one gradient,
+          Adam's ``v`` gets the square of the summed row (the dense gradient's) where Keras's
+          Adam sums the squared slices, and clipping uses the norm of the summed rows where
+          Keras takes the raw slices'. Rows listed once agree.
         - Bad hyperparameters (negative lr or clipnorm, beta outside [0, 1), ...) raise
           ValueError/TypeError instead of being accepted.
 
