@@ -569,6 +569,7 @@ def test_distribute_strategy_per_variable_path(backend):
         (lambda: po.Adam(beta_1=1.0), "beta_1"),
         (lambda: po.Adam(beta_2=-0.1), "beta_2"),
         (lambda: po.Adam(epsilon=-1e-7), "epsilon"),
+        (lambda: po.Adam(epsilon=0.0), r"epsilon must be a finite number > 0"),
         (lambda: po.SGD(momentum=1.5), "momentum"),
         (lambda: po.Momentum(0.1, beta=-0.5), "beta"),
         (lambda: po.Adam(clipnorm=-1.0), "clipnorm"),

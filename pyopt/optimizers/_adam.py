@@ -20,7 +20,8 @@ class Adam(PyoptOptimizer, keras.optimizers.Adam):
         p = p - lr*wd*p - alpha*m / (sqrt(v) + epsilon)
 
     Same arguments, defaults, slots and results as ``keras.optimizers.Adam`` (``beta_1``,
-    ``beta_2`` in [0, 1), ``epsilon`` >= 0 are checked), plus ``lr`` (alias of
+    ``beta_2`` in [0, 1), ``epsilon`` > 0 are checked; Keras accepts ``epsilon=0``, whose
+    first step divides 0 by 0 where a gradient is 0), plus ``lr`` (alias of
     ``learning_rate``), ``backend`` and ``skip_nonfinite`` (see :class:`PyoptOptimizer`).
     All other keyword arguments (``weight_decay``, ``clipnorm``, ``global_clipnorm``,
     ``clipvalue``, ``use_ema``, ``loss_scale_factor``, ``gradient_accumulation_steps``, ...)
@@ -35,7 +36,7 @@ class Adam(PyoptOptimizer, keras.optimizers.Adam):
             learning_rate,
             beta_1=check_number("beta_1", beta_1, high=1.0, high_open=True),
             beta_2=check_number("beta_2", beta_2, high=1.0, high_open=True),
-            epsilon=check_number("epsilon", epsilon),
+            epsilon=check_number("epsilon", epsilon, low_open=True),  # the core divides by sqrt(v)+eps
             amsgrad=amsgrad,
             lr=lr,
             backend=backend,

@@ -43,13 +43,18 @@ def _is_number(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def check_number(name: str, value, *, low: float = 0.0, high: float = math.inf, high_open: bool = False) -> float:
-    """``float(value)`` if it is a real number in ``[low, high]`` (``[low, high)``), else a clear error."""
+def check_number(name: str, value, *, low: float = 0.0, high: float = math.inf, high_open: bool = False,
+                 low_open: bool = False) -> float:
+    """``float(value)`` if it is a real number in ``[low, high]`` (``(low``, ``high)`` when open), else a clear error."""
     if not _is_number(value):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}: {value!r}")
     value = float(value)
-    if not (math.isfinite(value) and low <= value and (value < high if high_open else value <= high)):
-        bounds = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}{')' if high_open else ']'}"
+    above_low = low < value if low_open else low <= value
+    if not (math.isfinite(value) and above_low and (value < high if high_open else value <= high)):
+        if high == math.inf:
+            bounds = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            bounds = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be a finite number {bounds}, got {value!r}")
     return value
 
