@@ -272,7 +272,7 @@ class TFImpl:
     def function(self, fn):
         return _tf().function(fn, jit_compile=self.jit_compile or None)
 
-    def build(self, rule, clip, data) -> Runner:
+    def build(self, rule, clip, data, steps_per_call: int = 1) -> Runner:
         self.check(data.workload)
         tf = _tf()
         variables = tf_variables(data.params, self.keras_variables)
@@ -280,9 +280,28 @@ class TFImpl:
         apply = self.updater(rule, clip, variables)
 
         def step():
-            apply(grads)
+            if steps_per_call == 1:
+                apply(grads)
+            else:  # a tf.while_loop in the graph (autograph), as Keras' steps_per_execution
+                for _ in tf.range(steps_per_call):
+                    apply(grads)
 
         return Runner(self.function(step), tf_sample(variables))
+
+
+def _call_floor_updater(rule, clip, variables):
+    """No update: a step that takes the variables, the rule's slots and the gradients as inputs
+    and computes nothing, i.e. the cost of calling a tf.function with them (the floor under
+    every TF implementation's time per call)."""
+    tf = _tf()
+    slots = [_zeros_like(variables) for _ in range({"gd": 0, "momentum": 1, "adam": 2}[rule])]
+
+    def apply(grads):
+        inputs = [v.handle for v in variables] + [v.handle for s in slots for v in s] + list(grads)
+        with tf.control_dependencies(inputs):
+            return tf.constant(0)
+
+    return apply
 
 
 # --------------------------------------------------------------------------- NumPy
@@ -380,8 +399,16 @@ class FnImpl:
     run: Callable
     kind: str = "numpy"
 
-    def build(self, rule, clip, data) -> Runner:
-        return self.run(rule, clip, data)
+    def build(self, rule, clip, data, steps_per_call: int = 1) -> Runner:
+        runner = self.run(rule, clip, data)
+        if steps_per_call == 1:
+            return runner
+
+        def steps():
+            for _ in range(steps_per_call):
+                runner.step()
+
+        return Runner(steps, runner.sample)
 
 
 # --------------------------------------------------------------------------- PyTorch
@@ -461,6 +488,7 @@ IMPLEMENTATIONS = {
         TFImpl("chapter", "chapter classes", _chapter_updater, max_tensors=GRAPH_MAX_TENSORS,
                too_many_reason=GRAPH_REASON),
         TFImpl("tf_raw", "TF ResourceApply*", _tf_raw_updater),
+        TFImpl("tf_call_floor", "tf.function call, no update (floor)", _call_floor_updater),
         FnImpl("pyopt_numpy", "pyopt NumPy kernels", _pyopt_numpy_runner),
         FnImpl("numpy", "NumPy expressions", _numpy_runner),
         FnImpl("torch", "torch fused", _torch_runner, kind="torch"),

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import build_or_skip, selected
 from implementations import IMPLEMENTATIONS
-from workloads import ParamUnchanged, case_impls, check_first_step, data_for, update_cases
+from workloads import FLOOR_IMPL, ParamUnchanged, case_impls, check_first_step, data_for, runs_call_floor, update_cases
 
 # Keras' Adam and TF's ResourceApplyAdam compute the bias correction in the variable's dtype:
 # in bfloat16, beta_2 = 0.999 rounds to 1.0, so alpha = lr*sqrt(1 - beta_2^t)/(1 - beta_1^t) = 0
@@ -36,7 +36,10 @@ def pytest_generate_tests(metafunc):
     quick = metafunc.config.getoption("quick")
     params, ids = [], []
     for workload, rule, clip in update_cases(quick):
-        for name in selected(metafunc.config, case_impls(workload, rule, clip) or IMPLEMENTATIONS):
+        names = list(case_impls(workload, rule, clip) or (n for n in IMPLEMENTATIONS if n != FLOOR_IMPL))
+        if runs_call_floor(workload, clip):
+            names.append(FLOOR_IMPL)
+        for name in selected(metafunc.config, names):
             params.append((workload, rule, clip, name))
             ids.append(f"{rule}{'-' + clip if clip else ''}-{workload.name}-{name}")
     metafunc.parametrize("case", params, ids=ids)
@@ -48,17 +51,21 @@ def test_update(case, timed, benchmark):
     benchmark.group = f"{rule}{'-' + clip if clip else ''} {workload.name}"
     data = data_for(workload)
     t0 = time.perf_counter()
-    runner = build_or_skip(lambda: impl.build(rule, clip, data))
-    runner.step()  # step 1: trace/compile + the value check
+    runner = build_or_skip(lambda: impl.build(rule, clip, data, steps_per_call=workload.steps_per_call))
+    runner.step()  # the first call (steps_per_call steps): trace/compile + the value check
     first_step_s = time.perf_counter() - t0
     note = None
-    try:
-        rel_err = check_first_step(data, rule, clip, runner.sample(data.positions()), torch_epsilon=name == "torch")
-    except ParamUnchanged:
-        if not (workload.dtype == "bfloat16" and (rule == "adam" or name == "torch")):
-            raise
-        rel_err, note = None, BF16_NO_UPDATE[rule]
+    if name == FLOOR_IMPL:  # updates nothing, by design
+        rel_err, note = None, "no update: the cost of a tf.function call taking these variables and gradients"
+    else:
+        try:
+            rel_err = check_first_step(data, rule, clip, runner.sample(data.positions()),
+                                       torch_epsilon=name == "torch", steps=workload.steps_per_call)
+        except ParamUnchanged:
+            if not (workload.dtype == "bfloat16" and (rule == "adam" or name == "torch")):
+                raise
+            rel_err, note = None, BF16_NO_UPDATE[rule]
     timed(runner.step, impl=name, label=impl.label, rule=rule, clip=clip, workload=workload.name,
           kind=workload.kind, dtype=workload.dtype, n_tensors=workload.n_tensors, n_elements=workload.n_elements,
           bytes_per_step=workload.bytes_per_step(rule), first_step_s=first_step_s, check_rel_err=rel_err,
-          train=False, note=note)
+          train=False, note=note, steps_per_call=workload.steps_per_call)

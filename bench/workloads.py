@@ -47,6 +47,11 @@ class Workload:
     kind: str  # "dense" (size sweep), "dtype", "many", "mlp"
     shapes: tuple
     dtype: str = "float32"
+    # Optimizer steps per timed call. 1: one tf.function call per step, so a small step also
+    # pays TF's per-call dispatch. K > 1: K steps in a loop inside one call (tf.range in the
+    # graph, as Keras' steps_per_execution does), which leaves the update's own cost; the
+    # report divides by K, so times are still per step.
+    steps_per_call: int = 1
 
     @property
     def n_tensors(self) -> int:
@@ -65,14 +70,19 @@ def dense(n: int, dtype: str = "float32", kind: str = "dense") -> Workload:
     return Workload(f"{prefix}_{size_label(n)}", kind, ((n,),), dtype)
 
 
-def many(count: int, n: int) -> Workload:
+def many(count: int, n: int, steps_per_call: int = 1) -> Workload:
     label = f"{n // 1000}K" if n % 1000 == 0 else str(n)  # decimal: 200 x 10K = 2M elements
-    return Workload(f"many_{count}x{label}", "many", ((n,),) * count)
+    suffix = f"_{steps_per_call}_per_call" if steps_per_call > 1 else ""
+    return Workload(f"many_{count}x{label}{suffix}", "many", ((n,),) * count, steps_per_call=steps_per_call)
 
 
 # The chapter's MLP 13-4-1: W1 (13, 4), b1 (4,), W2 (4, 1), b2 (1,).
 MLP_SHAPES = ((13, 4), (4,), (4, 1), (1,))
 MLP_UPDATE = Workload("mlp_13_4_1", "mlp", MLP_SHAPES)
+MLP_STEPS_PER_CALL = 100
+MLP_UPDATE_LOOPED = Workload(f"mlp_13_4_1_{MLP_STEPS_PER_CALL}_per_call", "mlp", MLP_SHAPES,
+                             steps_per_call=MLP_STEPS_PER_CALL)
+MANY_STEPS_PER_CALL = 10
 
 SWEEP_SIZES = tuple(1 << k for k in (10, 14, 18, 20, 22, 24, 26))  # 1K .. 64M
 QUICK_SIZES = (1 << 14, 1 << 20, 1 << 24)
@@ -87,11 +97,22 @@ CORE_IMPLS = ("pyopt_op", "pyopt_keras", "pyopt_numpy", "keras", "tf_raw", "torc
 SWEEP_SIZES_GD_MOMENTUM = (1 << 10, 1 << 20, 1 << 24, 1 << 26)
 
 
+# Small steps also run the per-call floor: a tf.function call that takes the same variables
+# and gradients and updates nothing (what every TF implementation pays per call).
+FLOOR_IMPL = "tf_call_floor"
+
+
 def case_impls(workload: Workload, rule: str, clip) -> Optional[tuple]:
-    """The implementations a case runs (None: all of them)."""
+    """The implementations a case runs (None: all of them; the call floor see runs_call_floor)."""
     if clip is not None or workload.kind == "dtype" and rule != "adam":
         return CORE_IMPLS
     return None
+
+
+def runs_call_floor(workload: Workload, clip) -> bool:
+    """Small steps, one per call, unclipped: measured next to the per-call floor."""
+    return workload.kind in ("many", "mlp") and workload.steps_per_call == 1 and clip is None \
+        and workload.n_tensors <= 200
 
 
 def update_cases(quick: bool) -> list:
@@ -103,8 +124,8 @@ def update_cases(quick: bool) -> list:
             rules = RULES if n == TARGET_SIZE else adam_only
             cases += [(dense(n), r, None) for r in rules]
         cases += [(dense(CLIP_SIZE), "adam", c) for c in CLIPS[1:]]
-        cases += [(many(200, 10_000), "adam", None)]
-        cases += [(MLP_UPDATE, "adam", None)]
+        cases += [(many(200, 10_000), "adam", None), (many(200, 10_000, MANY_STEPS_PER_CALL), "adam", None)]
+        cases += [(MLP_UPDATE, "adam", None), (MLP_UPDATE_LOOPED, "adam", None)]
         return cases
     for n in SWEEP_SIZES:
         cases += [(dense(n), r, None) for r in RULES if r == "adam" or n in SWEEP_SIZES_GD_MOMENTUM]
@@ -114,8 +135,10 @@ def update_cases(quick: bool) -> list:
         cases += [(dense(1 << 22, dtype, kind="dtype"), r, None) for r in RULES]
     cases += [(many(200, 10_000), r, None) for r in RULES]
     cases += [(many(200, 10_000), "adam", c) for c in CLIPS[1:]]
+    cases += [(many(200, 10_000, MANY_STEPS_PER_CALL), "adam", None)]
     cases += [(many(1000, 1000), "adam", None)]
     cases += [(MLP_UPDATE, r, None) for r in RULES]
+    cases += [(MLP_UPDATE_LOOPED, r, None) for r in RULES]
     return cases
 
 
@@ -156,8 +179,9 @@ class WorkloadData:
         picks = sorted({0, len(self.params) - 1})
         return [(t, i) for t in picks for i in sorted({0, self.params[t].size // 2, self.params[t].size - 1})]
 
-    def expected_first_step(self, rule: str, clip, torch_epsilon: bool = False) -> np.ndarray:
-        """Parameters at the sampled positions after step 1 from zero slots, in float64.
+    def expected_first_step(self, rule: str, clip, torch_epsilon: bool = False, steps: int = 1) -> np.ndarray:
+        """Parameters at the sampled positions after ``steps`` steps from zero slots (the
+        gradients are fixed), in float64, simulated element by element.
 
         ``torch_epsilon``: Adam as torch writes it, ``p -= lr/(1-b1^t) * m/(sqrt(v/(1-b2^t)) + eps)``
         (epsilon added after the bias correction; differs from Keras when |g| ~ eps).
@@ -167,15 +191,21 @@ class WorkloadData:
         for t, i in self.positions():
             p = float(self.params[t].reshape(-1)[i])
             g = float(self.grads[t].reshape(-1)[i]) * scales[t]
-            if rule in ("gd", "momentum"):  # momentum from m = 0: m = -lr*g, p += m
-                out.append(p - LR * g)
-            else:
-                m, v = (1 - BETA_1) * g, (1 - BETA_2) * g * g
-                if torch_epsilon:
-                    out.append(p - LR / (1 - BETA_1) * m / (math.sqrt(v / (1 - BETA_2)) + EPSILON))
+            m = v = 0.0
+            for step in range(1, steps + 1):
+                if rule == "gd":
+                    p -= LR * g
+                elif rule == "momentum":  # m = mu*m - lr*g; p += m
+                    m = MOMENTUM * m - LR * g
+                    p += m
                 else:
-                    alpha = LR * math.sqrt(1 - BETA_2) / (1 - BETA_1)
-                    out.append(p - alpha * m / (math.sqrt(v) + EPSILON))
+                    m, v = m + (g - m) * (1 - BETA_1), v + (g * g - v) * (1 - BETA_2)
+                    if torch_epsilon:
+                        p -= LR / (1 - BETA_1**step) * m / (math.sqrt(v / (1 - BETA_2**step)) + EPSILON)
+                    else:
+                        alpha = LR * math.sqrt(1 - BETA_2**step) / (1 - BETA_1**step)
+                        p -= alpha * m / (math.sqrt(v) + EPSILON)
+            out.append(p)
         return np.array(out)
 
     def initial_sample(self) -> np.ndarray:
@@ -204,9 +234,11 @@ def data_for(workload: Workload) -> WorkloadData:
     return _cache[workload]
 
 
-def check_first_step(data: WorkloadData, rule: str, clip, after: np.ndarray, torch_epsilon: bool = False) -> float:
-    """Check the parameters after one step against the float64 reference; the max relative
-    error of the update. Raises AssertionError when the step was a no-op or wrong.
+def check_first_step(data: WorkloadData, rule: str, clip, after: np.ndarray, torch_epsilon: bool = False,
+                     steps: int = 1) -> float:
+    """Check the parameters after the first call (``steps`` steps) against the float64
+    reference; the max relative error of the update. Raises AssertionError when the step was
+    a no-op or wrong.
 
     float32/float64: the update must match to 1e-3 (relative to the update) plus a few ulps
     of the parameter. bfloat16: the update must have the right sign and be within a factor
@@ -215,7 +247,7 @@ def check_first_step(data: WorkloadData, rule: str, clip, after: np.ndarray, tor
     parameter moved.
     """
     before = data.initial_sample()
-    expected = data.expected_first_step(rule, clip, torch_epsilon)
+    expected = data.expected_first_step(rule, clip, torch_epsilon, steps)
     want, got = expected - before, np.asarray(after, dtype=np.float64) - before
     if not np.any(want != 0):
         raise AssertionError("reference update is zero at every check position")
