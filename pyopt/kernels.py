@@ -6,7 +6,8 @@ arrays, with the GIL released. Supported dtypes: float32, float64, and float16 /
 bfloat16 (``ml_dtypes``) with the maths done in float32. All arrays of a call share one
 dtype, are C-contiguous, and the updated ones are writeable and do not overlap anything.
 Invalid input raises ``TypeError``/``ValueError`` naming the argument before any array
-is touched.
+is touched. Hyperparameters are real numbers (Python or NumPy scalars; not bool), ``step``
+an int, the flags (``nesterov``, ``skip_nonfinite``, ``lazy``) bool or ``numpy.bool_``.
 
 Clipping (Keras semantics): ``clipnorm=c`` scales each gradient by ``c / max(||g||, c)``
 with its own L2 norm; the ``*_multi`` forms also take ``global_clipnorm=c`` which uses
@@ -19,6 +20,7 @@ Each function returns True when the step was applied.
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -53,7 +55,7 @@ def gradient_descent(
     ``g = g * c / max(||g||_2, c)`` (if ``clipnorm=c``);  ``p = p - lr*wd*p - lr*g``.
     """
     return _core.gradient_descent(
-        [param], [grad], lr=lr, weight_decay=weight_decay, clipnorm=clipnorm, skip_nonfinite=skip_nonfinite
+        [param], [grad], **_hyper(lr=lr, weight_decay=weight_decay, clipnorm=clipnorm, skip_nonfinite=skip_nonfinite)
     )
 
 
@@ -78,12 +80,14 @@ def momentum(
         [param],
         [grad],
         [velocity],
-        lr=lr,
-        momentum=momentum,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        skip_nonfinite=skip_nonfinite,
+        **_hyper(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            skip_nonfinite=skip_nonfinite,
+        ),
     )
 
 
@@ -119,14 +123,16 @@ def adam(
         [m],
         [v],
         None if vhat is None else [vhat],
-        lr=lr,
-        beta_1=beta_1,
-        beta_2=beta_2,
-        epsilon=epsilon,
-        step=_step(step),
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        skip_nonfinite=skip_nonfinite,
+        **_hyper(
+            lr=lr,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            step=step,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            skip_nonfinite=skip_nonfinite,
+        ),
     )
 
 
@@ -148,11 +154,13 @@ def gradient_descent_multi(
     return _core.gradient_descent(
         _list(params, "params"),
         _list(grads, "grads"),
-        lr=lr,
-        weight_decay=_wd(weight_decay),
-        clipnorm=clipnorm,
-        global_clipnorm=global_clipnorm,
-        skip_nonfinite=skip_nonfinite,
+        **_hyper(
+            lr=lr,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            global_clipnorm=global_clipnorm,
+            skip_nonfinite=skip_nonfinite,
+        ),
     )
 
 
@@ -174,13 +182,15 @@ def momentum_multi(
         _list(params, "params"),
         _list(grads, "grads"),
         _list(velocities, "velocities"),
-        lr=lr,
-        momentum=momentum,
-        nesterov=nesterov,
-        weight_decay=_wd(weight_decay),
-        clipnorm=clipnorm,
-        global_clipnorm=global_clipnorm,
-        skip_nonfinite=skip_nonfinite,
+        **_hyper(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            global_clipnorm=global_clipnorm,
+            skip_nonfinite=skip_nonfinite,
+        ),
     )
 
 
@@ -208,15 +218,17 @@ def adam_multi(
         _list(ms, "ms"),
         _list(vs, "vs"),
         None if vhats is None else _list(vhats, "vhats"),
-        lr=lr,
-        beta_1=beta_1,
-        beta_2=beta_2,
-        epsilon=epsilon,
-        step=_step(step),
-        weight_decay=_wd(weight_decay),
-        clipnorm=clipnorm,
-        global_clipnorm=global_clipnorm,
-        skip_nonfinite=skip_nonfinite,
+        **_hyper(
+            lr=lr,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            step=step,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            global_clipnorm=global_clipnorm,
+            skip_nonfinite=skip_nonfinite,
+        ),
     )
 
 
@@ -226,16 +238,79 @@ def _list(arrays, name: str) -> list:
     return list(arrays)
 
 
-def _wd(weight_decay: WeightDecay):
-    if isinstance(weight_decay, (list, tuple, np.ndarray)):
-        return [float(w) for w in weight_decay]
-    return weight_decay
+# --- Hyperparameter types ---------------------------------------------------------------
+# Checked here, before the core is called, so that a wrong type raises "lr must be a real
+# number, got str: '0.1'" instead of pybind11's "incompatible function arguments" dump of
+# the whole signature. Only types (and what the core's C types can hold) are checked here;
+# the ranges are checked by the core, whose messages name the argument too. bool is not a
+# number (lr=True is a mistake); the flags take bool or numpy.bool_.
+
+_INT64_MAX = 2**63 - 1
 
 
-def _step(step) -> int:
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
-        raise TypeError(f"step must be an int >= 1, got {type(step).__name__}")
-    return int(step)
+def _show(value) -> str:
+    """``type: repr`` for messages, the repr cut to 80 characters."""
+    try:
+        text = repr(value)
+    except Exception:  # e.g. an int too long for str()
+        text = "..."
+    return f"{type(value).__name__}: {text if len(text) <= 80 else text[:77] + '...'}"
+
+
+def _real(name: str, value, what: str = "a real number") -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {what}, got {_show(value)}")
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond the float64 range
+        raise ValueError(f"{name} must be a finite number, got {_show(value)}") from None
+
+
+def _optional_real(name: str, value):
+    return None if value is None else _real(name, value, "a real number or None")
+
+
+def _weight_decay(name: str, value):
+    """A number, or one per tensor (list, tuple or 1-d array); the core checks the count."""
+    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 1):
+        return [_real(f"{name}[{i}]", w) for i, w in enumerate(value)]
+    return _real(name, value, "a real number or a list of real numbers")
+
+
+def _step(name: str, value) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {_show(value)}")
+    if not -_INT64_MAX - 1 <= int(value) <= _INT64_MAX:  # the core's int64; >= 1 is checked there
+        raise ValueError(f"{name} must be an int in [1, 2**63 - 1], got {_show(value)}")
+    return int(value)
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {_show(value)}")
+    return bool(value)
+
+
+_HYPER_TYPES = {
+    "lr": _real,
+    "momentum": _real,
+    "beta_1": _real,
+    "beta_2": _real,
+    "epsilon": _real,
+    "step": _step,
+    "weight_decay": _weight_decay,
+    "clipnorm": _optional_real,
+    "global_clipnorm": _optional_real,
+    "nesterov": _flag,
+    "skip_nonfinite": _flag,
+    "lazy": _flag,
+}
+
+
+def _hyper(**hyper) -> dict:
+    """The keyword arguments of a core call: each hyperparameter type-checked by its name
+    (TypeError/ValueError starting with the name) and converted to what the core takes."""
+    return {name: _HYPER_TYPES[name](name, value) for name, value in hyper.items()}
 
 
 # --- Row-sparse gradients -------------------------------------------------------------
@@ -249,24 +324,24 @@ def _step(step) -> int:
 def gradient_descent_sparse(param, values, indices, *, lr, clipnorm=None, weight_decay=0.0, lazy=False,
                             skip_nonfinite=False) -> bool:
     """:func:`gradient_descent` with a row-sparse gradient ``(values, indices)``."""
-    return _core.gradient_descent_sparse([param], [values], [indices], lr=lr, weight_decay=weight_decay,
-                                         clipnorm=clipnorm, skip_nonfinite=skip_nonfinite, lazy=lazy)
+    return _core.gradient_descent_sparse([param], [values], [indices], **_hyper(
+        lr=lr, weight_decay=weight_decay, clipnorm=clipnorm, skip_nonfinite=skip_nonfinite, lazy=lazy))
 
 
 def momentum_sparse(param, values, indices, velocity, *, lr, momentum, nesterov=False, clipnorm=None,
                     weight_decay=0.0, lazy=False, skip_nonfinite=False) -> bool:
     """:func:`momentum` with a row-sparse gradient ``(values, indices)``."""
-    return _core.momentum_sparse([param], [values], [indices], [velocity], lr=lr, momentum=momentum,
-                                 nesterov=nesterov, weight_decay=weight_decay, clipnorm=clipnorm,
-                                 skip_nonfinite=skip_nonfinite, lazy=lazy)
+    return _core.momentum_sparse([param], [values], [indices], [velocity], **_hyper(
+        lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, clipnorm=clipnorm,
+        skip_nonfinite=skip_nonfinite, lazy=lazy))
 
 
 def adam_sparse(param, values, indices, m, v, *, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step, vhat=None,
                 clipnorm=None, weight_decay=0.0, lazy=False, skip_nonfinite=False) -> bool:
     """:func:`adam` with a row-sparse gradient ``(values, indices)``; ``lazy=True`` is lazy Adam."""
-    return _core.adam_sparse([param], [values], [indices], [m], [v], None if vhat is None else [vhat], lr=lr,
-                             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=_step(step),
-                             weight_decay=weight_decay, clipnorm=clipnorm, skip_nonfinite=skip_nonfinite, lazy=lazy)
+    return _core.adam_sparse([param], [values], [indices], [m], [v], None if vhat is None else [vhat], **_hyper(
+        lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step, weight_decay=weight_decay,
+        clipnorm=clipnorm, skip_nonfinite=skip_nonfinite, lazy=lazy))
 
 
 __all__ += ["gradient_descent_sparse", "momentum_sparse", "adam_sparse"]

@@ -48,8 +48,12 @@ TOLERANCE = {  # dtype: k for a single step, k for a 100-step trajectory (units:
     "bfloat16": dict(step=2, trajectory=8),
 }
 SIZES = [0, 1, 7, 17, 1023, 2**20 + 3]
-TRAJECTORY_SIZES = [1, 17, 1023]
+TRAJECTORY_SIZES = SIZES
 STEPS = 100
+# Trajectories longer than this tile a random base of this many elements (a prime, so the
+# tiles straddle every SIMD vector and chunk edge at a different phase); see
+# test_trajectory_matches_reference.
+TRAJECTORY_BASE = 4099
 CLIP = "clip"  # placeholder: clipnorm = half the gradient's norm, so that clipping is active
 
 
@@ -75,11 +79,18 @@ CONFIGS = _configs()
 RULES = list(ref.SLOTS)
 
 
-def hyper_for(rule, options, grad):
-    """The rule's hyperparameters with `options`, CLIP turned into a value from `grad`."""
+def sum_of_squares(grad) -> float:
+    """``sum(g*g)`` in float64, as the reference's clip_by_norm computes it."""
+    g = np.asarray(grad, np.float64)
+    return float(np.sum(g * g))
+
+
+def hyper_for(rule, options, grad, sumsq=None):
+    """The rule's hyperparameters with `options`, CLIP turned into a value from `grad`
+    (or from its precomputed `sumsq` = sum_of_squares(grad))."""
     hyper = dict(HYPER[rule], **options)
     if hyper.get("clipnorm") == CLIP:
-        norm = float(np.sqrt(np.sum(np.asarray(grad, np.float64) ** 2)))
+        norm = float(np.sqrt(sum_of_squares(grad) if sumsq is None else sumsq))
         hyper["clipnorm"] = 0.5 * norm if norm > 0 else 1.0
     return hyper
 
@@ -148,20 +159,42 @@ def test_single_step_matches_reference(rule, options, dtype, size):
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("rule, options", CONFIGS)
 def test_trajectory_matches_reference(rule, options, dtype, size):
-    """100 steps with a new gradient each step; the reference stores its state in the dtype."""
+    """100 steps with a new gradient each step; the reference stores its state in the dtype.
+
+    Sizes above TRAJECTORY_BASE (2**20+3) run the kernel on the whole array, with its thread
+    pool and chunk edges, but the initial state and each step's gradient are a fresh random
+    base of TRAJECTORY_BASE elements repeated (np.resize) to the size: the float64 reference
+    over the whole array takes ~5-15 s per test on a 2-core machine (~15 min for all
+    configs), on the base ~1 s. The update is elementwise except for the clipping
+    norm, so the reference on the base, given the clip factor of the whole gradient (here
+    pre-applied to the base gradient: exactly the products the reference computes), is
+    bitwise the reference on the whole array, element for element; every element of the
+    whole array is then compared with it, at the same tolerance.
+    """
+    dt = DTYPES[dtype]
     rng = np.random.default_rng(size)
-    param, _, slots = random_state(rule, size, DTYPES[dtype], rng)
+    base = min(size, TRAJECTORY_BASE)
+    param, _, slots = random_state(rule, base, dt, rng)
     ref_state = [param.copy(), *(s.copy() for s in slots)]
+    if base < size:
+        param, slots = np.resize(param, size), [np.resize(s, size) for s in slots]
     start = options.get("step", 1)
     for step in range(start, start + STEPS):
-        grad = rng.standard_normal(size).astype(DTYPES[dtype])
-        hyper = hyper_for(rule, options, grad)
+        ref_grad = grad = rng.standard_normal(base).astype(dt)
+        if base < size:
+            grad = np.resize(ref_grad, size)
+        sumsq = sum_of_squares(grad) if options.get("clipnorm") == CLIP else None  # of the whole gradient
+        hyper = ref_hyper = hyper_for(rule, options, grad, sumsq)
         if "adam" in rule:
             hyper["step"] = step
-        out = ref.step(rule, ref_state[0], grad, ref_state[1:], **hyper)
-        ref_state = [a.astype(DTYPES[dtype]) for a in out]
+        if base < size and sumsq is not None:
+            ref_grad = ref.clip_by_norm(ref_grad, None) * ref.clip_scale(sumsq, hyper["clipnorm"])
+            ref_hyper = dict(hyper, clipnorm=None)
+        out = ref.step(rule, ref_state[0], ref_grad, ref_state[1:], **ref_hyper)
+        ref_state = [a.astype(dt) for a in out]
         assert call(rule, param, grad, slots, **hyper) is True
     for name, got, want in zip(["param", *ref.SLOTS[rule]], [param, *slots], ref_state):
+        want = np.resize(want, size) if base < size else want
         assert_close(got, want, want, dtype, "trajectory", name)
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
 
 import reference as ref
 from kernel_cases import HYPER, call, call_multi, call_multi_lists, random_state, same_bits
+from pyopt import kernels
 
 SLOT_ARG = {"velocity": "velocities", "m": "ms", "v": "vs", "vhat": "vhats"}  # names in messages
 RULES = list(ref.SLOTS)
@@ -32,12 +34,18 @@ class Call:
     grads: list
     slots: list
     hyper: dict
+    indices: np.ndarray = None  # set: a *_sparse call, grads[0] holding the values of these rows
 
     @classmethod
-    def valid(cls, rule, multi, dtype=np.float32):
+    def valid(cls, rule, multi, dtype=np.float32, sparse=False):
         rng = np.random.default_rng(0)
         tensors = [random_state(rule, SIZE + 2 * i, dtype, rng) for i in range(2 if multi else 1)]
-        return cls(rule, multi, *map(list, zip(*tensors)), dict(HYPER[rule]))
+        c = cls(rule, multi, *map(list, zip(*tensors)), dict(HYPER[rule]))
+        if sparse:
+            assert not multi
+            c.indices = np.array([0, 3, 3, 7, 20, SIZE - 1])  # a duplicate, the last row
+            c.grads[0] = c.grads[0][: c.indices.size].copy()
+        return c
 
     @property
     def last(self) -> int:
@@ -49,13 +57,25 @@ class Call:
         return rf"{arg}\[{self.last if i is None else i}\]"
 
     def run(self):
+        if self.indices is not None:
+            return call_sparse(self.rule, self.params[0], self.grads[0], self.indices, self.slots[0], **self.hyper)
         if self.multi:
             return call_multi(self.rule, self.params, self.grads, self.slots, **self.hyper)
         return call(self.rule, self.params[0], self.grads[0], self.slots[0], **self.hyper)
 
     def arrays(self) -> list:
-        lists = [self.params, self.grads, *self.slots]
+        lists = [self.params, self.grads, *self.slots, [self.indices]]
         return [a for lst in lists if isinstance(lst, list) for a in lst if isinstance(a, np.ndarray)]
+
+
+def call_sparse(rule, param, values, indices, slots, **kw) -> bool:
+    """Runs the row-sparse NumPy kernel of ``rule`` in place."""
+    if rule == "gradient_descent":
+        return kernels.gradient_descent_sparse(param, values, indices, **kw)
+    if rule == "momentum":
+        return kernels.momentum_sparse(param, values, indices, *slots, **kw)
+    vhat = slots[2] if rule == "adam_amsgrad" else None
+    return kernels.adam_sparse(param, values, indices, slots[0], slots[1], vhat=vhat, **kw)
 
 
 def expect_clean_error(c: Call, exc, pattern):
@@ -320,45 +340,111 @@ def test_wrong_list_lengths(rule):
 
 NAN, INF = math.nan, math.inf
 
-BAD_HYPER = {  # argument: (bad values raising ValueError, bad values raising TypeError)
-    "lr": ([-1e-3, -INF, NAN, INF], ["0.1", None]),
-    "momentum": ([-0.1, 1.0001, NAN, INF, -INF], ["0.9", None]),
-    "beta_1": ([-0.1, 1.0, 1.5, NAN, INF], ["0.9", None]),
-    "beta_2": ([-0.1, 1.0, 1.5, NAN, -INF], ["0.999", None]),
-    "epsilon": ([0.0, -1e-7, NAN, INF], ["1e-7", None]),
-    "step": ([0, -1, -(2**40)], [1.5, 2.0, "1", None, True]),
-    "clipnorm": ([0.0, -1.0, NAN, INF], ["1.0"]),
-    "weight_decay": ([-1e-4, NAN, INF, -INF], ["0.1", None]),
+# argument: (bad values raising ValueError, values of a wrong type raising TypeError).
+# Every message must START with the argument's name ("lr must be a real number, got str:
+# '0.1'"), not merely contain it somewhere (pybind11's "incompatible function arguments"
+# error lists the whole signature, so it contains every name). bool is not a number; a
+# flag takes only bool / numpy.bool_.
+BAD_HYPER = {
+    "lr": ([-1e-3, -INF, NAN, INF, 10**400], ["0.1", None, True, [0.1], 1j, np.array([0.1])]),
+    "momentum": ([-0.1, 1.0001, NAN, INF, -INF], ["0.9", None, [0.9], False, np.bool_(True)]),
+    "beta_1": ([-0.1, 1.0, 1.5, NAN, INF], ["0.9", None, True, (0.9,)]),
+    "beta_2": ([-0.1, 1.0, 1.5, NAN, -INF], ["0.999", None, False]),
+    "epsilon": ([0.0, -1e-7, NAN, INF], ["1e-7", None, True]),
+    "step": ([0, -1, -(2**40), 2**63, 2**70, -(2**70), np.uint64(2**63)],
+             [1.5, 2.0, np.float64(3.0), "1", None, True, np.bool_(True), [1]]),
+    "clipnorm": ([0.0, -1.0, NAN, INF], ["1.0", True, [1.0]]),
+    "global_clipnorm": ([0.0, -1.0, NAN, INF], ["1.0", True, [1.0]]),
+    "weight_decay": ([-1e-4, NAN, INF, -INF], ["0.1", "x", None, True, np.array(0.1), {0.1}]),
+    "nesterov": ([], ["yes", None, 1, 0.0, [True]]),
+    "skip_nonfinite": ([], ["no", None, 0, 1.0]),
+    "lazy": ([], ["yes", None, 1]),
 }
 RULE_ARGS = {
-    "gradient_descent": ["lr", "clipnorm", "weight_decay"],
-    "momentum": ["lr", "momentum", "clipnorm", "weight_decay"],
-    "adam": ["lr", "beta_1", "beta_2", "epsilon", "step", "clipnorm", "weight_decay"],
-    "adam_amsgrad": ["lr", "beta_1", "beta_2", "epsilon", "step", "clipnorm", "weight_decay"],
+    "gradient_descent": ["lr", "clipnorm", "weight_decay", "skip_nonfinite"],
+    "momentum": ["lr", "momentum", "nesterov", "clipnorm", "weight_decay", "skip_nonfinite"],
+    "adam": ["lr", "beta_1", "beta_2", "epsilon", "step", "clipnorm", "weight_decay", "skip_nonfinite"],
+    "adam_amsgrad": ["lr", "beta_1", "beta_2", "epsilon", "step", "clipnorm", "weight_decay", "skip_nonfinite"],
 }
+HYPER_FORMS = ["single", "multi", "sparse"]
+
+
+def form_args(rule, form) -> list:
+    """Every hyperparameter of the kernel function of (rule, form)."""
+    extra = {"single": [], "multi": ["global_clipnorm"], "sparse": ["lazy"]}[form]
+    return RULE_ARGS[rule] + extra
+
+
+def _value_id(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 20 else text[:17] + "..."
+
+
+def _hyper_call(rule, form) -> Call:
+    return Call.valid(rule, multi=form == "multi", sparse=form == "sparse")
+
+
 HYPER_CASES = [
-    pytest.param(rule, arg, value, exc, id=f"{rule}-{arg}={value!r}")
+    pytest.param(form, rule, arg, value, exc, id=f"{form}-{rule}-{arg}={_value_id(value)}")
+    for form in HYPER_FORMS
     for rule in RULES
-    for arg in RULE_ARGS[rule]
+    for arg in form_args(rule, form)
     for exc, values in zip((ValueError, TypeError), BAD_HYPER[arg])
     for value in values
 ]
 
 
-@pytest.mark.parametrize("multi", FORMS)
-@pytest.mark.parametrize("rule, arg, value, exc", HYPER_CASES)
-def test_bad_hyperparameter(rule, arg, value, exc, multi):
-    c = Call.valid(rule, multi)
+@pytest.mark.parametrize("form, rule, arg, value, exc", HYPER_CASES)
+def test_bad_hyperparameter(form, rule, arg, value, exc):
+    c = _hyper_call(rule, form)
     c.hyper[arg] = value
-    expect_clean_error(c, exc, arg)
+    expect_clean_error(c, exc, rf"^{arg} must be ")
 
 
+def test_wrong_type_messages():
+    """The exact wording for a few types: the argument, what it must be, the type and value."""
+    for arg, value, exc, message in (
+        ("lr", "0.1", TypeError, "lr must be a real number, got str: '0.1'"),
+        ("lr", None, TypeError, "lr must be a real number, got NoneType: None"),
+        ("beta_1", True, TypeError, "beta_1 must be a real number, got bool: True"),
+        ("step", 1.5, TypeError, "step must be an int, got float: 1.5"),
+        ("step", 2**70, ValueError, f"step must be an int in [1, 2**63 - 1], got int: {2**70}"),
+        ("clipnorm", "1.0", TypeError, "clipnorm must be a real number or None, got str: '1.0'"),
+        ("weight_decay", "x", TypeError, "weight_decay must be a real number or a list of real numbers, got str: 'x'"),
+        ("skip_nonfinite", "no", TypeError, "skip_nonfinite must be a bool, got str: 'no'"),
+    ):
+        c = Call.valid("adam", multi=False)
+        c.hyper[arg] = value
+        expect_clean_error(c, exc, "^" + re.escape(message) + "$")
+    c = Call.valid("momentum", multi=False)
+    c.hyper["nesterov"] = "yes"
+    expect_clean_error(c, TypeError, "^" + re.escape("nesterov must be a bool, got str: 'yes'") + "$")
+
+
+@pytest.mark.parametrize("form", HYPER_FORMS)
 @pytest.mark.parametrize("rule", RULES)
-def test_bad_global_clipnorm(rule):
-    for value in (0.0, -1.0, NAN, INF):
-        c = Call.valid(rule, multi=True)
-        c.hyper["global_clipnorm"] = value
-        expect_clean_error(c, ValueError, "global_clipnorm")
+def test_numpy_scalar_hyperparameters_are_valid(rule, form):
+    """NumPy scalars (np.float32, np.int64, np.bool_, ...) are accepted and give bitwise the
+    result of the equal Python float/int/bool; Python ints are accepted for the reals."""
+    numpy_values = {
+        "lr": np.float32(0.01), "momentum": np.float64(0.9), "beta_1": np.float16(0.875), "beta_2": np.float32(0.99),
+        "epsilon": np.float64(1e-7), "step": np.int64(3), "clipnorm": np.float32(2.5), "global_clipnorm": np.int32(3),
+        "weight_decay": np.float32(0.01), "nesterov": np.bool_(True), "skip_nonfinite": np.bool_(True),
+        "lazy": np.bool_(True),
+    }
+    python = {"step": int, "nesterov": bool, "skip_nonfinite": bool, "lazy": bool}
+    args = [a for a in form_args(rule, form) if a != ("clipnorm" if form == "multi" else "global_clipnorm")]
+    a, b = _hyper_call(rule, form), _hyper_call(rule, form)
+    a.hyper.update({k: numpy_values[k] for k in args})
+    b.hyper.update({k: python.get(k, float)(numpy_values[k]) for k in args})
+    if form == "multi":  # one decay per tensor, as a NumPy array
+        a.hyper["weight_decay"] = np.array([0.01, 0.02], np.float32)
+        b.hyper["weight_decay"] = [float(np.float32(0.01)), float(np.float32(0.02))]
+    assert a.run() is True and b.run() is True
+    assert all(same_bits(x, y) for x, y in zip(a.arrays(), b.arrays()))
+    c = _hyper_call(rule, form)
+    c.hyper.update(lr=1, weight_decay=0, clipnorm=None)  # Python ints for the reals
+    assert c.run() is True
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -375,7 +461,9 @@ def test_weight_decay_list(rule):
         ([0.1, 0.1, 0.1], ValueError, "weight_decay has 3 values"),
         ([0.1, -0.1], ValueError, "weight_decay"),
         ([0.1, NAN], ValueError, "weight_decay"),
-        ([0.1, "x"], (TypeError, ValueError), "weight_decay|could not convert"),
+        ([0.1, "x"], TypeError, r"^weight_decay\[1\] must be a real number, got str: 'x'$"),
+        ((0.1, None), TypeError, r"^weight_decay\[1\] must be a real number, got NoneType"),
+        ([True, 0.1], TypeError, r"^weight_decay\[0\] must be a real number, got bool"),
     ):
         c = Call.valid(rule, multi=True)
         c.hyper["weight_decay"] = decays
@@ -390,7 +478,7 @@ def test_weight_decay_wrong_type(rule, multi):
     for value in (None, "0.1"):
         c = Call.valid(rule, multi)
         c.hyper["weight_decay"] = value
-        expect_clean_error(c, TypeError, "weight_decay")
+        expect_clean_error(c, TypeError, r"^weight_decay must be a real number or a list of real numbers, got ")
 
 
 @pytest.mark.parametrize("rule", RULES)

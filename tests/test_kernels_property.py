@@ -100,8 +100,9 @@ def _spoil(draw, rule, tensors, hyper, options, multi):
     k = draw(st.integers(0, len(arrays) - 1))  # 0 param, 1 grad, 2.. slots
     what = draw(st.sampled_from(["dtype", "shape", "strided", "read-only", "alias", "list", "hyper"]))
     if what == "dtype":
-        arrays[k] = arrays[k].astype(draw(st.sampled_from([np.int32, np.complex64, object, np.uint16, np.float64
-                                                          if arrays[k].dtype != np.float64 else np.float32])))
+        with np.errstate(invalid="ignore"):  # NaN/Inf values cast to an integer dtype
+            arrays[k] = arrays[k].astype(draw(st.sampled_from([np.int32, np.complex64, object, np.uint16, np.float64
+                                                              if arrays[k].dtype != np.float64 else np.float32])))
         return what, TypeError
     if what == "shape":
         if k == 0:
