@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from pyopt import _loader
@@ -223,3 +224,91 @@ def test_version_check_is_on_major_minor():
     assert _loader._major_minor("2.21.3") == _loader._major_minor("2.21.0")
     assert _loader._major_minor("2.22.0") != _loader._major_minor("2.21.0")
     assert _loader._major_minor("2.21.0rc1") != _loader._major_minor("2.20.1")
+
+
+# --------------------------------------------------------------------------- no compiled core
+
+# pyopt._core blocked (None in sys.modules: `import pyopt._core` raises ImportError, as for a
+# missing or unloadable extension); argv[1] is the op library to point at, or "" for none.
+NO_CORE = textwrap.dedent(
+    """
+    import json, os, sys, warnings
+    sys.modules["pyopt._core"] = None
+    import numpy as np
+    import pyopt
+    from pyopt import _loader
+    out = {}
+    for attempt in range(2):
+        try:
+            pyopt.kernels
+            out.setdefault("kernels", []).append("imported")
+        except ImportError as exc:
+            out.setdefault("kernels", []).append(str(exc))
+    import tensorflow as tf, keras
+    import pyopt.ops, pyopt.optimizers
+    os.environ["PYOPT_OPS_LIBRARY"] = sys.argv[1] or os.path.join(sys.argv[2], "nowhere", "_pyopt_ops.so")
+
+    def adam(backend):
+        v, m, s = (tf.Variable(np.array(x, np.float64))
+                   for x in ([1.0, -2.0, 3.0], [0.1, 0.0, -0.2], [0.01, 0.0, 0.04]))
+        used = pyopt.ops.adam_multi([v], [tf.constant([0.5, -1.0, 2.0], tf.float64)], [m], [s], lr=0.1, beta_1=0.9,
+                                    beta_2=0.999, epsilon=1e-7, step=3, backend=backend)
+        return [used, v.numpy().tolist(), m.numpy().tolist(), s.numpy().tolist()]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out["tf"] = adam("tf")
+        out["auto"] = [adam("auto") for _ in range(2)]
+        opt = pyopt.optimizers.Adam(learning_rate=0.1)
+        var = keras.Variable(np.ones(3, np.float32))
+        opt.apply_gradients([(tf.ones(3), var)])
+        out["keras"] = [opt.last_backend, var.numpy().tolist()]
+    out["warnings"] = [[w.category.__name__, str(w.message)] for w in caught]
+    out["core_imported"] = sys.modules.get("pyopt._core") is not None
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+@pytest.mark.parametrize("library", ["none", "built"])
+def test_without_the_compiled_core_the_tf_api_still_works(library, tmp_path):
+    """pyopt.kernels needs pyopt._core (one clear ImportError saying how to fix the install);
+    pyopt.ops and pyopt.optimizers do not: backend="tf" gives the reference values, "auto"
+    falls back with the loader's one warning, or uses the fused ops when their library loads
+    (it does not need the core)."""
+    if library == "built" and not BUILT:
+        pytest.skip("the TF op library is not built (pyopt built without TensorFlow)")
+    import reference as ref  # tests/ is on sys.path (rootdir conftest)
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYOPT_BACKEND", "PYOPT_OPS_LIBRARY")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    path = _loader.library_path() if library == "built" else ""
+    proc = subprocess.run([sys.executable, "-c", NO_CORE, path, str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
+    out = json.loads(lines[-1][len("RESULT "):])
+
+    assert out["core_imported"] is False
+    assert len(out["kernels"]) == 2 and out["kernels"][0] == out["kernels"][1], out["kernels"]
+    message = out["kernels"][0]
+    assert message.startswith("pyopt's compiled core (pyopt._core) is missing or cannot be loaded"), message
+    assert "Reinstall pyopt from source with a C++17 compiler" in message and "pip install ." in message
+
+    expected = ref.adam([1.0, -2.0, 3.0], [0.5, -1.0, 2.0], [0.1, 0.0, -0.2], [0.01, 0.0, 0.04], lr=0.1, beta_1=0.9,
+                        beta_2=0.999, epsilon=1e-7, step=3)
+    fused = library == "built"
+    for used, *arrays in [out["tf"], *out["auto"]]:
+        assert used in ("tf", "fused")
+        for got, want in zip(arrays, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-15)
+    assert out["tf"][0] == "tf"
+    assert [used for used, *_ in out["auto"]] == (["fused", "fused"] if fused else ["tf", "tf"])
+    warned = _pyopt_warnings(out)
+    if fused:
+        assert warned == [], out["warnings"]
+    else:
+        assert len(warned) == 1 and "the op library was not found at $PYOPT_OPS_LIBRARY=" in warned[0], warned
+    last_backend, value = out["keras"]
+    assert last_backend == ("fused" if fused else "tf")
+    np.testing.assert_allclose(value, [0.9, 0.9, 0.9], rtol=1e-6)  # Adam's first step: p - lr*sign(g)

@@ -5,7 +5,8 @@ hyperparameters give the float64 reference's result (tolerances of test_tf_ops.p
 pure-TF backend allowed the same k*eps bound, relative to the param update's operands as
 well: reference.param_operand_scale); random bad calls (wrong list lengths, shape or
 dtype mismatch, out-of-range or non-finite hyperparameters) raise a clear Python exception and
-leave every variable untouched.
+leave every variable untouched: the same variable twice among variables and slots, and
+tensor-valued hyperparameters out of range (InvalidArgumentError when the step runs), too.
 """
 
 from __future__ import annotations
@@ -78,19 +79,39 @@ BAD = [
     ("clip", ValueError, r"clipnorm"),
     ("step", (TypeError, ValueError), r"step"),
     ("beta", ValueError, r"beta_1"),
+    # One variable twice: a slot list given twice, or a variable as its own slot.
+    ("alias slots", ValueError, r"ms\[\d\] and vs\[\d\] are the same variable; each must be separate"),
+    ("alias variable", ValueError, r"variables\[1\] and (ms|vs)\[1\] are the same variable; each must be separate"),
+    ("alias velocity", ValueError, r"variables\[0\] and velocities\[1\] are the same variable"),
+    # Tensor-valued hyperparameters: checked when the step runs, with the fused op's words.
+    ("tensor lr", tf.errors.InvalidArgumentError, r"lr must be a finite number >= 0"),
+    ("tensor step", tf.errors.InvalidArgumentError, r"step must be an integer >= 1"),
+    ("tensor beta_2", tf.errors.InvalidArgumentError, r"beta_2 must be in \[0, 1\)"),
+    ("tensor epsilon", tf.errors.InvalidArgumentError, r"epsilon must be a finite number > 0"),
+    ("tensor momentum", tf.errors.InvalidArgumentError, r"momentum must be in \[0, 1\]"),
 ]
+
+
+def _every_kind(test):
+    """One explicit example of each kind (eager and in a tf.function), besides the random ones."""
+    for k, which in enumerate(BAD):
+        test = example(which=which, size=k + 1, nan=k % 2 == 0, function=k % 2 == 1)(test)
+    return test
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=20, deadline=None)
-@given(which=st.sampled_from(BAD), size=st.integers(1, 30), nan=st.booleans())
-def test_random_bad_calls_raise_and_write_nothing(backend, which, size, nan):
+@given(which=st.sampled_from(BAD), size=st.integers(1, 30), nan=st.booleans(), function=st.booleans())
+@_every_kind
+def test_random_bad_calls_raise_and_write_nothing(backend, which, size, nan, function):
     kind, error, match = which
     variables = [tf.Variable(np.ones(size, np.float32)), tf.Variable(np.ones(3, np.float32))]
     ms = [tf.Variable(np.zeros(size, np.float32)), tf.Variable(np.zeros(3, np.float32))]
     vs = [tf.Variable(np.zeros(size, np.float32)), tf.Variable(np.zeros(3, np.float32))]
     grads = [tf.ones(size), tf.ones(3)]
     hyper = dict(lr=0.1, step=1)
+    watched = variables + ms + vs
+    call_ms, call_vs = ms, vs
     if kind == "lengths":
         grads = grads[:1]
     elif kind == "shape":
@@ -103,10 +124,35 @@ def test_random_bad_calls_raise_and_write_nothing(backend, which, size, nan):
         hyper["clipnorm"] = float("inf") if nan else -1.0
     elif kind == "step":
         hyper["step"] = 0 if nan else 1.5
-    else:
+    elif kind == "beta":
         hyper["beta_1"] = float("nan") if nan else 1.0
-    before = [v.numpy().copy() for v in variables + ms + vs]
+    elif kind == "alias slots":
+        call_vs = ms if nan else [vs[0], ms[1]]
+    elif kind == "alias variable":
+        call_ms, call_vs = ([ms[0], variables[1]], vs) if nan else (ms, [vs[0], variables[1]])
+    elif kind == "alias velocity":
+        call_ms = [ms[0], variables[0]]
+    elif kind == "tensor lr":
+        value = float("nan") if nan else -0.5
+        hyper["lr"] = tf.Variable(value) if size % 2 else tf.constant(value, tf.float64)
+    elif kind == "tensor step":
+        hyper["step"] = tf.constant(0 if nan else -3, tf.int64 if size % 2 else tf.int32)
+    elif kind == "tensor beta_2":
+        hyper["beta_2"] = tf.constant(float("nan") if nan else 1.0)
+    elif kind == "tensor epsilon":
+        hyper["epsilon"] = tf.constant(float("inf") if nan else 0.0, tf.float64)
+    else:  # tensor momentum
+        hyper = dict(lr=tf.constant(0.1), momentum=tf.Variable(float("nan") if nan else 1.5))
+    before = [v.numpy().copy() for v in watched]
+
+    def step(hyper):
+        if "momentum" in kind or kind == "alias velocity":
+            ops.momentum_multi(variables, grads, call_ms, backend=backend, lr=hyper["lr"],
+                               momentum=hyper.get("momentum", 0.9))
+        else:
+            ops.adam_multi(variables, grads, call_ms, call_vs, backend=backend, **hyper)
+
     with pytest.raises(error, match=match):
-        ops.adam_multi(variables, grads, ms, vs, backend=backend, **hyper)
-    for v, b in zip(variables + ms + vs, before):
+        (tf.function(step) if function else step)(hyper)
+    for v, b in zip(watched, before):
         np.testing.assert_array_equal(v.numpy(), b)

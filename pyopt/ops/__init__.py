@@ -10,6 +10,11 @@ The ``*_multi`` functions take lists; the single-variable forms take one of each
 Gradients may be dense or ``tf.IndexedSlices`` (row-sparse, e.g. from ``Embedding``
 layers); ``lazy=True`` then updates only the rows present (lazy Adam), the default gives
 the dense-equivalent step as Keras does.
+
+Both backends validate a call the same way before anything is written (the same variable
+twice among variables and slots, out-of-range hyperparameters, ... raise). Only TensorFlow
+is needed: without pyopt's compiled core (``pyopt._core``, used by ``pyopt.kernels``) this
+API still runs, on the pure-TF backend or on the fused ops if their library loads.
 """
 
 from ._api import (

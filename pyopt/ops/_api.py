@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from .._config import core as _load_core
 from . import _tf_math
 
-_core = _load_core()
+# No pyopt._core here: the TF API needs only TensorFlow (and, for backend="fused", the op
+# library), so it keeps working on the pure-TF backend when the compiled core is missing.
 BACKENDS = ("auto", "fused", "tf")
+
+# The valid range of each hyperparameter: (low, high, low included, high included) and the
+# words of cpp/include/pyopt/rules.h (check_lr, check(MomentumHyper), ...), so that both
+# backends, and Python numbers and tensors, give the same message ("lr must be a finite
+# number >= 0, got -1"). tests/test_tf_api_checks.py compares them with pyopt._core's checks.
+_RANGES = {
+    "lr": (0.0, math.inf, True, False, "a finite number >= 0"),
+    "momentum": (0.0, 1.0, True, True, "in [0, 1]"),
+    "beta_1": (0.0, 1.0, True, False, "in [0, 1)"),
+    "beta_2": (0.0, 1.0, True, False, "in [0, 1)"),
+    "epsilon": (0.0, math.inf, False, False, "a finite number > 0"),
+    "step": (1.0, math.inf, True, False, "an integer >= 1"),
+    "weight_decay": (0.0, math.inf, True, False, "a finite number >= 0"),
+}
 
 
 class FusedBackendError(RuntimeError):
@@ -77,15 +92,80 @@ def _is_number(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def _require(message: str) -> None:
-    if message:
-        raise ValueError(message)
+def _range_error(name: str, value: float, rule: Optional[str] = None) -> Optional[str]:
+    """The message for a Python number outside the range of ``rule`` (default: ``name``), else None."""
+    low, high, low_in, high_in, what = _RANGES[rule or name]
+    x = float(value)
+    if (low <= x if low_in else low < x) and (x <= high if high_in else x < high):  # False for NaN
+        return None
+    return f"{name} must be {what}, got {x:.17g}"  # the core's fmt(): precision 17
 
 
-def _check_static(check, **values) -> None:
-    """Run a core hyperparameter check when every value is a Python number."""
-    if all(_is_number(v) for v in values.values()):
-        _require(check(**values))
+def _check_hyper(**values) -> None:
+    """Checks of the hyperparameters when the step is built, the same for both backends: a
+    Python number must lie in its range (ValueError, in the core's words); a tensor or variable
+    must be a scalar where its shape is known (its value is checked when the step runs, see
+    :func:`_hyper_asserts`)."""
+    for name, value in values.items():
+        if _is_number(value):
+            error = _range_error(name, value)
+            if error:
+                raise ValueError(error)
+        elif value is not None:
+            shape = getattr(value, "shape", None)
+            rank = None if shape is None else tf.TensorShape(shape).rank
+            if rank not in (None, 0):
+                raise ValueError(f"{name} must be a scalar, got shape {tf.TensorShape(shape).as_list()}")
+
+
+def _hyper_asserts(hyper: dict) -> list:
+    """One assertion per tensor- or variable-valued hyperparameter of ``hyper`` (Python
+    numbers were checked by :func:`_check_hyper`), for the pure-TF backend (the fused ops check
+    their inputs themselves): InvalidArgumentError naming the argument, e.g. "assertion failed:
+    [lr must be a finite number >= 0, got] [-1]", before anything is written.
+
+    Empty under XLA, which compiles Assert into a no-op (tf2xla's AssertOp): there a bad value
+    cannot raise, as for the index checks of sparse gradients.
+    """
+    named = [(name, value) for name, value in hyper.items()
+             if name in _RANGES and value is not None and not _is_number(value)]
+    if not named or in_xla_context():
+        return []
+    checks = []
+    for name, value in named:
+        low, high, low_in, high_in, what = _RANGES[name]
+        x = tf.cast(value, tf.float64)
+        if x.shape.rank is None:
+            x = tf.reshape(x, [])
+        ok = tf.logical_and(x >= low if low_in else x > low, x <= high if high_in else x < high)
+        checks.append(tf.raw_ops.Assert(condition=ok, data=[f"{name} must be {what}, got", x], summarize=1,
+                                        name=f"check_{name}"))
+    return checks
+
+
+def _hyper_value(x):
+    """A Python number as a float; a tensor or variable as it is (checked when the step runs)."""
+    return float(x) if _is_number(x) else x
+
+
+def _check_distinct(names_lists) -> None:
+    """No variable may appear twice among the variables and slots (both backends; the fused
+    ops refuse it too, the pure-TF maths would write garbage). Compares the resource
+    ``tf.Variable`` objects: a Keras 3 variable counts as the ``tf.Variable`` it wraps.
+    A Python check: it runs eagerly and when a tf.function is traced."""
+    tf_variable = _fused_module()._tf_variable
+    seen: dict = {}
+    for list_name, items in names_lists:
+        for i, x in enumerate(items or ()):
+            inner = tf_variable(x)
+            if inner is None:
+                if not hasattr(x, "assign"):
+                    continue  # a tensor: nothing is written to it
+                inner = x
+            name = f"{list_name}[{i}]"
+            if id(inner) in seen:
+                raise ValueError(f"{seen[id(inner)]} and {name} are the same variable; each must be separate")
+            seen[id(inner)] = name
 
 
 def _as_list(x, name: str) -> list:
@@ -99,17 +179,23 @@ def _weight_decays(weight_decay, n: int) -> list:
     if len(wds) != n:
         raise ValueError(f"weight_decay has {len(wds)} values but there are {n} variables")
     out = []
-    for wd in wds:
+    for i, wd in enumerate(wds):
         if not _is_number(wd):
             raise TypeError(f"weight_decay must be a float or a list of floats, got {type(wd).__name__}")
-        _require(_core.check_weight_decay(float(wd)))
+        error = _range_error(f"weight_decay[{i}]" if isinstance(weight_decay, (list, tuple)) else "weight_decay",
+                             wd, "weight_decay")
+        if error:
+            raise ValueError(error)
         out.append(float(wd))
     return out
 
 
 def _clip_options(clipnorm, global_clipnorm):
     for name, value in (("clipnorm", clipnorm), ("global_clipnorm", global_clipnorm)):
-        if value is not None and not (_is_number(value) and 0 < value < float("inf")):
+        if value is not None and not _is_number(value):
+            # Whether to clip, and how, is fixed when the step is built (one op or another).
+            raise TypeError(f"{name} must be a Python number > 0 or None, got {type(value).__name__}")
+        if value is not None and not 0 < value < float("inf"):
             raise ValueError(f"{name} must be a finite number > 0 (or None), got {value!r}")
     if clipnorm is not None and global_clipnorm is not None:
         raise ValueError("clipnorm and global_clipnorm are mutually exclusive: set at most one")
@@ -169,6 +255,9 @@ def _check_dtypes_and_shapes(variables, grads, slots: dict) -> None:
                                  f"{var_shape.as_list()}")
 
 
+# Plain Python over tensors (no data-dependent control flow): autograph need not convert it,
+# nor recurse from here into the loader (which it cannot parse where stdlib sources are absent).
+@tf.autograph.experimental.do_not_convert
 def _apply(rule: str, backend: str, variables, grads, slots: dict, hyper: dict, weight_decay, clipnorm,
            global_clipnorm, skip_nonfinite, use_locking, lazy) -> str:
     """Validate, pick the backend, and run ``<rule>_multi`` of the fused or pure-TF module.
@@ -179,6 +268,7 @@ def _apply(rule: str, backend: str, variables, grads, slots: dict, hyper: dict, 
     norm (likewise the skip_nonfinite test).
     """
     n = _check_lengths([("variables", variables), ("grads", grads), *slots.items()])
+    _check_distinct([("variables", variables), *slots.items()])
     _check_sparse(variables, grads)
     _check_dtypes_and_shapes(variables, grads, slots)
     clipnorm, global_clipnorm = _clip_options(clipnorm, global_clipnorm)
@@ -191,8 +281,10 @@ def _apply(rule: str, backend: str, variables, grads, slots: dict, hyper: dict, 
     if rule == "adam":
         hyper = dict(hyper, vhats=slots.pop("vhats", None))
     if chosen == "tf":
-        getattr(_tf_math, f"{rule}_multi")(variables, grads, *slots.values(), **hyper, weight_decay=weight_decay,
-                                           lazy=bool(lazy), **common)
+        # Every op of the step (reads included) waits for the checks of tensor hyperparameters.
+        with tf.control_dependencies(_hyper_asserts(hyper)):
+            getattr(_tf_math, f"{rule}_multi")(variables, grads, *slots.values(), **hyper, weight_decay=weight_decay,
+                                               lazy=bool(lazy), **common)
         return chosen
     groups = _groups(variables, grads)
     if len(groups) > 1 and any(sparse for sparse, _ in groups):
@@ -238,7 +330,14 @@ def gradient_descent_multi(variables: Sequence, grads: Sequence, *, lr, weight_d
 
     Gradients are clipped first (``clipnorm``: each by its own norm, ``global_clipnorm``:
     all by their joint norm, ``g *= c / max(norm, c)``). ``lr`` may be a float or a scalar
-    tensor. Returns the backend that ran the step ("fused" or "tf").
+    tensor or variable (so may ``momentum``, ``beta_1``, ``beta_2``, ``epsilon`` and ``step``
+    of the other rules); ``weight_decay``, ``clipnorm`` and ``global_clipnorm`` are Python
+    numbers. Returns the backend that ran the step ("fused" or "tf").
+
+    Both backends check the call before anything runs: list lengths, dtypes, shapes, no
+    variable twice among variables and slots (ValueError), Python-number hyperparameters in
+    range (ValueError); a tensor hyperparameter out of range raises InvalidArgumentError when
+    the step runs, with nothing written (except under XLA, where assertions are no-ops).
 
     Gradients may be ``tf.IndexedSlices`` (row-sparse, e.g. from ``Embedding``), mixed with
     dense ones. Rows listed twice are summed. ``lazy=False`` (default) gives the dense step with
@@ -247,7 +346,7 @@ def gradient_descent_multi(variables: Sequence, grads: Sequence, *, lr, weight_d
     slots (lazy Adam). Clipping uses the norm of the summed gradient. An index outside
     ``[0, rows)`` raises InvalidArgumentError and nothing is written.
     """
-    _check_static(_core.check_gradient_descent, lr=lr)
+    _check_hyper(lr=lr)
     return _apply("gradient_descent", backend, _as_list(variables, "variables"), _as_list(grads, "grads"), {},
                   dict(lr=lr), weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking, lazy)
 
@@ -261,10 +360,10 @@ def momentum_multi(variables: Sequence, grads: Sequence, velocities: Sequence, *
 
     IndexedSlices gradients and ``lazy``: as in :func:`gradient_descent_multi`.
     """
-    _check_static(_core.check_momentum, lr=lr, momentum=momentum)
+    _check_hyper(lr=lr, momentum=momentum)
     return _apply("momentum", backend, _as_list(variables, "variables"), _as_list(grads, "grads"),
-                  {"velocities": _as_list(velocities, "velocities")}, dict(lr=lr, momentum=float(momentum),
-                                                                           nesterov=bool(nesterov)),
+                  {"velocities": _as_list(velocities, "velocities")},
+                  dict(lr=lr, momentum=_hyper_value(momentum), nesterov=bool(nesterov)),
                   weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking, lazy)
 
 
@@ -284,10 +383,11 @@ def adam_multi(variables: Sequence, grads: Sequence, ms: Sequence, vs: Sequence,
     """
     if isinstance(step, (bool, float)):
         raise TypeError(f"step must be an int >= 1 or an integer tensor, got {type(step).__name__}")
-    _check_static(_core.check_adam, lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step)
+    _check_hyper(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step)
     slots = {"ms": _as_list(ms, "ms"), "vs": _as_list(vs, "vs")}
     if vhats is not None:
         slots["vhats"] = _as_list(vhats, "vhats")
-    hyper = dict(lr=lr, beta_1=float(beta_1), beta_2=float(beta_2), epsilon=float(epsilon), step=step)
+    hyper = dict(lr=lr, beta_1=_hyper_value(beta_1), beta_2=_hyper_value(beta_2), epsilon=_hyper_value(epsilon),
+                 step=step)
     return _apply("adam", backend, _as_list(variables, "variables"), _as_list(grads, "grads"), slots, hyper,
                   weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking, lazy)

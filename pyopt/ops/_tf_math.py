@@ -49,6 +49,13 @@ def _scalar64(x):
     return tf.cast(x, tf.float64)
 
 
+def _one_minus64(x):
+    """``1 - x`` in float64: in Python for a number (one rounding, as the core), else as a TF op."""
+    if isinstance(x, (int, float)):
+        return _scalar64(1.0 - x)
+    return 1.0 - _scalar64(x)
+
+
 class Rows(NamedTuple):
     """A row-sparse gradient with its duplicate rows summed: ``values[k]`` is row ``indices[k]``."""
 
@@ -236,14 +243,12 @@ def adam_multi(variables, grads, ms, vs, *, lr, beta_1, beta_2, epsilon, step, v
     """alpha = lr*sqrt(1-b2^t)/(1-b1^t); m += (g-m)*(1-b1); v += (g^2-v)*(1-b2);
     [vhat = max(vhat, v)]; p = p - lr*wd*p - alpha*m/(sqrt(v)+eps)."""
     lr64, t = _scalar64(lr), _scalar64(step)
-    alpha64 = lr64 * tf.sqrt(1.0 - tf.pow(tf.constant(beta_2, tf.float64), t)) / (
-        1.0 - tf.pow(tf.constant(beta_1, tf.float64), t)
-    )
+    alpha64 = lr64 * tf.sqrt(1.0 - tf.pow(_scalar64(beta_2), t)) / (1.0 - tf.pow(_scalar64(beta_1), t))
 
     def rule(p, g, slots, wd, ct):
         m, v = slots[0], slots[1]
-        m = m + (g - m) * tf.cast(_scalar64(1.0 - beta_1), ct)
-        v = v + (g * g - v) * tf.cast(_scalar64(1.0 - beta_2), ct)
+        m = m + (g - m) * tf.cast(_one_minus64(beta_1), ct)
+        v = v + (g * g - v) * tf.cast(_one_minus64(beta_2), ct)
         new_slots = [m, v]
         if vhats is not None:
             v = tf.maximum(slots[2], v)

@@ -1,0 +1,255 @@
+"""The checks of pyopt.ops (pyopt/ops/_api.py) that run before either backend.
+
+- No variable twice among the variables and slots: a Python check, eagerly and when a
+  tf.function is traced, the same ValueError on both backends.
+- Hyperparameters: Python numbers checked when the step is built (the core's words, compared
+  here with pyopt._core's checks); tensors and variables checked when the step runs, on the
+  pure-TF backend by one assertion each (the fused ops check their inputs themselves), with
+  nothing written; none under XLA, which compiles assertions into no-ops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from pyopt import _loader, ops  # noqa: E402
+from pyopt.ops import _api  # noqa: E402
+
+BACKENDS = ["tf"] + (["fused"] if _loader._try_load() is not None else [])
+MODES = ["eager", "tf.function"]
+
+
+def _run(mode, call):
+    if mode == "eager":
+        return call()
+
+    @tf.function
+    def run():
+        call()
+
+    return run()
+
+
+def _vars(*values):
+    return [tf.Variable(np.array(v, np.float64)) for v in values]
+
+
+def _snapshot(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+def _unchanged(variables, before):
+    return all(np.array_equal(v.numpy(), b) for v, b in zip(variables, before))
+
+
+# --------------------------------------------------------------------------- the same variable twice
+
+
+def _alias_cases():
+    """name -> build(): (variables to watch, call, exact message)."""
+    g = lambda: tf.constant([1.0, 2.0], tf.float64)  # noqa: E731
+
+    def adam_m_is_v(backend):
+        v, m = _vars([1.0, 2.0], [0.0, 0.0])
+        return [v, m], lambda: ops.adam_multi([v], [g()], [m], [m], lr=0.1, step=1, backend=backend), \
+            "ms[0] and vs[0] are the same variable; each must be separate"
+
+    def momentum_own_velocity(backend):
+        (v,) = _vars([1.0, 2.0])
+        return [v], lambda: ops.momentum_multi([v], [g()], [v], lr=0.1, momentum=0.9, backend=backend), \
+            "variables[0] and velocities[0] are the same variable; each must be separate"
+
+    def variable_twice(backend):
+        v, w = _vars([1.0, 2.0], [3.0, 4.0])
+        return [v, w], lambda: ops.gradient_descent_multi([v, w, v], [g(), g(), g()], lr=0.1, backend=backend), \
+            "variables[0] and variables[2] are the same variable; each must be separate"
+
+    def amsgrad_vhat_is_m(backend):
+        v, w, m0, m1, s0, s1, h0 = _vars(*([[1.0, 2.0]] * 7))
+        call = lambda: ops.adam_multi([v, w], [g(), g()], [m0, m1], [s0, s1], vhats=[h0, m1], lr=0.1,  # noqa: E731
+                                      step=1, backend=backend)
+        return [v, w, m0, m1, s0, s1, h0], call, "ms[1] and vhats[1] are the same variable; each must be separate"
+
+    def keras_variable_and_its_tf_variable(backend):
+        keras = pytest.importorskip("keras")
+        v = keras.Variable(np.array([1.0, 2.0]), dtype="float64")
+        m = keras.Variable(np.zeros(2), dtype="float64")
+        call = lambda: ops.momentum_multi([v], [g()], [v._value], lr=0.1, momentum=0.9, backend=backend)  # noqa: E731
+        return [v, m], call, "variables[0] and velocities[0] are the same variable; each must be separate"
+
+    return {f.__name__: f for f in (adam_m_is_v, momentum_own_velocity, variable_twice, amsgrad_vhat_is_m,
+                                    keras_variable_and_its_tf_variable)}
+
+
+ALIAS = _alias_cases()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", list(ALIAS))
+def test_the_same_variable_twice_is_refused_on_both_backends(case, backend, mode):
+    watch, call, message = ALIAS[case](backend)
+    before = _snapshot(watch)
+    with pytest.raises(ValueError) as info:
+        _run(mode, call)
+    assert message in str(info.value)
+    assert _unchanged(watch, before), "a refused step must not write"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_distinct_variables_with_equal_values_are_accepted(backend):
+    v, m, s = _vars([1.0], [0.0], [0.0])  # m and s equal, and not the same variable
+    assert ops.adam_multi([v], [tf.constant([1.0], tf.float64)], [m], [s], lr=0.1, step=1, backend=backend) == backend
+    assert v.numpy()[0] < 1.0
+
+
+# --------------------------------------------------------------------------- Python-number hyperparameters
+
+
+def test_python_checks_say_what_the_core_says():
+    """_api's own checks (the TF API needs no pyopt._core) word their messages as the core does."""
+    core = pytest.importorskip("pyopt._core")
+    values = [-1.0, -0.5, -0.0, 0.0, 5e-324, 1e-7, 0.1, 0.5, 0.999, 1.0, 1.5, 1e300, math.inf, -math.inf, math.nan]
+    valid = dict(lr=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step=1)  # check_adam's arguments
+    core_checks = {
+        "lr": lambda x: core.check_gradient_descent(lr=x),
+        "momentum": lambda x: core.check_momentum(lr=0.1, momentum=x),
+        "weight_decay": lambda x: core.check_weight_decay(x),
+    }
+    for name in ("beta_1", "beta_2", "epsilon"):
+        core_checks[name] = lambda x, name=name: core.check_adam(**dict(valid, **{name: x}))
+    for name, check in core_checks.items():
+        for x in values:
+            assert (_api._range_error(name, x) or "") == check(x), (name, x)
+    for step in (-(2**40), -3, 0, 1, 2, 2**40):
+        assert (_api._range_error("step", step) or "") == core.check_adam(**dict(valid, step=step)), step
+
+
+def test_a_number_is_checked_even_when_another_hyperparameter_is_a_tensor():
+    """The Keras optimizers pass lr and step as tensors and the betas as numbers."""
+    v, m, s = _vars([1.0], [0.0], [0.0])
+    with pytest.raises(ValueError, match=r"beta_1 must be in \[0, 1\), got 1.5"):
+        ops.adam_multi([v], [tf.constant([1.0], tf.float64)], [m], [s], lr=tf.constant(0.1), beta_1=1.5,
+                       step=tf.constant(1), backend="tf")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_static_errors(backend):
+    v, w = _vars([1.0], [2.0])
+    g = [tf.constant([1.0], tf.float64)] * 2
+    with pytest.raises(ValueError, match=r"lr must be a scalar, got shape \[2\]"):
+        ops.gradient_descent_multi([v], g[:1], lr=tf.constant([0.1, 0.2]), backend=backend)
+    with pytest.raises(TypeError, match=r"clipnorm must be a Python number > 0 or None, got EagerTensor"):
+        ops.gradient_descent_multi([v], g[:1], lr=0.1, clipnorm=tf.constant(1.0), backend=backend)
+    with pytest.raises(ValueError, match=r"weight_decay\[1\] must be a finite number >= 0, got -0.5"):
+        ops.gradient_descent_multi([v, w], g, lr=0.1, weight_decay=[0.0, -0.5], backend=backend)
+    with pytest.raises(ValueError, match=r"^weight_decay must be a finite number >= 0, got nan"):
+        ops.gradient_descent_multi([v, w], g, lr=0.1, weight_decay=math.nan, backend=backend)
+    assert v.numpy()[0] == 1.0 and w.numpy()[0] == 2.0
+
+
+# --------------------------------------------------------------------------- tensor hyperparameters
+
+# (rule, hyperparameter, bad value, message as both backends write it: the fused op
+# "lr must be a finite number >= 0, got -1", the assertion "[lr must be ..., got] [-1]")
+BAD_TENSORS = [
+    ("gradient_descent", "lr", -1.0, r"lr must be a finite number >= 0, got\]? \[?-1"),
+    ("gradient_descent", "lr", math.nan, r"lr must be a finite number >= 0, got\]? \[?nan"),
+    ("momentum", "lr", math.inf, r"lr must be a finite number >= 0, got\]? \[?inf"),
+    ("momentum", "momentum", 1.5, r"momentum must be in \[0, 1\], got\]? \[?1.5"),
+    ("momentum", "momentum", -0.25, r"momentum must be in \[0, 1\], got\]? \[?-0.25"),
+    ("adam", "beta_1", 1.0, r"beta_1 must be in \[0, 1\), got\]? \[?1"),
+    ("adam", "beta_2", math.nan, r"beta_2 must be in \[0, 1\), got\]? \[?nan"),
+    ("adam", "epsilon", 0.0, r"epsilon must be a finite number > 0, got\]? \[?0"),
+    ("adam", "step", 0, r"step must be an integer >= 1, got\]? \[?0"),
+    ("adam", "step", -5, r"step must be an integer >= 1, got\]? \[?-5"),
+]
+VALID = dict(lr=0.1, momentum=0.9, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step=3)
+NAMES = {"gradient_descent": ("lr",), "momentum": ("lr", "momentum"),
+         "adam": ("lr", "beta_1", "beta_2", "epsilon", "step")}
+
+
+def _step(rule, hyper, backend, variables=None):
+    """One step of ``rule`` on fresh float64 variables (or ``variables``): (variables, call)."""
+    variables = variables or _vars([1.0, -2.0, 3.0], [0.1, 0.2, -0.3], [0.01, 0.02, 0.03])
+    v, m, s = variables
+    g = [tf.constant([0.5, -1.0, 2.0], tf.float64)]
+    if rule == "gradient_descent":
+        return variables, lambda: ops.gradient_descent_multi([v], g, lr=hyper["lr"], backend=backend)
+    if rule == "momentum":
+        return variables, lambda: ops.momentum_multi([v], g, [m], lr=hyper["lr"], momentum=hyper["momentum"],
+                                                     backend=backend)
+    return variables, lambda: ops.adam_multi([v], g, [m], [s], backend=backend, **{k: hyper[k] for k in NAMES[rule]})
+
+
+def _tensor(name, value, variable=False):
+    t = tf.constant(int(value), tf.int64) if name == "step" else tf.constant(value, tf.float64)
+    return tf.Variable(t) if variable else t
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("rule, name, value, match", BAD_TENSORS, ids=[f"{n}={v}" for _, n, v, _ in BAD_TENSORS])
+def test_bad_tensor_hyperparameter_raises_when_the_step_runs(rule, name, value, match, backend, mode):
+    hyper = dict(VALID, **{name: _tensor(name, value, variable=mode == "eager")})
+    variables, call = _step(rule, hyper, backend)
+    before = _snapshot(variables)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        _run(mode, call)
+    assert _unchanged(variables, before), "a failed step must not write"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("rule", list(NAMES))
+def test_tensor_hyperparameters_give_the_number_result(rule, backend, mode):
+    """Every hyperparameter as a float64 tensor (step int64) gives bit for bit the step with numbers."""
+    expected, call = _step(rule, VALID, backend)
+    call()
+    got, call = _step(rule, {k: _tensor(k, v) for k, v in VALID.items()}, backend)
+    _run(mode, call)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def _op_types(function, *args):
+    return [op.type for op in function.get_concrete_function(*args).graph.get_operations()]
+
+
+def test_one_assertion_per_tensor_hyperparameter_and_none_under_xla():
+    v, m, s = _vars([1.0, 2.0], [0.0, 0.0], [0.0, 0.0])
+    lr = tf.Variable(0.01, dtype=tf.float64)
+
+    def step(lr, step_count, beta_1):
+        ops.adam_multi([v], [tf.constant([1.0, 1.0], tf.float64)], [m], [s], lr=lr, beta_1=beta_1, step=step_count,
+                       backend="tf")
+
+    t, beta_1 = tf.constant(1, tf.int64), tf.constant(0.9, tf.float64)
+    assert _op_types(tf.function(lambda: step(lr, t, 0.9))).count("Assert") == 2  # lr, step (Keras' case)
+    assert _op_types(tf.function(lambda: step(lr, t, beta_1))).count("Assert") == 3
+    assert _op_types(tf.function(lambda: step(0.01, 1, 0.9))).count("Assert") == 0  # numbers: checked when traced
+    assert _op_types(tf.function(lambda: step(lr, t, beta_1), jit_compile=True)).count("Assert") == 0
+
+
+def test_tensor_hyperparameters_under_xla():
+    """XLA compiles the pure-TF step with tensor hyperparameters (no assertions there: XLA
+    compiles them into no-ops) and gives the result of the step outside XLA."""
+    expected, call = _step("adam", {k: _tensor(k, v) for k, v in VALID.items()}, "tf")
+    call()
+    got = _vars([1.0, -2.0, 3.0], [0.1, 0.2, -0.3], [0.01, 0.02, 0.03])
+    v, m, s = got
+
+    @tf.function(jit_compile=True)
+    def step(lr, beta_1, beta_2, epsilon, t):
+        used = ops.adam_multi([v], [tf.constant([0.5, -1.0, 2.0], tf.float64)], [m], [s], lr=lr, beta_1=beta_1,
+                              beta_2=beta_2, epsilon=epsilon, step=t)
+        assert used == "tf"  # "auto" inside XLA
+
+    step(*(_tensor(k, VALID[k]) for k in ("lr", "beta_1", "beta_2", "epsilon", "step")))
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-13, atol=1e-15)
