@@ -10,7 +10,7 @@ Tolerances (absolute + relative, ``np.testing.assert_allclose``), variables of o
   float32.
 - float64, 200 steps, against the NumPy float64 reference (``tests/reference.py``):
   rtol=atol=1e-11.
-- float16 / bfloat16, 20 steps: Keras does the maths in the variable's 16-bit type, pyopt in
+- float16 200 steps, bfloat16 20 steps: Keras does the maths in the variable's 16-bit type, pyopt in
   float32 with one rounding at the end, so they differ by a few units in the last place per
   step: atol=rtol=2e-2 (float16), 1e-1 (bfloat16). A single step is checked tightly: it
   equals Keras's float32 step rounded to the 16-bit type within 1 ulp (2^-10, 2^-7 relative).
@@ -211,7 +211,10 @@ def test_float64_matches_numpy_reference(rule, kwargs, backend):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("rule", ["adam", "momentum", "sgd"])
 def test_half_precision_matches_keras(rule, dtype, backend):
-    compare_with_keras(rule, "plain", backend, dtype=dtype, steps=20, shapes=[(), (7,), (100,)])
+    # float16: 200 steps. bfloat16: 20; Keras does its maths in bfloat16 (8 bits of mantissa),
+    # pyopt in float32 rounded once, and after 200 steps Keras's drift reaches 30% (measured).
+    steps = STEPS if dtype == "float16" else 20
+    compare_with_keras(rule, "plain", backend, dtype=dtype, steps=steps, shapes=[(), (7,), (100,)])
 
 
 HALF_ULP = {"float16": 2.0**-10, "bfloat16": 2.0**-7}  # relative spacing of the 16-bit types near 1
