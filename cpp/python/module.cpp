@@ -35,7 +35,7 @@ ThreadPool& pool() {
 }
 
 Executor pool_executor() {
-  return [](std::int64_t n, std::int64_t, const std::function<void(std::int64_t, std::int64_t)>& fn) {
+  return [](std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& fn) {
     pool().parallel_for(n, fn);
   };
 }

@@ -515,10 +515,10 @@ struct NamedExecutor {
 static std::vector<NamedExecutor> executors(ThreadPool& pool) {
   return {
       {"inline", run_inline},
-      {"reversed", [](i64 n, i64, const std::function<void(i64, i64)>& fn) {
+      {"reversed", [](i64 n, const std::function<void(i64, i64)>& fn) {
          for (i64 i = n - 1; i >= 0; --i) fn(i, i + 1);
        }},
-      {"pool", [&pool](i64 n, i64, const std::function<void(i64, i64)>& fn) { pool.parallel_for(n, fn); }},
+      {"pool", [&pool](i64 n, const std::function<void(i64, i64)>& fn) { pool.parallel_for(n, fn); }},
   };
 }
 

@@ -146,7 +146,7 @@ struct AdamRule {
 // denormals kept, and the op gives bitwise the results of pyopt.kernels.
 pyopt::Executor PoolExecutor(OpKernelContext* ctx) {
   const auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
-  return [workers](std::int64_t n, std::int64_t, const std::function<void(std::int64_t, std::int64_t)>& fn) {
+  return [workers](std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& fn) {
     const std::function<void(std::int64_t, std::int64_t)> body = [&fn](std::int64_t begin, std::int64_t end) {
       tsl::port::ScopedDontFlushDenormal denormals;
       fn(begin, end);

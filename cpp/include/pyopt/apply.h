@@ -42,7 +42,7 @@ bool gradient_scales(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan
   const bool clip = opt.clipnorm > 0.0 || opt.global_clipnorm > 0.0;
   if (!clip && !opt.skip_nonfinite) return true;
   std::vector<double> partial(plan.slices.size());
-  for_each_slice(plan, exec, std::int64_t(sizeof(T)), [&](std::int64_t s) {
+  for_each_slice(plan, exec, [&](std::int64_t s) {
     const Slice& sl = plan.slices[size_t(s)];
     partial[size_t(s)] = dispatch::sum_of_squares<T>(tensors[size_t(sl.tensor)].grad + sl.begin, sl.end - sl.begin);
   });
@@ -62,7 +62,6 @@ bool gradient_scales(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan
 // The per-slice update of each rule: (tensor, first element, count, grad scale) -> kernel.
 template <class T>
 struct GradientDescentUpdate {
-  static constexpr std::int64_t bytes_per_elem = 3 * sizeof(T);  // read p, g; write p
   GradientDescentHyper h;
   void operator()(const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) const {
     const auto s = scalars(h, t.weight_decay, scale);
@@ -73,7 +72,6 @@ struct GradientDescentUpdate {
 
 template <class T>
 struct MomentumUpdate {
-  static constexpr std::int64_t bytes_per_elem = 5 * sizeof(T);  // read p, g, m; write p, m
   MomentumHyper h;
   void operator()(const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) const {
     const auto s = scalars(h, t.weight_decay, scale);
@@ -90,7 +88,6 @@ struct MomentumUpdate {
 
 template <class T>
 struct AdamUpdate {
-  static constexpr std::int64_t bytes_per_elem = 7 * sizeof(T);  // read p, g, m, v; write p, m, v (+2 amsgrad)
   AdamHyper h;
   void operator()(const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) const {
     const auto s = scalars(h, t.weight_decay, scale);
@@ -121,7 +118,7 @@ template <class T, class Update>
 void update_pass(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan& plan, const std::vector<double>& scales,
                  const Executor& exec, const Update& update, bool after_norm_pass = false) {
   for_each_slice(
-      plan, exec, Update::bytes_per_elem,
+      plan, exec,
       [&](std::int64_t s) {
         const Slice& sl = plan.slices[size_t(s)];
         update(tensors[size_t(sl.tensor)], sl.begin, sl.end - sl.begin, scales[size_t(sl.tensor)]);

@@ -25,11 +25,10 @@ namespace pyopt {
 constexpr std::int64_t kChunkElems = 32768;  // a unit of work; a step this small runs on the calling thread
 
 // Runs fn(begin, end) over sub-ranges covering [0, n) (possibly in parallel) and returns
-// when all are done. `cost` is a per-item cost estimate in bytes moved, for pools that use it.
-using Executor = std::function<void(std::int64_t n, std::int64_t cost,
-                                    const std::function<void(std::int64_t, std::int64_t)>& fn)>;
+// when all are done.
+using Executor = std::function<void(std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& fn)>;
 
-inline void run_inline(std::int64_t n, std::int64_t, const std::function<void(std::int64_t, std::int64_t)>& fn) {
+inline void run_inline(std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& fn) {
   if (n > 0) fn(0, n);
 }
 
@@ -72,7 +71,7 @@ inline ChunkPlan plan_chunks(const std::vector<std::int64_t>& sizes, std::int64_
 // out the last chunks first: right after a pass over the same data in forward order (the
 // clip-norm pass), the data it touched last is still in cache.
 template <class F>
-void for_each_slice(const ChunkPlan& plan, const Executor& exec, std::int64_t bytes_per_elem, F&& fn,
+void for_each_slice(const ChunkPlan& plan, const Executor& exec, F&& fn,
                     bool reverse = false) {
   const std::int64_t chunks = plan.num_chunks();
   auto body = [&](std::int64_t k0, std::int64_t k1) {
@@ -85,7 +84,7 @@ void for_each_slice(const ChunkPlan& plan, const Executor& exec, std::int64_t by
     body(0, chunks);
     return;
   }
-  exec(chunks, kChunkElems * bytes_per_elem, body);
+  exec(chunks, body);
 }
 
 // The indices [0, n) of one parallel loop, handed out one at a time to every thread that

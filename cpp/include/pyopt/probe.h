@@ -13,7 +13,7 @@ namespace pyopt {
 inline void stream_triad(float* __restrict a, const float* __restrict b, const float* __restrict c, float s,
                          std::int64_t n, const Executor& exec) {
   const ChunkPlan plan = plan_chunks(std::vector<std::int64_t>{n});
-  for_each_slice(plan, exec, 12, [&](std::int64_t k) {
+  for_each_slice(plan, exec, [&](std::int64_t k) {
     const Slice& sl = plan.slices[size_t(k)];
     for (std::int64_t i = sl.begin; i < sl.end; ++i) a[i] = b[i] + s * c[i];
   });
