@@ -150,24 +150,20 @@ def evaluate_targets(rows) -> list:
             None if mine is None or torch is None else torch["median_s"] / mine["median_s"], 1.0)
         add("dense Adam 16M, fraction of bandwidth probe", impl, ratio(impl, "adam", "dense_16M", "probe_fraction"),
             0.85, unit="%")
-    # Small steps: one step per tf.function call, then many per call (the update's own cost);
-    # the call floor's row is the most any implementation can reach at one step per call.
-    for workload, what in (("many_200x10K", ""), ("many_200x10K_10_per_call", ", 10 steps per call")):
-        for impl in (*FUSED, "tf_call_floor"):
-            if impl == "tf_call_floor" and what:
-                continue
-            name = "Keras built-in time / call floor (the bound at one step per call)" if impl == "tf_call_floor" \
-                else f"Adam 200 x 10K tensors vs Keras built-in{what}"
-            add(name, impl, ratio(impl, "adam", workload, "x_keras"), 3.5)
+    def small_steps(label, rule, workload, steps_per_call, threshold):
+        """One step per tf.function call, with the call floor's row (the most any implementation
+        can reach there), then ``steps_per_call`` steps per call (the update's own cost)."""
+        for impl in FUSED:
+            add(f"{label} vs Keras built-in", impl, ratio(impl, rule, workload, "x_keras"), threshold)
+        add(f"{label}: Keras built-in time / call floor (the bound at one step per call)", "tf_call_floor",
+            ratio("tf_call_floor", rule, workload, "x_keras"), threshold)
+        for impl in FUSED:
+            add(f"{label} vs Keras built-in, {steps_per_call} steps per call", impl,
+                ratio(impl, rule, f"{workload}_{steps_per_call}_per_call", "x_keras"), threshold)
+
+    small_steps("Adam 200 x 10K tensors", "adam", "many_200x10K", 10, 3.5)
     for rule in ("adam", "gd", "momentum"):
-        for workload, what in (("mlp_13_4_1", ""), ("mlp_13_4_1_100_per_call", ", 100 steps per call")):
-            for impl in (*FUSED, "tf_call_floor"):
-                if impl == "tf_call_floor" and what:
-                    continue
-                name = f"chapter MLP 13-4-1 {RULE_NAMES[rule]}: Keras built-in time / call floor (the bound at " \
-                    "one step per call)" if impl == "tf_call_floor" else \
-                    f"chapter MLP 13-4-1 {RULE_NAMES[rule]} update vs Keras built-in{what}"
-                add(name, impl, ratio(impl, rule, workload, "x_keras"), 3.0)
+        small_steps(f"chapter MLP 13-4-1 {RULE_NAMES[rule]} update", rule, "mlp_13_4_1", 100, 3.0)
     for rule in ("gd", "momentum"):
         for impl in FUSED:
             add(f"dense {RULE_NAMES[rule]} 16M vs Keras built-in (same order as Adam)", impl,
