@@ -19,6 +19,7 @@ tf = pytest.importorskip("tensorflow")
 
 from pyopt import _loader, ops  # noqa: E402
 from pyopt.ops import _api  # noqa: E402
+from test_tf_ops import snapshot  # noqa: E402
 
 BACKENDS = ["tf"] + (["fused"] if _loader._try_load() is not None else [])
 MODES = ["eager", "tf.function"]
@@ -37,10 +38,6 @@ def _run(mode, call):
 
 def _vars(*values):
     return [tf.Variable(np.array(v, np.float64)) for v in values]
-
-
-def _snapshot(variables):
-    return [v.numpy().copy() for v in variables]
 
 
 def _unchanged(variables, before):
@@ -94,7 +91,7 @@ ALIAS = _alias_cases()
 @pytest.mark.parametrize("case", list(ALIAS))
 def test_the_same_variable_twice_is_refused_on_both_backends(case, backend, mode):
     watch, call, message = ALIAS[case](backend)
-    before = _snapshot(watch)
+    before = snapshot(watch)
     with pytest.raises(ValueError) as info:
         _run(mode, call)
     assert message in str(info.value)
@@ -198,7 +195,7 @@ def _tensor(name, value, variable=False):
 def test_bad_tensor_hyperparameter_raises_when_the_step_runs(rule, name, value, match, backend, mode):
     hyper = dict(VALID, **{name: _tensor(name, value, variable=mode == "eager")})
     variables, call = _step(rule, hyper, backend)
-    before = _snapshot(variables)
+    before = snapshot(variables)
     with pytest.raises(tf.errors.InvalidArgumentError, match=match):
         _run(mode, call)
     assert _unchanged(variables, before), "a failed step must not write"
