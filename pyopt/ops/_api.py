@@ -92,13 +92,19 @@ def _is_number(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
+def _in_range(rule: str, x, both=lambda a, b: a and b):
+    """Whether ``x`` (a float, or a tensor with ``both=tf.logical_and``) lies in the range of
+    ``rule``; False for NaN."""
+    low, high, low_in, high_in, _ = _RANGES[rule]
+    return both(x >= low if low_in else x > low, x <= high if high_in else x < high)
+
+
 def _range_error(name: str, value: float, rule: Optional[str] = None) -> Optional[str]:
     """The message for a Python number outside the range of ``rule`` (default: ``name``), else None."""
-    low, high, low_in, high_in, what = _RANGES[rule or name]
     x = float(value)
-    if (low <= x if low_in else low < x) and (x <= high if high_in else x < high):  # False for NaN
+    if _in_range(rule or name, x):
         return None
-    return f"{name} must be {what}, got {x:.17g}"  # the core's fmt(): precision 17
+    return f"{name} must be {_RANGES[rule or name][4]}, got {x:.17g}"  # the core's fmt(): precision 17
 
 
 def _check_hyper(**values) -> None:
@@ -133,12 +139,11 @@ def _hyper_asserts(hyper: dict) -> list:
         return []
     checks = []
     for name, value in named:
-        low, high, low_in, high_in, what = _RANGES[name]
         x = tf.cast(value, tf.float64)
         if x.shape.rank is None:
             x = tf.reshape(x, [])
-        ok = tf.logical_and(x >= low if low_in else x > low, x <= high if high_in else x < high)
-        checks.append(tf.raw_ops.Assert(condition=ok, data=[f"{name} must be {what}, got", x], summarize=1,
+        checks.append(tf.raw_ops.Assert(condition=_in_range(name, x, tf.logical_and),
+                                        data=[f"{name} must be {_RANGES[name][4]}, got", x], summarize=1,
                                         name=f"check_{name}"))
     return checks
 
