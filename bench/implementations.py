@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from workloads import BETA_1, BETA_2, CLIP, EPSILON, LR, MOMENTUM, DTYPES
+from workloads import BETA_1, BETA_2, CLIP, EPSILON, LR, MOMENTUM, DTYPES, SLOTS_PER_RULE
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -292,14 +292,14 @@ class TFImpl:
 def _call_floor_updater(rule, clip, variables):
     """No update: a step that takes the variables, the rule's slots and the gradients as inputs
     and computes nothing, i.e. the cost of calling a tf.function with them (the floor under
-    every TF implementation's time per call)."""
+    every TF implementation's time per call). IdentityN makes every one of them an input of
+    the graph (captured, passed on each call); control dependencies on eager handles would
+    capture nothing and time an empty function."""
     tf = _tf()
-    slots = [_zeros_like(variables) for _ in range({"gd": 0, "momentum": 1, "adam": 2}[rule])]
+    slots = [_zeros_like(variables) for _ in range(SLOTS_PER_RULE[rule])]
 
     def apply(grads):
-        inputs = [v.handle for v in variables] + [v.handle for s in slots for v in s] + list(grads)
-        with tf.control_dependencies(inputs):
-            return tf.constant(0)
+        tf.raw_ops.IdentityN(input=[v.handle for v in variables] + [v.handle for s in slots for v in s] + list(grads))
 
     return apply
 

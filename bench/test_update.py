@@ -14,7 +14,7 @@ import pytest
 
 from conftest import build_or_skip, selected
 from implementations import IMPLEMENTATIONS
-from workloads import FLOOR_IMPL, ParamUnchanged, case_impls, check_first_step, data_for, runs_call_floor, update_cases
+from workloads import FLOOR_IMPL, SLOTS_PER_RULE, ParamUnchanged, case_impls, check_first_step, data_for, runs_call_floor, update_cases
 
 # Keras' Adam and TF's ResourceApplyAdam compute the bias correction in the variable's dtype:
 # in bfloat16, beta_2 = 0.999 rounds to 1.0, so alpha = lr*sqrt(1 - beta_2^t)/(1 - beta_1^t) = 0
@@ -55,8 +55,11 @@ def test_update(case, timed, benchmark):
     runner.step()  # the first call (steps_per_call steps): trace/compile + the value check
     first_step_s = time.perf_counter() - t0
     note = None
-    if name == FLOOR_IMPL:  # updates nothing, by design
-        rel_err, note = None, "no update: the cost of a tf.function call taking these variables and gradients"
+    if name == FLOOR_IMPL:  # updates nothing, by design; but it must take every input
+        inputs = workload.n_tensors * (1 + SLOTS_PER_RULE[rule]) + workload.n_tensors  # variables, slots, grads
+        captured = len(runner.step.get_concrete_function().captured_inputs)
+        assert captured >= inputs, f"the call floor takes {captured} inputs, not the {inputs} it should"
+        rel_err, note = None, f"no update: the cost of a tf.function call taking these {inputs} variables and gradients"
     else:
         try:
             rel_err = check_first_step(data, rule, clip, runner.sample(data.positions()),
