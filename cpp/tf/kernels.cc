@@ -138,9 +138,9 @@ struct AdamRule {
 };
 
 // Runs the core's chunks on TF's intra-op pool (sized by tf.config.threading): one helper
-// task per pool thread but one, each taking runs of chunks from a SharedLoop, and the op's own
+// task per pool thread but one, each taking chunks from a SharedLoop, and the op's own
 // thread taking chunks too (so as many threads work as the pool has, and a thread that the
-// OS deschedules delays one run, not a fixed share as with Shard's static blocks). TF's
+// OS deschedules delays one chunk, not a fixed share as with Shard's static blocks). TF's
 // threads flush denormals to zero (FTZ/DAZ); the core is written for IEEE arithmetic (its
 // float16 conversions build subnormals from float denormals), so every chunk runs with
 // denormals kept, and the op gives bitwise the results of pyopt.kernels.
@@ -156,7 +156,7 @@ pyopt::Executor PoolExecutor(OpKernelContext* ctx) {
       body(0, n);
       return;
     }
-    auto loop = std::make_shared<pyopt::SharedLoop>(n, body, helpers + 1);
+    auto loop = std::make_shared<pyopt::SharedLoop>(n, body);
     for (std::int64_t h = 0; h < helpers; ++h) workers->workers->Schedule([loop] { loop->drain(); });
     loop->run_and_wait();
   };
@@ -309,7 +309,8 @@ struct SparseGrads {
 // The mutexes of distinct variables, held in address order (so concurrent steps on
 // overlapping variables cannot deadlock) until destruction. TF's
 // MaybeLockVariableInputMutexesInOrder does the same but looks every variable up again and
-// finds duplicates by a quadratic scan: 10% of a 200-variable Adam step.
+// finds duplicates by a quadratic scan (with the single lookup, a 200 x 10K Adam step got 3-18%
+// faster, 9% in the median of three paired runs).
 class VariableLocks {
  public:
   VariableLocks(const std::vector<core::RefCountPtr<Var>>& vars, const std::vector<size_t>& address_order,

@@ -87,30 +87,23 @@ void for_each_slice(const ChunkPlan& plan, const Executor& exec, F&& fn,
   exec(chunks, body);
 }
 
-// The indices [0, n) of one parallel loop, handed out in runs of consecutive indices to
-// every thread that calls drain(). Threads take runs as they get CPU time, so a thread
-// descheduled on a busy machine delays one run, not a fixed share of the loop; a run is
-// about 1/8 of a thread's share, so each thread still streams through long contiguous
-// stretches of memory (the hardware prefetchers' pattern) instead of hopping between
-// neighbouring chunks. Held in a shared_ptr by every helper: a helper that starts after the
-// last index was taken returns without touching `fn`, so the caller never waits for helpers
-// that have not started (no deadlock when the pool is busy, or the caller is itself one of
-// its threads).
+// The indices [0, n) of one parallel loop, handed out one at a time to every thread that
+// calls drain(). Threads take chunks as they get CPU time, so a thread descheduled on a
+// busy machine delays one chunk, not a fixed share of the loop. Held in a shared_ptr by
+// every helper: a helper that starts after the last index was taken returns without
+// touching `fn`, so the caller never waits for helpers that have not started (no deadlock
+// when the pool is busy, or the caller is itself one of its threads).
 class SharedLoop {
  public:
   using Fn = std::function<void(std::int64_t, std::int64_t)>;
-  static constexpr std::int64_t kRunsPerThread = 8;
-  SharedLoop(std::int64_t n, const Fn& fn, std::int64_t threads)
-      : n_(n), run_(std::max<std::int64_t>(1, n / (kRunsPerThread * std::max<std::int64_t>(1, threads)))),
-        fn_(&fn) {}
+  SharedLoop(std::int64_t n, const Fn& fn) : n_(n), fn_(&fn) {}
 
   // Runs indices until none are left (any thread, any number of times).
   void drain() {
     std::int64_t count = 0;
-    for (std::int64_t i = next_.fetch_add(run_); i < n_; i = next_.fetch_add(run_)) {
-      const std::int64_t end = std::min(n_, i + run_);
-      (*fn_)(i, end);
-      count += end - i;
+    for (std::int64_t i = next_.fetch_add(1); i < n_; i = next_.fetch_add(1)) {
+      (*fn_)(i, i + 1);
+      ++count;
     }
     if (count == 0) return;
     std::lock_guard<std::mutex> lock(mutex_);
@@ -127,7 +120,6 @@ class SharedLoop {
 
  private:
   const std::int64_t n_;
-  const std::int64_t run_;  // indices per fetch
   const Fn* fn_;  // dereferenced only for an index < n_, i.e. before run_and_wait() returns
   std::atomic<std::int64_t> next_{0};
   std::mutex mutex_;
@@ -161,7 +153,7 @@ class ThreadPool {
       fn(0, n);
       return;
     }
-    auto loop = std::make_shared<SharedLoop>(n, fn, size());
+    auto loop = std::make_shared<SharedLoop>(n, fn);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = loop;
