@@ -402,6 +402,17 @@ def test_sparse_op_checks_inputs(name, function):
     assert same_bits(var.numpy(), before)
 
 
+@NEEDS_OPS
+def test_sparse_op_on_an_uninitialised_variable_raises():
+    """Caught before the variable is switched to copy-on-read mode (which would copy a tensor
+    that does not exist)."""
+    from tensorflow.python.ops import resource_variable_ops
+
+    var = resource_variable_ops.UninitializedVariable(shape=[5, 2], dtype=tf.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"var\[0\] is uninitialised"):
+        _raw_sparse_gd(var, tf.ones([2, 2]), tf.constant([0, 1]))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_sparse_arguments_in_python(backend):
     v = tf.Variable(1.0)

@@ -390,8 +390,9 @@ class StepOp : public OpKernel {
     // ops do, dense updates lock exclusively whatever use_locking says (the copy-on-write
     // below must not race with readers); sparse ones follow TF's ResourceSparseApply* ops
     // (see SparseGrads).
-    if (Grads::kSparse)
-      for (auto& var : handles) EnsureSparseVariableAccess<CPUDevice, T>(ctx, var.get()).IgnoreError();
+    if (Grads::kSparse)  // (an uninitialised variable has no tensor to copy: refused below)
+      for (auto& var : handles)
+        if (var->is_initialized) EnsureSparseVariableAccess<CPUDevice, T>(ctx, var.get()).IgnoreError();
     VariableLocks locks(handles, order, /*exclusive=*/!Grads::kSparse || use_locking_);
     const DataType dtype = DataTypeToEnum<T>::v();
     for (size_t k = 0; k < handles.size(); ++k) {
