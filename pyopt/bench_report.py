@@ -36,7 +36,6 @@ from typing import Optional
 PAGE_BYTES = 4096
 REFERENCES = {"keras": "Keras built-in", "tf_raw": "TF ResourceApply*"}
 FUSED = ("pyopt_op", "pyopt_keras")
-BYTES_PER_F32_ELEMENT = {"gd": 12, "momentum": 20, "adam": 28}  # a step, unclipped (as bench/workloads.py)
 RULE_NAMES = {"gd": "gradient descent", "momentum": "momentum", "adam": "Adam"}
 IMPL_ORDER = ("pyopt_op", "pyopt_keras", "pyopt_numpy", "pyopt_tf", "keras", "keras_xla", "chapter", "tf_raw",
               "numpy", "torch", "tf_call_floor")
@@ -91,9 +90,12 @@ def _case(row) -> tuple:
     return (row["rule"], row.get("clip"), row["workload"], bool(row.get("train")))
 
 
+def _itemsize(row) -> int:
+    return {"float32": 4, "float64": 8, "bfloat16": 2}.get(row.get("dtype"), 4)
+
+
 def _f32_elements(row) -> float:
-    itemsize = {"float32": 4, "float64": 8, "bfloat16": 2}.get(row.get("dtype"), 4)
-    return row["n_elements"] * itemsize / 4
+    return row["n_elements"] * _itemsize(row) / 4
 
 
 def _enrich(rows) -> None:
@@ -177,10 +179,12 @@ def evaluate_targets(rows) -> list:
     for r in sorted(rows, key=_sort_key):
         if r.get("clip") and r["impl"] in (*FUSED, "pyopt_numpy"):
             # The norm must be known before the first element is updated, so a clipped step reads
-            # g twice: (B + 4) / B bytes per float32 element once the step no longer fits in cache.
-            moved = BYTES_PER_F32_ELEMENT[r["rule"]]
+            # g twice: (B + itemsize) / B bytes per element once the step no longer fits in cache
+            # (B: the unclipped step's bytes, which bytes_per_step counts).
+            moved = round(r["bytes_per_step"] / r["n_elements"])
+            clipped = moved + _itemsize(r)
             add(f"{r['clip']} {RULE_NAMES[r['rule']]} {r['workload']} vs unclipped (bound beyond the caches: "
-                f"{(moved + 4) / moved:.2f}x, {moved + 4} vs {moved} bytes/element)", r["impl"],
+                f"{clipped / moved:.2f}x, {clipped} vs {moved} bytes/element)", r["impl"],
                 r.get("clip_overhead"), 1.2, higher_is_better=False)
     for r in sorted(rows, key=_sort_key):
         if r["impl"] in FUSED and r["kind"] == "dense" and not r.get("clip") and r["n_elements"] >= 1 << 22:
