@@ -28,6 +28,7 @@ def _bench(impl, rule, workload, median, *, kind="dense", clip=None, n=M16, step
 # Medians in seconds, per timed call.
 ADAM_16M = {"pyopt_op": 0.020, "pyopt_keras": 0.022, "keras": 0.120, "tf_raw": 0.032, "torch": 0.021}
 PROBE_16M = 0.006  # 12 bytes per element: 33.6 GB/s
+PROBE_1M = 0.0001  # 126 GB/s (in cache): never the probe of a bigger step
 CLIPNORM_ADAM_16M = {"pyopt_op": 0.023, "pyopt_keras": 0.030}
 MANY = {"pyopt_op": 0.006, "keras": 0.018, "tf_call_floor": 0.004}  # 200 x 10K, one step per call
 MANY_10 = {"pyopt_op": 0.040, "keras": 0.150, "tf_call_floor": 0.010}  # 10 steps per call
@@ -36,6 +37,7 @@ MANY_10 = {"pyopt_op": 0.040, "keras": 0.150, "tf_call_floor": 0.010}  # 10 step
 def _json(tmp_path):
     benches = [_bench(i, "adam", "dense_16M", t) for i, t in ADAM_16M.items()]
     benches.append(_bench("triad", "probe", "probe_16M", PROBE_16M, kind="probe"))
+    benches.append(_bench("triad", "probe", "probe_1M", PROBE_1M, kind="probe", n=1 << 20))
     benches += [_bench(i, "adam", "dense_16M", t, clip="clipnorm") for i, t in CLIPNORM_ADAM_16M.items()]
     benches += [_bench(i, "adam", "many_200x10K", t, kind="many", n=2_000_000, n_tensors=200) for i, t in MANY.items()]
     benches += [_bench(i, "adam", "many_200x10K_10_per_call", t, kind="many", n=2_000_000, n_tensors=200,
@@ -103,3 +105,18 @@ def test_from_json_writes_the_report(tmp_path, capsys):
     section = (out / "README_section.md").read_text()
     assert section.startswith("## Benchmarks") and "### Targets" in section and "test CPU, 2 cores" in section
     assert (out / "summary.md").is_file()
+
+
+def test_floor_and_bytes_bound_uses_the_probe_at_or_above_the_step_size(tmp_path):
+    rows, _ = bench_report.load(_json(tmp_path))
+    many = bench_report._find(rows, "pyopt_op", "adam", "many_200x10K")
+    probe_16m = 12 * M16 / PROBE_16M  # bytes/s; 2M elements lie between the 1M and 16M probes
+    assert many["probe_gbps"] == pytest.approx(probe_16m / 1e9)
+    targets = bench_report.evaluate_targets(rows)
+    update_s = 28 * 2_000_000 / probe_16m
+    one = _target(targets, "tf_call_floor", "Adam 200 x 10K tensors: Keras built-in time / (call floor + the step's")
+    assert one["measured"] == pytest.approx(MANY["keras"] / (MANY["tf_call_floor"] + update_s))
+    assert one["passed"] is False  # 3.18x
+    ten = _target(targets, "tf_call_floor", "10 steps per call: Keras built-in time / (loop floor + the step's")
+    assert ten["measured"] == pytest.approx(MANY_10["keras"] / (MANY_10["tf_call_floor"] + 10 * update_s))
+    assert ten["passed"] is True  # 5.62x
