@@ -74,28 +74,37 @@ PYOPT_INLINE void adam(T* __restrict param, const T* __restrict grad, T* __restr
   }
 }
 
-// Sum of squares of a gradient slice, accumulated in double with 16 independent partial
-// sums (vectorisable without reassociating the loop; 4 AVX2 accumulator chains hide the
-// add latency), combined in a fixed order.
+// Sum of squares of a gradient slice, accumulated in double. The slice is read as kStreams
+// interleaved parts of equal length: one read stream per thread left the hardware
+// prefetchers too few misses in flight (about 14 GB/s on 2 cores where the update passes get
+// 27), four streams reach about 20 (a 16M-element float32 norm pass, 2 threads, AVX2 EPYC).
+// Each part keeps 16 independent partial sums (vectorisable without reassociating the loop;
+// 4 AVX2 accumulator chains hide the add latency); all are combined in a fixed order, so the
+// result depends only on the slice.
 template <class T>
 PYOPT_INLINE double sum_of_squares(const T* __restrict grad, std::int64_t n) {
+  constexpr int kStreams = 4;
   constexpr int kLanes = 16;
-  double acc[kLanes] = {};
-  std::int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      const double x = double(load(grad[i + j]));
-      acc[j] += x * x;
-    }
-  }
-  double tail = 0.0;
-  for (; i < n; ++i) {
+  const std::int64_t part = n / (kStreams * kLanes) * kLanes;  // elements per stream, a multiple of kLanes
+  double acc[kStreams][kLanes] = {};
+  for (std::int64_t i = 0; i < part; i += kLanes)
+    for (int s = 0; s < kStreams; ++s)
+      for (int j = 0; j < kLanes; ++j) {
+        const double x = double(load(grad[s * part + i + j]));
+        acc[s][j] += x * x;
+      }
+  double tail = 0.0;  // the last n - kStreams*part elements, in order
+  for (std::int64_t i = kStreams * part; i < n; ++i) {
     const double x = double(load(grad[i]));
     tail += x * x;
   }
-  for (int width = kLanes / 2; width > 0; width /= 2)  // pairwise: acc[j] += acc[j + width]
-    for (int j = 0; j < width; ++j) acc[j] += acc[j + width];
-  return acc[0] + tail;
+  double total = 0.0;
+  for (int s = 0; s < kStreams; ++s) {
+    for (int width = kLanes / 2; width > 0; width /= 2)  // pairwise: acc[s][j] += acc[s][j + width]
+      for (int j = 0; j < width; ++j) acc[s][j] += acc[s][j + width];
+    total += acc[s][0];
+  }
+  return total + tail;
 }
 
 }  // namespace kernels
