@@ -350,12 +350,15 @@ class StepOp : public OpKernel {
 
     // The variable inputs: vars[l][i] is the flat input index of variable i of list l.
     std::vector<std::vector<int>> vars(lists_.size());
+    size_t total = 0;
     for (size_t l = 0; l < lists_.size(); ++l) {
       int start, stop;
       OP_REQUIRES_OK(ctx, InputRange(lists_[l], &start, &stop));
       OP_REQUIRES(ctx, stop - start == n || (lists_[l] == "vhat" && stop == start),
                   Invalid(lists_[l], " has ", stop - start, " variables but ", Grads::kName, " has ", n));
+      vars[l].reserve(size_t(stop - start));
       for (int i = start; i < stop; ++i) vars[l].push_back(i);
+      total += vars[l].size();
     }
     StepOptions<Rule> step;
     OP_REQUIRES_OK(ctx, ReadOptions(ctx, n, lists_.back() == "vhat" && !vars.back().empty(), &step));
@@ -363,6 +366,9 @@ class StepOp : public OpKernel {
     // Look up every variable (once: the locks below reuse these lookups).
     std::vector<core::RefCountPtr<Var>> handles;
     std::vector<size_t> list_of, index_of;
+    handles.reserve(total);
+    list_of.reserve(total);
+    index_of.reserve(total);
     for (size_t l = 0; l < lists_.size(); ++l)
       for (size_t i = 0; i < vars[l].size(); ++i) {
         core::RefCountPtr<Var> var;
@@ -414,6 +420,7 @@ class StepOp : public OpKernel {
         OP_REQUIRES_OK(ctx, PrepareToUpdateVariable<CPUDevice, T>(ctx, var->tensor(), var->copy_on_read_mode.load()));
 
     std::vector<std::vector<CoreT*>> data(lists_.size());
+    for (size_t l = 0; l < lists_.size(); ++l) data[l].reserve(vars[l].size());
     for (size_t k = 0; k < handles.size(); ++k)
       data[list_of[k]].push_back(reinterpret_cast<CoreT*>(handles[k]->tensor()->flat<T>().data()));
     tsl::port::ScopedDontFlushDenormal denormals;  // see PoolExecutor

@@ -46,6 +46,10 @@ struct ChunkPlan {
 
 inline ChunkPlan plan_chunks(const std::vector<std::int64_t>& sizes, std::int64_t chunk = kChunkElems) {
   ChunkPlan plan;
+  std::size_t pieces = 0;
+  for (std::int64_t size : sizes) pieces += std::size_t((size + chunk - 1) / chunk);
+  plan.slices.reserve(pieces);
+  plan.chunk_start.reserve(pieces + 2);
   plan.chunk_start.push_back(0);
   std::int64_t filled = 0;  // elements in the chunk being packed
   for (std::int64_t t = 0; t < std::int64_t(sizes.size()); ++t) {
