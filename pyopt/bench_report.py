@@ -389,11 +389,12 @@ def readme_section(rows, machine, targets, out: Path) -> str:
         "hand-written classes, TF's own ResourceApply* training ops, NumPy expressions, torch's fused optimizers), "
         "all measured in one run. Numbers are medians of rounds on the machine below; GB/s counts 28 (Adam), 20 "
         "(momentum) and 12 (gradient descent) bytes per float32 element; \"% probe\" is against the best "
-        "STREAM-like bandwidth probe measured in the same run; \"x Keras\" / \"x TF op\" are speedups over the "
+        "STREAM-like bandwidth probe measured in the same run, at the first size at or above the step's element "
+        "count; \"x Keras\" / \"x TF op\" are speedups over the "
         "Keras built-in and TF's fused op in the same case; faults/step counts fresh pages touched per step "
         "(temporaries).",
         "Reproduce (from the source tree, `pip install -e '.[bench]'`; torch is optional):\n\n"
-        f"```bash\npyopt bench --out {where}          # ~15 min on 2 cores\n"
+        f"```bash\npyopt bench --out {where}          # ~25 min on 2 cores\n"
         f"pyopt bench --quick --out bench_out     # ~3 min subset\n```\n\n"
         f"Every case: [`{where}/results.md`]({where}/results.md); raw pytest-benchmark JSON: "
         f"[`{where}/bench.json`]({where}/bench.json).",
