@@ -168,8 +168,9 @@ def evaluate_targets(rows) -> list:
         return keras["median_s"] / (floor["median_s"] + floor["bytes_per_step"] / (floor["probe_gbps"] * 1e9))
 
     def small_steps(label, rule, workload, steps_per_call, threshold):
-        """One step per tf.function call, with the call floor's row (the most any implementation
-        can reach there), then ``steps_per_call`` steps per call (the update's own cost)."""
+        """One step per tf.function call, then ``steps_per_call`` steps per call (the update's own
+        cost), each with its bound rows: Keras's time over the floor, and over the floor plus
+        the step's bytes at the probe bandwidth (the most any implementation can reach there)."""
         for impl in FUSED:
             add(f"{label} vs Keras built-in", impl, ratio(impl, rule, workload, "x_keras"), threshold)
         add(f"{label}: Keras built-in time / call floor (the bound at one step per call)", "tf_call_floor",
