@@ -1,0 +1,137 @@
+"""Paired re-measurement of one case: a few implementations timed round by round in ONE process.
+
+A pytest-benchmark run times each case's rounds back to back, so on a shared machine a slow
+minute lands on whichever implementation runs then. Here every round runs each
+implementation once (``reps`` calls), the order rotating from round to round, and the
+ratios are taken within a round before the median: drift hits all of them alike.
+
+    python bench/paired.py adam dense_16M pyopt_op,tf_raw,torch,keras
+    python bench/paired.py momentum dense_16M pyopt_op,pyopt_numpy --clip clipnorm --with-unclipped
+    python bench/paired.py adam many_200x10K_10_per_call pyopt_op,keras,tf_call_floor --rounds 8
+
+The first implementation is the base: "x base" is (its time) / (this one's time) per round,
+median over rounds (> 1: this one is faster). ``--with-unclipped`` also times each
+implementation unclipped and prints clipped / unclipped per implementation. Every
+implementation is checked once against the float64 reference of the first step, as in the
+benchmark suites. Workloads: the names of the suites (``dense_16M``, ``many_200x10K``,
+``mlp_13_4_1_100_per_call``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workloads import CLIPS, FLOOR_IMPL, RULES, check_first_step, data_for, update_cases  # noqa: E402
+
+
+def time_rounds(steps: Dict[str, Callable[[], object]], rounds: int, reps: int,
+                clock: Callable[[], float] = time.perf_counter) -> Dict[str, List[float]]:
+    """Seconds per call of each step, one entry per round; round r starts at name r mod len."""
+    if rounds < 1 or reps < 1:
+        raise ValueError(f"rounds and reps must be >= 1, got rounds={rounds}, reps={reps}")
+    names = list(steps)
+    times: Dict[str, List[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            t0 = clock()
+            for _ in range(reps):
+                steps[name]()
+            times[name].append((clock() - t0) / reps)
+    return times
+
+
+def summarize(times: Dict[str, List[float]], steps_per_call: int = 1) -> List[dict]:
+    """Per name: median and min seconds per step, and the median over rounds of base / this."""
+    base = next(iter(times))
+    rows = []
+    for name, ts in times.items():
+        ratios = [b / t for b, t in zip(times[base], ts)]
+        rows.append(dict(name=name, median_s=statistics.median(ts) / steps_per_call, min_s=min(ts) / steps_per_call,
+                         x_base=statistics.median(ratios)))
+    return rows
+
+
+def ratio_of(times: Dict[str, List[float]], num: str, den: str) -> float:
+    """Median over rounds of times[num] / times[den] (e.g. clipped / unclipped)."""
+    return statistics.median(a / b for a, b in zip(times[num], times[den]))
+
+
+def workloads() -> dict:
+    return {w.name: w for w, _, _ in update_cases(quick=False)}
+
+
+def _build(name, rule, clip, data, workload):
+    from implementations import IMPLEMENTATIONS
+
+    runner = IMPLEMENTATIONS[name].build(rule, clip, data, steps_per_call=workload.steps_per_call)
+    runner.step()  # trace / compile, then the value check (the call floor updates nothing)
+    if name != FLOOR_IMPL:
+        check_first_step(data, rule, clip, runner.sample(data.positions()), torch_epsilon=name == "torch",
+                         steps=workload.steps_per_call)
+    runner.step()
+    return runner.step
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("rule", choices=RULES)
+    p.add_argument("workload", help="a workload of the suites, e.g. dense_16M, many_200x10K, mlp_13_4_1")
+    p.add_argument("impls", help="comma-separated implementation names; the first is the base")
+    p.add_argument("--clip", choices=[c for c in CLIPS if c], default=None)
+    p.add_argument("--with-unclipped", action="store_true", help="with --clip: also time each unclipped")
+    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--reps", type=int, default=5, help="calls per implementation per round")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from implementations import IMPLEMENTATIONS, Unavailable
+
+    known = workloads()
+    if args.workload not in known:
+        raise SystemExit(f"unknown workload {args.workload!r}; one of: {', '.join(sorted(known))}")
+    names = [n for n in args.impls.split(",") if n]
+    unknown = [n for n in names if n not in IMPLEMENTATIONS]
+    if unknown or not names:
+        raise SystemExit(f"unknown implementation(s) {unknown}; known: {', '.join(IMPLEMENTATIONS)}")
+    if args.with_unclipped and not args.clip:
+        raise SystemExit("--with-unclipped needs --clip")
+    workload = known[args.workload]
+    data = data_for(workload)
+    clips = [args.clip] + ([None] if args.with_unclipped else [])
+    steps = {}
+    for name in names:
+        for clip in clips:
+            key = name if clip == args.clip else f"{name} (unclipped)"
+            try:
+                steps[key] = _build(name, args.rule, clip, data, workload)
+            except Unavailable as exc:
+                print(f"skipped {key}: {exc}")
+    if not steps:
+        raise SystemExit("no implementation could run here")
+    times = time_rounds(steps, args.rounds, args.reps)
+    rows = summarize(times, workload.steps_per_call)
+    base = rows[0]["name"]
+    print(f"{args.rule}{' ' + args.clip if args.clip else ''} {workload.name}: {args.rounds} rounds x {args.reps} "
+          f"calls, {workload.steps_per_call} step(s) per call, interleaved")
+    print(f"| implementation | ms/step (median) | ms/step (min) | x {base} |\n|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['name']} | {r['median_s'] * 1e3:.3f} | {r['min_s'] * 1e3:.3f} | {r['x_base']:.2f} |")
+    if args.with_unclipped:
+        for name in names:
+            if name in steps and f"{name} (unclipped)" in steps:
+                print(f"{name}: {args.clip} / unclipped = {ratio_of(times, name, f'{name} (unclipped)'):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

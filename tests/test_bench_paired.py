@@ -1,0 +1,77 @@
+"""bench/paired.py: round-by-round interleaved timing and its ratios, on a fake clock, then
+end to end on the NumPy implementations of a small case."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.fixture(scope="module")
+def paired():
+    spec = importlib.util.spec_from_file_location("bench_paired", BENCH / "paired.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakeClock:
+    """time advances only when a step runs: step `name` costs cost[name][round]."""
+
+    def __init__(self, costs):
+        self.now, self.costs, self.calls, self.order = 0.0, costs, {n: 0 for n in costs}, []
+
+    def __call__(self):
+        return self.now
+
+    def step(self, name, reps):
+        def run():
+            self.order.append(name)
+            self.now += self.costs[name][self.calls[name] // reps]
+            self.calls[name] += 1
+        return run
+
+
+def test_rounds_rotate_and_time_each_call(paired):
+    costs = {"a": [1.0, 2.0, 4.0], "b": [3.0, 3.0, 3.0], "c": [0.5, 0.5, 8.0]}
+    clock = FakeClock(costs)
+    times = paired.time_rounds({n: clock.step(n, 2) for n in costs}, rounds=3, reps=2, clock=clock)
+    assert times == costs  # seconds per call, one entry per round
+    firsts = clock.order[::6]  # 3 names x 2 reps per round
+    assert firsts == ["a", "b", "c"]  # round r starts at name r
+
+
+def test_summary_uses_per_round_ratios(paired):
+    # b is 2x slower than a in every round, though the machine slows down 10x midway:
+    times = {"a": [1.0, 1.0, 10.0, 10.0, 10.0], "b": [2.0, 2.0, 20.0, 20.0, 20.0]}
+    rows = {r["name"]: r for r in paired.summarize(times, steps_per_call=10)}
+    assert rows["a"]["x_base"] == 1.0
+    assert rows["b"]["x_base"] == pytest.approx(0.5)
+    assert rows["b"]["median_s"] == pytest.approx(2.0) and rows["b"]["min_s"] == pytest.approx(0.2)  # per step
+    assert paired.ratio_of(times, "b", "a") == pytest.approx(2.0)
+
+
+def test_bad_counts_are_refused(paired):
+    with pytest.raises(ValueError, match="rounds and reps must be >= 1"):
+        paired.time_rounds({"a": lambda: None}, rounds=0, reps=1)
+
+
+def test_end_to_end_numpy(paired, capsys):
+    assert paired.main(["adam", "dense_1K", "pyopt_numpy,numpy", "--clip", "clipnorm", "--with-unclipped",
+                        "--rounds", "2", "--reps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| pyopt_numpy |" in out and "| numpy (unclipped) |" in out
+    assert "pyopt_numpy: clipnorm / unclipped = " in out
+
+
+def test_unknown_names_are_refused(paired):
+    with pytest.raises(SystemExit, match="unknown workload 'dense_3M'"):
+        paired.main(["adam", "dense_3M", "pyopt_numpy"])
+    with pytest.raises(SystemExit, match=r"unknown implementation\(s\) \['nope'\]"):
+        paired.main(["adam", "dense_1K", "pyopt_numpy,nope"])
+    with pytest.raises(SystemExit, match="--with-unclipped needs --clip"):
+        paired.main(["adam", "dense_1K", "pyopt_numpy", "--with-unclipped"])
