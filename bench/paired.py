@@ -33,7 +33,8 @@ from workloads import CLIPS, FLOOR_IMPL, RULES, check_first_step, data_for, upda
 
 def time_rounds(steps: Dict[str, Callable[[], object]], rounds: int, reps: int,
                 clock: Callable[[], float] = time.perf_counter) -> Dict[str, List[float]]:
-    """Seconds per call of each step, one entry per round; round r starts at name r mod len."""
+    """Seconds per call of each step, one entry per round; round r starts at name r mod len
+    (every name leads equally often when rounds is a multiple of the number of names)."""
     if rounds < 1 or reps < 1:
         raise ValueError(f"rounds and reps must be >= 1, got rounds={rounds}, reps={reps}")
     names = list(steps)
@@ -49,7 +50,8 @@ def time_rounds(steps: Dict[str, Callable[[], object]], rounds: int, reps: int,
 
 
 def summarize(times: Dict[str, List[float]], steps_per_call: int = 1) -> List[dict]:
-    """Per name: median and min seconds per step, and the median over rounds of base / this."""
+    """Per name: the median and the least of its per-round means (seconds per step), and the
+    median over rounds of base / this."""
     base = next(iter(times))
     rows = []
     for name, ts in times.items():

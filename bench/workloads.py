@@ -94,7 +94,7 @@ TARGET_SIZE = 1 << 24
 
 # The implementations every case runs; the others (pyopt pure-TF, the chapter's classes,
 # Keras under XLA, NumPy expressions) run where they matter most, to keep the default run
-# under ~15 minutes on 2 cores: the unclipped float32 sweep, many small tensors, the MLP.
+# under ~25 minutes on 2 cores: the unclipped float32 sweep, many small tensors, the MLP.
 CORE_IMPLS = ("pyopt_op", "pyopt_keras", "pyopt_numpy", "keras", "tf_raw", "torch")
 SWEEP_SIZES_GD_MOMENTUM = (1 << 10, 1 << 20, 1 << 24, 1 << 26)
 

@@ -75,12 +75,12 @@ PYOPT_INLINE void adam(T* __restrict param, const T* __restrict grad, T* __restr
 }
 
 // Sum of squares of a gradient slice, accumulated in double. The slice is read as kStreams
-// interleaved parts of equal length: one read stream per thread left the hardware
-// prefetchers too few misses in flight (about 14 GB/s on 2 cores where the update passes get
-// 27), four streams reach about 20 (a 16M-element float32 norm pass, 2 threads, AVX2 EPYC).
-// Each part keeps 16 independent partial sums (vectorisable without reassociating the loop;
-// 4 AVX2 accumulator chains hide the add latency); all are combined in a fixed order, so the
-// result depends only on the slice.
+// contiguous quarters in lock-step: with one read stream per thread the hardware prefetchers
+// keep too few misses in flight (14-15 GB/s on 2 cores of the AVX2 EPYC where the update
+// passes get 27-30), with four the norm pass gets 20-25 (tools/core_bench.sh). Each quarter
+// keeps 16 independent partial sums (vectorisable without reassociating the loop): 16 AVX2
+// registers in all, a few of which the compiler keeps on the stack; 8 per quarter measured
+// slower. All are combined in a fixed order, so the result depends only on the slice.
 template <class T>
 PYOPT_INLINE double sum_of_squares(const T* __restrict grad, std::int64_t n) {
   constexpr int kStreams = 4;
