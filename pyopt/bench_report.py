@@ -206,10 +206,11 @@ def evaluate_targets(rows) -> list:
         if r.get("clip") and r["impl"] in (*FUSED, "pyopt_numpy"):
             # The norm must be known before the first element is updated, so a clipped step reads
             # g twice: (B + itemsize) / B bytes per element once the step no longer fits in cache
-            # (B: the unclipped step's bytes, which bytes_per_step counts).
+            # (B: the unclipped step's bytes, which bytes_per_step counts). The overhead to expect
+            # when the unclipped step runs at full bandwidth; less where it does not.
             moved = round(r["bytes_per_step"] / r["n_elements"])
             clipped = moved + _itemsize(r)
-            add(f"{r['clip']} {RULE_NAMES[r['rule']]} {r['workload']} vs unclipped (bound beyond the caches: "
+            add(f"{r['clip']} {RULE_NAMES[r['rule']]} {r['workload']} vs unclipped (bytes ratio beyond the caches: "
                 f"{clipped / moved:.2f}x, {clipped} vs {moved} bytes/element)", r["impl"],
                 r.get("clip_overhead"), 1.2, higher_is_better=False)
     for r in sorted(rows, key=_sort_key):

@@ -90,7 +90,7 @@ def test_targets_pass_and_fail_on_the_measured_ratios(tmp_path):
     assert loop_floor["measured"] == pytest.approx(15.0)
     clip_op = _target(targets, "pyopt_op", "clipnorm Adam dense_16M vs unclipped")
     assert clip_op["measured"] == pytest.approx(1.15) and clip_op["passed"] is True
-    assert "1.14x, 32 vs 28 bytes/element" in clip_op["target"]  # the bound beyond the caches
+    assert "1.14x, 32 vs 28 bytes/element" in clip_op["target"]  # the bytes ratio beyond the caches
     clip_keras = _target(targets, "pyopt_keras", "clipnorm Adam dense_16M vs unclipped")
     assert clip_keras["passed"] is False
     unmeasured = _target(targets, "pyopt_op", "dense gradient descent 16M vs Keras built-in")

@@ -76,8 +76,8 @@ PYOPT_INLINE void adam(T* __restrict param, const T* __restrict grad, T* __restr
 
 // Sum of squares of a gradient slice, accumulated in double. The slice is read as kStreams
 // contiguous quarters in lock-step: with one read stream per thread the hardware prefetchers
-// keep too few misses in flight (14-15 GB/s on 2 cores of the AVX2 EPYC where the update
-// passes get 27-30), with four the norm pass gets 20-25 (tools/core_bench.sh). Each quarter
+// keep too few misses in flight (12-15 GB/s on 2 cores of an AVX2 EPYC, where the update
+// passes get 22-31), with four the norm pass gets 17-25 (tools/core_bench.sh). Each quarter
 // keeps 16 independent partial sums (vectorisable without reassociating the loop): 16 AVX2
 // registers in all, a few of which the compiler keeps on the stack; 8 per quarter measured
 // slower. All are combined in a fixed order, so the result depends only on the slice.
