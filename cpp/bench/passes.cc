@@ -39,35 +39,31 @@ int main(int argc, char** argv) {
   t[0].size = n;
   const ChunkPlan plan = plan_chunks({n});
   const std::vector<double> scales{1.0};
-  std::vector<double> partial(plan.slices.size());
-  const GradientDescentUpdate<float> gd{GradientDescentHyper{1e-9}};
-  const MomentumUpdate<float> momentum{MomentumHyper{1e-9, 0.9, false}};
-  const AdamUpdate<float> adam{AdamHyper{1e-9, 0.9, 0.999, 1e-7, 1, false}};
-  const auto norm = [&] {
-    for_each_slice(plan, exec, [&](std::int64_t s) {
-      const Slice& sl = plan.slices[size_t(s)];
-      partial[size_t(s)] = dispatch::sum_of_squares<float>(g.data() + sl.begin, sl.end - sl.begin);
-    });
-  };
+  GradientOptions unclipped, clipped;
+  clipped.clipnorm = 1.0;
+  std::vector<double> clip_scales;
   struct Case {
     std::string name;
     double bytes_per_element;  // nominal traffic (a clipped step: + 4 for the norm pass's read of g)
     std::function<void()> run;
   };
-  std::vector<Case> cases;
-  const auto add_rule = [&](const std::string& rule, double bytes, auto update) {
-    cases.push_back({rule + " update", bytes, [&, update] { detail::update_pass(t, plan, scales, exec, update); }});
+  // The norm pass alone, then per rule: the whole step (apply_*: plan, then the update pass),
+  // the update pass in the reverse chunk order a clipped step uses, and the whole clipped step.
+  std::vector<Case> cases = {{"norm pass (sum of squares of g)", 4,
+                              [&] { gradient_scales(t, plan, clipped, exec, clip_scales); }}};
+  const auto add_rule = [&](const std::string& rule, double bytes, auto hyper, auto apply, auto update) {
+    cases.push_back({rule + " update", bytes, [&, hyper, apply] { apply(t, hyper, unclipped, exec); }});
     cases.push_back({rule + " update, reverse order", bytes,
                      [&, update] { detail::update_pass(t, plan, scales, exec, update, /*after_norm_pass=*/true); }});
-    cases.push_back({rule + " clipped (norm + reverse update)", bytes + 4, [&, update] {
-                       norm();
-                       detail::update_pass(t, plan, scales, exec, update, true);
-                     }});
+    cases.push_back({rule + " clipped (norm + reverse update)", bytes + 4,
+                     [&, hyper, apply] { apply(t, hyper, clipped, exec); }});
   };
-  cases.push_back({"norm pass (sum of squares of g)", 4, norm});
-  add_rule("gd", 12, gd);
-  add_rule("momentum", 20, momentum);
-  add_rule("adam", 28, adam);
+  const GradientDescentHyper gd{1e-9};
+  const MomentumHyper momentum{1e-9, 0.9, false};
+  const AdamHyper adam{1e-9, 0.9, 0.999, 1e-7, 1, false};
+  add_rule("gd", 12, gd, apply_gradient_descent<float>, GradientDescentUpdate<float>{gd});
+  add_rule("momentum", 20, momentum, apply_momentum<float>, MomentumUpdate<float>{momentum});
+  add_rule("adam", 28, adam, apply_adam<float>, AdamUpdate<float>{adam});
 
   const int rounds = 12, reps = 5;
   std::vector<std::vector<double>> ms(cases.size());
