@@ -28,7 +28,7 @@ from typing import Callable, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workloads import CLIPS, FLOOR_IMPL, RULES, check_first_step, data_for, update_cases  # noqa: E402
+from workloads import CLIPS, FLOOR_IMPL, RULES, check_runner, data_for, update_cases  # noqa: E402
 
 
 def time_rounds(steps: Dict[str, Callable[[], object]], rounds: int, reps: int,
@@ -76,8 +76,7 @@ def _build(name, rule, clip, data, workload):
     runner = IMPLEMENTATIONS[name].build(rule, clip, data, steps_per_call=workload.steps_per_call)
     runner.step()  # trace / compile, then the value check (the call floor updates nothing)
     if name != FLOOR_IMPL:
-        check_first_step(data, rule, clip, runner.sample(data.positions()), torch_epsilon=name == "torch",
-                         steps=workload.steps_per_call)
+        check_runner(data, rule, clip, name, runner, steps=workload.steps_per_call)
     runner.step()
     return runner.step
 

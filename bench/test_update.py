@@ -14,7 +14,7 @@ import pytest
 
 from conftest import build_or_skip, selected
 from implementations import IMPLEMENTATIONS
-from workloads import FLOOR_IMPL, SLOTS_PER_RULE, ParamUnchanged, case_impls, check_first_step, data_for, runs_call_floor, update_cases
+from workloads import FLOOR_IMPL, SLOTS_PER_RULE, ParamUnchanged, case_impls, check_runner, data_for, runs_call_floor, update_cases
 
 # Keras' Adam and TF's ResourceApplyAdam compute the bias correction in the variable's dtype:
 # in bfloat16, beta_2 = 0.999 rounds to 1.0, so alpha = lr*sqrt(1 - beta_2^t)/(1 - beta_1^t) = 0
@@ -62,8 +62,7 @@ def test_update(case, timed, benchmark):
         rel_err, note = None, f"no update: the cost of a tf.function call taking these {inputs} variables and gradients"
     else:
         try:
-            rel_err = check_first_step(data, rule, clip, runner.sample(data.positions()),
-                                       torch_epsilon=name == "torch", steps=workload.steps_per_call)
+            rel_err = check_runner(data, rule, clip, name, runner, steps=workload.steps_per_call)
         except ParamUnchanged:
             if not (workload.dtype == "bfloat16" and (rule == "adam" or name == "torch")):
                 raise

@@ -270,3 +270,10 @@ def check_first_step(data: WorkloadData, rule: str, clip, after: np.ndarray, tor
     if not ok:
         raise AssertionError(f"first step differs from the reference: expected update {want}, got {got}")
     return float(rel.max())
+
+
+def check_runner(data: WorkloadData, rule: str, clip, impl_name: str, runner, steps: int = 1) -> float:
+    """``check_first_step`` on the parameters a runner samples after its first call; torch's
+    Adam adds epsilon after the bias correction, so it is checked against that form."""
+    return check_first_step(data, rule, clip, runner.sample(data.positions()), torch_epsilon=impl_name == "torch",
+                            steps=steps)
