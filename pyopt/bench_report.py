@@ -92,6 +92,11 @@ def _case(row) -> tuple:
     return (row["rule"], row.get("clip"), row["workload"], bool(row.get("train")))
 
 
+def _step(row) -> tuple:
+    """The update a row times, whatever the implementation and the steps per call."""
+    return tuple(row.get(k) for k in ("rule", "clip", "dtype", "n_tensors", "n_elements", "kind", "train"))
+
+
 def _itemsize(row) -> int:
     return {"float32": 4, "float64": 8, "bfloat16": 2}.get(row.get("dtype"), 4)
 
@@ -114,8 +119,9 @@ def _enrich(rows) -> None:
             continue
         if probe and not r.get("train"):
             # The first probe size at or above the step's float32-equivalent parameter count (its
-            # slots make the step's footprint larger still; a step above every probe takes the largest): 200 x 10K = 2M elements is compared with the 4M
-            # probe, not with the 1M one that fits in cache.
+            # slots make the step's footprint larger still; a step above every probe takes the
+            # largest): 200 x 10K = 2M elements is compared with the 4M probe, not with the 1M
+            # one that fits in cache.
             elements = _f32_elements(r)
             size = min((n for n in probe if n >= elements), default=max(probe))
             r["probe_gbps"] = probe[size]
@@ -159,7 +165,7 @@ def evaluate_targets(rows) -> list:
             None if mine is None or torch is None else torch["median_s"] / mine["median_s"], 1.0)
         add("dense Adam 16M, fraction of bandwidth probe", impl, ratio(impl, "adam", "dense_16M", "probe_fraction"),
             0.85, unit="%")
-    def floor_and_bytes_bound(rule, workload):
+    def floor_and_bytes_estimate(rule, workload):
         """Keras's time over an estimate of the least a TF implementation can take: the call (or
         loop) floor, then the step's bytes at the best bandwidth this run saw for them (the
         probe at this size, or any implementation of the same step, at any steps per call,
@@ -168,9 +174,7 @@ def evaluate_targets(rows) -> list:
         floor, keras = _find(rows, FLOOR, rule, workload), _find(rows, "keras", rule, workload)
         if floor is None or keras is None or not floor.get("probe_gbps"):
             return None
-        same_step = lambda r: tuple(r.get(k) for k in ("rule", "clip", "dtype", "n_tensors", "n_elements", "kind",
-                                                       "train"))  # noqa: E731
-        moved = [r["gbps"] for r in rows if same_step(r) == same_step(floor) and r["impl"] != FLOOR]
+        moved = [r["gbps"] for r in rows if _step(r) == _step(floor) and r["impl"] != FLOOR]
         bandwidth = max([floor["probe_gbps"], *moved]) * 1e9
         return keras["median_s"] / (floor["median_s"] + floor["bytes_per_step"] / bandwidth)
 
@@ -183,7 +187,7 @@ def evaluate_targets(rows) -> list:
         add(f"{label}: Keras built-in time / call floor (the bound at one step per call)", FLOOR,
             ratio(FLOOR, rule, workload, "x_keras"), threshold)
         add(f"{label}: Keras built-in time / (call floor + the step's bytes at the best bandwidth seen), "
-            "an estimated ceiling", FLOOR, floor_and_bytes_bound(rule, workload), threshold)
+            "an estimated ceiling", FLOOR, floor_and_bytes_estimate(rule, workload), threshold)
         looped = f"{workload}_{steps_per_call}_per_call"
         for impl in FUSED:
             add(f"{label} vs Keras built-in, {steps_per_call} steps per call", impl,
@@ -191,7 +195,7 @@ def evaluate_targets(rows) -> list:
         add(f"{label}, {steps_per_call} steps per call: Keras built-in time / loop floor (the bound there)",
             FLOOR, ratio(FLOOR, rule, looped, "x_keras"), threshold)
         add(f"{label}, {steps_per_call} steps per call: Keras built-in time / (loop floor + the step's bytes at "
-            "the best bandwidth seen), an estimated ceiling", FLOOR, floor_and_bytes_bound(rule, looped), threshold)
+            "the best bandwidth seen), an estimated ceiling", FLOOR, floor_and_bytes_estimate(rule, looped), threshold)
 
     small_steps("Adam 200 x 10K tensors", "adam", "many_200x10K", 10, 3.5)
     for rule in ("adam", "gd", "momentum"):
@@ -369,8 +373,9 @@ def write_report(rows, machine, out: Path) -> list:
         "# pyopt benchmarks\n",
         "Median of rounds per case; GB/s at 28 (Adam), 20 (momentum), 12 (gradient descent) bytes per float32 "
         "element; % probe: of the best STREAM-like probe at the first size at or above the step's float32-"
-        "equivalent element count, in the same run; x Keras / x TF op: speedup over the Keras built-in / TF's ResourceApply* ops "
-        "in the same case; faults/step: minor page faults per step (fresh pages for temporaries).\n",
+        "equivalent element count, in the same run; x Keras / x TF op: speedup over the Keras built-in / TF's "
+        "ResourceApply* ops in the same case; faults/step: minor page faults per step (fresh pages for "
+        "temporaries).\n",
         summary,
         "## All cases\n\n" + cases_table(rows),
         "## Bandwidth probes\n\n" + probe_table(rows),
