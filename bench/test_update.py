@@ -57,8 +57,11 @@ def test_update(case, timed, benchmark):
     note = None
     if name == FLOOR_IMPL:  # updates nothing, by design; but it must take every input
         inputs = workload.n_tensors * (1 + SLOTS_PER_RULE[rule]) + workload.n_tensors  # variables, slots, grads
-        captured = len(runner.step.get_concrete_function().captured_inputs)
+        graph_fn = runner.step.get_concrete_function()
+        captured = len(graph_fn.captured_inputs)
         assert captured >= inputs, f"the call floor takes {captured} inputs, not the {inputs} it should"
+        consumed = max((len(op.inputs) for op in graph_fn.graph.get_operations() if op._is_stateful), default=0)
+        assert consumed >= inputs, f"no stateful node consumes the floor's {inputs} inputs (TF would prune it)"
         rel_err, note = None, f"no update: the cost of a tf.function call taking these {inputs} variables and gradients"
     else:
         try:
