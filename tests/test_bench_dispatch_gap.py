@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 @pytest.fixture(scope="module")
-def gap():
-    spec = importlib.util.spec_from_file_location("bench_dispatch_gap", BENCH / "dispatch_gap.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def gap(bench_script):
+    return bench_script("dispatch_gap.py")
 
 
 class Clocks:

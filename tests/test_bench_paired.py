@@ -3,20 +3,12 @@ end to end on the NumPy implementations of a small case."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 @pytest.fixture(scope="module")
-def paired():
-    spec = importlib.util.spec_from_file_location("bench_paired", BENCH / "paired.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def paired(bench_script):
+    return bench_script("paired.py")
 
 
 class FakeClock:
