@@ -1,10 +1,10 @@
 """The cost of one TF call as a function of the time since the previous one.
 
-At 16M elements the op's step takes 1-2 ms longer than pyopt.kernels' on the same data,
-though the kernel inside the op runs about as fast. Most of the difference is the
-``tf.function`` call around it: back to back, a call of a tiny pyopt op costs about 0.3 ms
-here, but after a few milliseconds of other work (the previous step) it costs 1.0-1.5 ms,
-and the calling thread's CPU time grows with it. Every TF implementation pays this on a
+At 16M elements the op's step often takes 1-2 ms longer than pyopt.kernels' on the same
+data (paired), though the kernel inside the op runs about as fast. Much of the difference is
+the ``tf.function`` call around it: on the 2-core machine of the README, a call of a tiny
+pyopt op costs 0.36-0.5 ms back to back but 1.2-1.7 ms after a 4-16 ms pause (the previous
+step), and the calling thread's CPU time grows with it. Every TF implementation pays this on a
 long step; a NumPy or torch call is far shorter, so it pays far less.
 
     python bench/dispatch_gap.py                      # pauses 0..16 ms, busy and sleeping
@@ -84,6 +84,10 @@ def main(argv=None) -> int:
         pauses = [float(x) / 1e3 for x in args.pauses.split(",") if x.strip()]
     except ValueError:
         raise SystemExit(f"--pauses must be comma-separated numbers of ms, got {args.pauses!r}")
+    if args.calls < 1:
+        raise SystemExit(f"--calls must be >= 1, got {args.calls}")
+    if any(p < 0 for p in pauses):
+        raise SystemExit(f"--pauses must be >= 0 ms, got {args.pauses!r}")
     call = tiny_op_call()
     kinds = {"busy": busy_wait} if args.no_sleep else {"busy": busy_wait, "sleep": time.sleep}
     print(f"one call of a tiny pyopt op in tf.function, after a pause; median of {args.calls} calls")

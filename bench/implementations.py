@@ -297,7 +297,8 @@ def _call_floor_updater(rule, clip, variables):
     stateful Assert(true) whose data are every handle and gradient: they become inputs of the
     graph (captured, passed on each call; control dependencies on eager handles would capture
     nothing), and a stateful node is not pruned, as TF's graph optimizer prunes an IdentityN
-    with no consumer (that floor measured 3.75 ms per call at 200 x 10K Adam, this one 4.52)."""
+    with no consumer (side by side at 200 x 10K Adam, that floor took 17% less time per call
+    than this one: it timed the call but not the node)."""
     tf = _tf()
     slots = [_zeros_like(variables) for _ in range(SLOTS_PER_RULE[rule])]
 

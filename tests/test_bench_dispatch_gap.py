@@ -74,9 +74,13 @@ def test_busy_wait_waits(gap):
     assert now[0] >= 0.011
 
 
-def test_bad_pauses_option(gap):
-    with pytest.raises(SystemExit, match="comma-separated numbers"):
-        gap.main(["--pauses", "1,x"])
+@pytest.mark.parametrize("argv, match", [(["--pauses", "1,x"], "comma-separated numbers"),
+                                         (["--pauses", "-1"], "--pauses must be >= 0"),
+                                         (["--calls", "0"], "--calls must be >= 1")])
+def test_bad_options_stop_before_tf_starts(gap, monkeypatch, argv, match):
+    monkeypatch.setattr(gap, "tiny_op_call", lambda: pytest.fail("TF was started before the options were checked"))
+    with pytest.raises(SystemExit, match=match):
+        gap.main(argv)
 
 
 def test_end_to_end(gap, capsys):
