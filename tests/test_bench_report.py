@@ -128,3 +128,32 @@ def test_floor_and_bytes_estimate_uses_the_best_bandwidth_seen(tmp_path):
     ten = _target(targets, "tf_call_floor", "10 steps per call: Keras built-in time / (loop floor + the step's")
     assert ten["measured"] == pytest.approx((MANY_10["keras"] / 10) / (MANY_10["tf_call_floor"] / 10 + numpy_step_s))
     assert ten["passed"] is True  # 6.82x
+
+
+def test_dense_bandwidth_bound_is_the_reference_time_over_the_bytes_at_the_best_bandwidth(tmp_path):
+    rows, _ = bench_report.load(_json(tmp_path))
+    targets = bench_report.evaluate_targets(rows)
+    # No implementation beat the 16M probe (33.6 GB/s), so the step's 28 bytes per element
+    # take 14 ms at best: Keras (120 ms) can be beaten by 8.57x at most, TF's op (32 ms) by 2.29x.
+    best_step_s = 28 * M16 / (12 * M16 / PROBE_16M)
+    keras = _target(targets, bench_report.BOUND, "dense Adam 16M: Keras built-in time / (the step's bytes")
+    assert keras["measured"] == pytest.approx(ADAM_16M["keras"] / best_step_s) and keras["passed"] is True
+    raw = _target(targets, bench_report.BOUND, "dense Adam 16M: ResourceApplyAdam time / (the step's bytes")
+    assert raw["measured"] == pytest.approx(ADAM_16M["tf_raw"] / best_step_s) and raw["passed"] is True
+    # Gradient descent was not measured: its bound rows say so instead of passing or failing.
+    gd = _target(targets, bench_report.BOUND, "dense gradient descent 16M: Keras built-in time / (the step's")
+    assert gd["measured"] is None and gd["passed"] is None
+
+
+def test_dense_bandwidth_bound_fails_when_the_reference_is_already_near_the_probe(tmp_path):
+    path = _json(tmp_path)
+    raw = json.loads(path.read_text())
+    for b in raw["benchmarks"]:  # TF's op at 0.018 s: 26.1 GB/s of the probe's 33.6
+        if b["extra_info"]["impl"] == "tf_raw":
+            b["stats"]["median"] = 0.018
+    path.write_text(json.dumps(raw))
+    rows, _ = bench_report.load(path)
+    bound = _target(bench_report.evaluate_targets(rows), bench_report.BOUND,
+                    "dense Adam 16M: ResourceApplyAdam time / (the step's bytes")
+    assert bound["measured"] == pytest.approx(0.018 / (28 * M16 / (12 * M16 / PROBE_16M)))
+    assert bound["passed"] is False  # 1.29x: 1.5x is out of reach for any implementation in this run
