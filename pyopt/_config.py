@@ -36,6 +36,7 @@ def config() -> dict:
         "machine": platform.machine(),
         "cpu": _cpu_name(),
         "cores": os.cpu_count(),
+        **_cpu_details(),
     }
     try:
         lib = core()
@@ -71,3 +72,40 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _cpu_details(cpuinfo: str = "/proc/cpuinfo", cache_dir: str = "/sys/devices/system/cpu/cpu0/cache") -> dict:
+    """CPU family/model/stepping and the last-level cache size, where Linux tells them: machines
+    sold under one name ("AMD EPYC") differ in generation, bandwidth and caches, and benchmark
+    ratios with them."""
+    out: dict = {}
+    keys = {"cpu family": "family", "model": "model", "stepping": "stepping"}
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor is enough
+                name, _, value = line.partition(":")
+                if name.strip() in keys:
+                    out[keys[name.strip()]] = value.strip()
+    except OSError:
+        pass
+    parts = [f"{k} {out[k]}" for k in ("family", "model", "stepping") if k in out]
+    details = {"cpu_model": ", ".join(parts)} if parts else {}
+    levels = {}
+    try:
+        entries = sorted(e for e in os.listdir(cache_dir) if e.startswith("index"))
+    except OSError:
+        entries = []
+    for entry in entries:
+        try:
+            with open(os.path.join(cache_dir, entry, "level"), encoding="utf-8") as f:
+                level = int(f.read())
+            with open(os.path.join(cache_dir, entry, "size"), encoding="utf-8") as f:
+                levels[level] = f.read().strip()
+        except (OSError, ValueError):
+            continue
+    if levels:
+        top = max(levels)
+        details["last_level_cache"] = f"L{top} {levels[top]}"
+    return details

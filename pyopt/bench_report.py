@@ -326,7 +326,9 @@ def machine_lines(machine) -> str:
     load = machine.get("loadavg_at_end", machine.get("loadavg_at_start"))  # older runs: same value, misnamed
     commit = machine.get("commit", {})
     items = [
-        ("CPU", f"{cfg.get('cpu', machine.get('cpu', {}).get('brand_raw', '?'))}, {cfg.get('cores', '?')} cores"),
+        ("CPU", ", ".join(str(x) for x in (cfg.get("cpu", machine.get("cpu", {}).get("brand_raw", "?")),
+                                             f"{cfg.get('cores', '?')} cores", cfg.get("cpu_model"),
+                                             cfg.get("last_level_cache")) if x)),
         ("pyopt ISA path", f"{cfg.get('isa', '?')} (supported: {cfg.get('supported_isas', '?')})"),
         ("pyopt NumPy threads", cfg.get("numpy_threads", "?")),
         ("TF op library", ", ".join(f"{k}={v}" for k, v in cfg.items() if k.startswith(("tf", "ops", "fused",

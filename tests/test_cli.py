@@ -48,6 +48,23 @@ def test_info_prints_the_config(capsys):
     assert pyopt.__version__ in out
 
 
+def test_cpu_details_read_family_model_and_the_last_level_cache(tmp_path):
+    from pyopt import _config
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                       "model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\ncpu family\t: 99\n")
+    cache = tmp_path / "cache"
+    for index, (level, size) in enumerate([(1, "32K"), (1, "32K"), (2, "1024K"), (3, "32768K")]):
+        (cache / f"index{index}").mkdir(parents=True)
+        (cache / f"index{index}" / "level").write_text(f"{level}\n")
+        (cache / f"index{index}" / "size").write_text(f"{size}\n")
+    (cache / "uevent").write_text("")  # not a cache level: skipped
+    details = _config._cpu_details(str(cpuinfo), str(cache))
+    assert details == {"cpu_model": "family 25, model 17, stepping 1", "last_level_cache": "L3 32768K"}
+    assert _config._cpu_details(str(tmp_path / "missing"), str(tmp_path / "missing")) == {}
+
+
 def test_bench_forwards_its_arguments(monkeypatch, capsys):
     seen = []
     fake = types.ModuleType("pyopt.bench_report")
