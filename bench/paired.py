@@ -2,7 +2,7 @@
 
 A pytest-benchmark run times each case's rounds back to back, so on a shared machine a slow
 minute lands on whichever implementation runs then. Here every round runs each
-implementation once (``reps`` calls), the order rotating from round to round, and the
+implementation once (``reps`` calls), in an order that changes from round to round, and the
 ratios are taken within a round before the median: drift hits all of them alike.
 
     python bench/paired.py adam dense_16M pyopt_op,tf_raw,torch,keras
@@ -20,6 +20,7 @@ benchmark suites. Workloads: the names of the suites (``dense_16M``, ``many_200x
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -31,17 +32,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workloads import CLIPS, FLOOR_IMPL, RULES, check_runner, data_for, update_cases  # noqa: E402
 
 
+def round_orders(names: List[str], rounds: int, seed: int = 0) -> List[List[str]]:
+    """The order of each round. Rounds come in blocks of len(names): within a block, each round
+    starts one name further along the block's order, so every name leads once per block (the
+    first block keeps the given order). Each later block shuffles the order (seeded), so a
+    name does not always run right after the same other one: what an implementation leaves
+    behind (torch's OpenMP threads spin for a while after a call) would otherwise always land
+    on the same successor."""
+    rng = random.Random(seed)
+    orders, base = [], list(names)
+    for r in range(rounds):
+        if r and r % len(names) == 0:
+            base = rng.sample(names, len(names))
+        k = r % len(names)
+        orders.append(base[k:] + base[:k])
+    return orders
+
+
 def time_rounds(steps: Dict[str, Callable[[], object]], rounds: int, reps: int,
                 clock: Callable[[], float] = time.perf_counter) -> Dict[str, List[float]]:
-    """Seconds per call of each step, one entry per round; round r starts at name r mod len
-    (every name leads equally often when rounds is a multiple of the number of names)."""
+    """Seconds per call of each step, one entry per round, in the orders of round_orders."""
     if rounds < 1 or reps < 1:
         raise ValueError(f"rounds and reps must be >= 1, got rounds={rounds}, reps={reps}")
-    names = list(steps)
-    times: Dict[str, List[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
+    times: Dict[str, List[float]] = {n: [] for n in steps}
+    for order in round_orders(list(steps), rounds):
+        for name in order:
             t0 = clock()
             for _ in range(reps):
                 steps[name]()

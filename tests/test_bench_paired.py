@@ -37,6 +37,21 @@ def test_rounds_rotate_and_time_each_call(paired):
     assert firsts == ["a", "b", "c"]  # round r starts at name r
 
 
+def test_every_name_leads_once_per_block_and_successors_vary(paired):
+    names = ["a", "b", "c", "d"]
+    orders = paired.round_orders(names, rounds=16)
+    assert orders[:4] == [["a", "b", "c", "d"], ["b", "c", "d", "a"], ["c", "d", "a", "b"], ["d", "a", "b", "c"]]
+    for block in range(4):
+        rounds = orders[4 * block:4 * block + 4]
+        assert sorted(o[0] for o in rounds) == names  # each name leads once per block
+        assert all(sorted(o) == names for o in rounds)  # each name runs once per round
+    # With a fixed cyclic order "b" would always run right after "a"; shuffled blocks give it
+    # other predecessors.
+    before_b = {o[o.index("b") - 1] for o in orders if o.index("b") > 0}
+    assert len(before_b) > 1
+    assert paired.round_orders(names, rounds=16) == orders  # seeded: the same every run
+
+
 def test_summary_uses_per_round_ratios(paired):
     # Per round b/a is 2, 2, 0.5: the median of those (2) and the ratio of the medians (1) differ.
     times = {"a": [1.0, 10.0, 10.0], "b": [2.0, 20.0, 5.0]}
