@@ -1,4 +1,4 @@
-"""Paired re-measurement of one case: a few implementations timed round by round in ONE process.
+"""Paired re-measurement of one case: a few implementations timed round by round in one process.
 
 A pytest-benchmark run times each case's rounds back to back, so on a shared machine a slow
 minute lands on whichever implementation runs then. Here every round runs each
@@ -8,12 +8,16 @@ ratios are taken within a round before the median: drift hits all of them alike.
     python bench/paired.py adam dense_16M pyopt_op,tf_raw,torch,keras
     python bench/paired.py momentum dense_16M pyopt_op,pyopt_numpy --clip clipnorm --with-unclipped
     python bench/paired.py adam many_200x10K_10_per_call pyopt_op,keras,tf_call_floor --rounds 8
+    python bench/paired.py adam dense_16M pyopt_op,pyopt_numpy,torch --processes 3
 
 The first implementation is the base: "x base" is (its time) / (this one's time) per round,
 median over rounds (> 1: this one is faster). ``--with-unclipped`` also times each
 implementation unclipped and prints clipped / unclipped per implementation. Every
 implementation is checked once against the float64 reference of the first step, as in the
-benchmark suites. Workloads: the names of the suites (``dense_16M``, ``many_200x10K``,
+benchmark suites. ``--processes K`` repeats the whole comparison in K fresh processes and
+prints each ratio per process and their median. On the 2-core VM of the README one process
+timed the op's Adam 16M step at 7.6 ms and the next, a minute later, at 10.3 ms: a single
+process's ratios can mislead. Workloads: the names of the suites (``dense_16M``, ``many_200x10K``,
 ``mlp_13_4_1_100_per_call``, ...).
 """
 
@@ -105,11 +109,79 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--with-unclipped", action="store_true", help="with --clip: also time each unclipped")
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--reps", type=int, default=5, help="calls per implementation per round")
+    p.add_argument("--processes", type=int, default=1,
+                   help="run the whole comparison in this many fresh processes, one after another, and "
+                        "also print each implementation's ratio per process and their median (where its "
+                        "buffers land in memory varies from process to process)")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows (and clip ratios) here")
     return p
 
 
+def combine_processes(runs: List[dict]) -> List[dict]:
+    """Per implementation (in the first run's order): its x base in each process, the median of
+    those, and the median over processes of its median ms/step."""
+    names = [r["name"] for r in runs[0]["rows"]]
+    out = []
+    for name in names:
+        found = [next((r for r in run["rows"] if r["name"] == name), None) for run in runs]
+        found = [r for r in found if r is not None]
+        out.append(dict(name=name, x_base=[r["x_base"] for r in found],
+                        x_base_median=statistics.median(r["x_base"] for r in found),
+                        median_s=statistics.median(r["median_s"] for r in found)))
+    return out
+
+
+def _run_processes(args, argv: List[str]) -> int:
+    """Runs this script ``args.processes`` times (without --processes), then the combined table."""
+    import json
+    import subprocess
+    import tempfile
+
+    child_argv, skip = [], False
+    for a in argv:  # drop --processes N / --processes=N / --json F from the child's arguments
+        if skip:
+            skip = False
+            continue
+        if a in ("--processes", "--json"):
+            skip = True
+            continue
+        if a.startswith(("--processes=", "--json=")):
+            continue
+        child_argv.append(a)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(args.processes):
+            out = Path(tmp) / f"run{k}.json"
+            print(f"--- process {k + 1} of {args.processes}", flush=True)
+            status = subprocess.call([sys.executable, str(Path(__file__).resolve()), *child_argv, "--json", str(out)])
+            if status != 0:
+                return status
+            runs.append(json.loads(out.read_text()))
+    rows = combine_processes(runs)
+    base = rows[0]["name"]
+    print(f"\nover {len(runs)} processes: x {base} per process (each the median over its rounds)")
+    print(f"| implementation | ms/step (median of processes) | x {base}, per process | x {base}, median |")
+    print("|---|---:|---|---:|")
+    for r in rows:
+        per = ", ".join(f"{x:.2f}" for x in r["x_base"])
+        print(f"| {r['name']} | {r['median_s'] * 1e3:.3f} | {per} | {r['x_base_median']:.2f} |")
+    clip_names = sorted({k for run in runs for k in run.get("clip_ratios", {})})
+    for name in clip_names:
+        vals = [run["clip_ratios"][name] for run in runs if name in run.get("clip_ratios", {})]
+        print(f"{name}: {args.clip} / unclipped per process {', '.join(f'{v:.3f}' for v in vals)}; "
+              f"median {statistics.median(vals):.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(dict(rows=rows), indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    if args.processes < 1:
+        raise SystemExit(f"--processes must be >= 1, got {args.processes}")
+    if args.processes > 1:
+        return _run_processes(args, argv)
     from implementations import IMPLEMENTATIONS, Unavailable
 
     known = workloads()
@@ -142,10 +214,16 @@ def main(argv=None) -> int:
     print(f"| implementation | ms/step (median) | ms/step (min) | x {base} |\n|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['name']} | {r['median_s'] * 1e3:.3f} | {r['min_s'] * 1e3:.3f} | {r['x_base']:.2f} |")
+    clip_ratios = {}
     if args.with_unclipped:
         for name in names:
             if name in steps and f"{name} (unclipped)" in steps:
-                print(f"{name}: {args.clip} / unclipped = {ratio_of(times, name, f'{name} (unclipped)'):.3f}")
+                clip_ratios[name] = ratio_of(times, name, f"{name} (unclipped)")
+                print(f"{name}: {args.clip} / unclipped = {clip_ratios[name]:.3f}")
+    if args.json:
+        import json
+
+        args.json.write_text(json.dumps(dict(rows=rows, clip_ratios=clip_ratios), indent=1))
     return 0
 
 

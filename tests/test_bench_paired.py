@@ -82,3 +82,27 @@ def test_unknown_names_are_refused(paired):
         paired.main(["adam", "dense_1K", "pyopt_numpy,nope"])
     with pytest.raises(SystemExit, match="--with-unclipped needs --clip"):
         paired.main(["adam", "dense_1K", "pyopt_numpy", "--with-unclipped"])
+
+
+def test_processes_are_combined_per_implementation(paired):
+    runs = [dict(rows=[dict(name="a", x_base=1.0, median_s=0.010), dict(name="b", x_base=1.5, median_s=0.007)]),
+            dict(rows=[dict(name="a", x_base=1.0, median_s=0.014), dict(name="b", x_base=0.9, median_s=0.015)]),
+            dict(rows=[dict(name="a", x_base=1.0, median_s=0.012), dict(name="b", x_base=1.2, median_s=0.010)])]
+    rows = {r["name"]: r for r in paired.combine_processes(runs)}
+    assert rows["b"]["x_base"] == [1.5, 0.9, 1.2]
+    assert rows["b"]["x_base_median"] == pytest.approx(1.2)
+    assert rows["a"]["median_s"] == pytest.approx(0.012) and rows["b"]["median_s"] == pytest.approx(0.010)
+
+
+def test_end_to_end_in_two_processes(paired, capsys, tmp_path):
+    out = tmp_path / "rows.json"
+    assert paired.main(["adam", "dense_1K", "pyopt_numpy,numpy", "--rounds", "2", "--reps", "1",
+                        "--processes", "2", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "over 2 processes" in printed
+    import json
+
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    assert len(rows["numpy"]["x_base"]) == 2 and rows["pyopt_numpy"]["x_base"] == [1.0, 1.0]
+    with pytest.raises(SystemExit, match="--processes must be >= 1"):
+        paired.main(["adam", "dense_1K", "numpy", "--processes", "0"])
