@@ -2,9 +2,10 @@
 
 At 16M elements the op's step often takes 1-2 ms longer than pyopt.kernels' on the same
 data (paired), though the kernel inside the op runs about as fast. Much of the difference is
-the ``tf.function`` call around it: on the 2-core machine of the README, a call of a tiny
-pyopt op costs 0.36-0.5 ms back to back but 1.2-1.7 ms after a 4-16 ms pause (the previous
-step), and the calling thread's CPU time grows with it. Every TF implementation pays this on a
+the ``tf.function`` call around it: a call of a tiny pyopt op costs 0.36-0.5 ms back to back
+but 1.2-1.7 ms after a 4-16 ms pause (the previous step) on the 2-core Zen 3 VM of an earlier
+run, 0.2-0.25 ms and 0.85-1.05 ms on the Zen 4 VM of the README's run, and the calling
+thread's CPU time grows with it. Every TF implementation pays this on a
 long step; a NumPy or torch call is far shorter, so it pays far less.
 
     python bench/dispatch_gap.py                      # pauses 0..16 ms, busy and sleeping

@@ -433,7 +433,7 @@ def readme_section(rows, machine, targets, out: Path) -> str:
         "Reproduce (from the source tree, `pip install -e '.[bench]'`; torch is optional):\n\n"
         f"```bash\npyopt bench --out {where}          # ~25 min on 2 cores\n"
         f"pyopt bench --quick --out bench_out     # ~3 min subset\n"
-        "python bench/paired.py adam dense_16M pyopt_op,tf_raw,torch,keras   # one case, interleaved rounds\n```\n\n"
+        "python bench/paired.py adam dense_16M pyopt_op,tf_raw,torch,keras --processes 3   # one case, interleaved rounds, 3 processes\n```\n\n"
         f"Every case: [`{where}/results.md`]({where}/results.md); raw pytest-benchmark JSON: "
         f"[`{where}/bench.json`]({where}/bench.json).",
         f"![throughput against size]({where}/throughput.png)",
