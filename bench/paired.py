@@ -39,7 +39,8 @@ from workloads import CLIPS, FLOOR_IMPL, RULES, check_runner, data_for, update_c
 def round_orders(names: List[str], rounds: int, seed: int = 0) -> List[List[str]]:
     """The order of each round. Rounds come in blocks of len(names): within a block, each round
     starts one name further along the block's order, so every name leads once per block (the
-    first block keeps the given order). Each later block shuffles the order (seeded), so a
+    first block keeps the given order; names lead equally often when rounds is a multiple of
+    len(names)). Each later block shuffles the order (seeded), so a
     name does not always run right after the same other one: what an implementation leaves
     behind (torch's OpenMP threads spin for a while after a call) would otherwise always land
     on the same successor."""
@@ -54,12 +55,12 @@ def round_orders(names: List[str], rounds: int, seed: int = 0) -> List[List[str]
 
 
 def time_rounds(steps: Dict[str, Callable[[], object]], rounds: int, reps: int,
-                clock: Callable[[], float] = time.perf_counter) -> Dict[str, List[float]]:
+                clock: Callable[[], float] = time.perf_counter, seed: int = 0) -> Dict[str, List[float]]:
     """Seconds per call of each step, one entry per round, in the orders of round_orders."""
     if rounds < 1 or reps < 1:
         raise ValueError(f"rounds and reps must be >= 1, got rounds={rounds}, reps={reps}")
     times: Dict[str, List[float]] = {n: [] for n in steps}
-    for order in round_orders(list(steps), rounds):
+    for order in round_orders(list(steps), rounds, seed):
         for name in order:
             t0 = clock()
             for _ in range(reps):
@@ -101,7 +102,8 @@ def _build(name, rule, clip, data, workload):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # No abbreviations: _child_argv must recognise every spelling of --processes and --json.
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("rule", choices=RULES)
     p.add_argument("workload", help="a workload of the suites, e.g. dense_16M, many_200x10K, mlp_13_4_1")
     p.add_argument("impls", help="comma-separated implementation names; the first is the base")
@@ -113,65 +115,83 @@ def _parser() -> argparse.ArgumentParser:
                    help="run the whole comparison in this many fresh processes, one after another, and "
                         "also print each implementation's ratio per process and their median (where its "
                         "buffers land in memory varies from process to process)")
-    p.add_argument("--json", type=Path, default=None, help="also write the rows (and clip ratios) here")
+    p.add_argument("--seed", type=int, default=0, help="seed of the round orders (process k of --processes: seed + k)")
+    p.add_argument("--json", type=Path, default=None,
+                   help="also write the rows (and clip ratios) here; with --processes, the combined rows "
+                        "(x_base_per_process) and each process's clip ratios")
     return p
 
 
+def _child_argv(argv: List[str], k: int, seed: int, json_path: Path) -> List[str]:
+    """The arguments of child process k: argv without --processes, --seed and --json (either
+    spelling), then --processes 1, its own seed and its own JSON file."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--processes", "--seed", "--json"):
+            skip = True
+            continue
+        if a.startswith(("--processes=", "--seed=", "--json=")):
+            continue
+        out.append(a)
+    return out + ["--processes", "1", "--seed", str(seed + k), "--json", str(json_path)]
+
+
 def combine_processes(runs: List[dict]) -> List[dict]:
-    """Per implementation (in the first run's order): its x base in each process, the median of
-    those, and the median over processes of its median ms/step."""
-    names = [r["name"] for r in runs[0]["rows"]]
+    """Per implementation of the first run, in its order: its x base in each process (None
+    where that process could not run it), the median of those, and the median over processes
+    of its median ms/step. Every run must have the same base (its first row)."""
+    bases = {run["rows"][0]["name"] for run in runs}
+    if len(bases) != 1:
+        raise ValueError(f"the processes ran against different bases {sorted(bases)}: their ratios do not combine")
     out = []
-    for name in names:
-        found = [next((r for r in run["rows"] if r["name"] == name), None) for run in runs]
-        found = [r for r in found if r is not None]
-        out.append(dict(name=name, x_base=[r["x_base"] for r in found],
-                        x_base_median=statistics.median(r["x_base"] for r in found),
-                        median_s=statistics.median(r["median_s"] for r in found)))
+    for row in runs[0]["rows"]:
+        found = [next((r for r in run["rows"] if r["name"] == row["name"]), None) for run in runs]
+        present = [r for r in found if r is not None]
+        out.append(dict(name=row["name"], x_base_per_process=[None if r is None else r["x_base"] for r in found],
+                        x_base_median=statistics.median(r["x_base"] for r in present),
+                        median_s=statistics.median(r["median_s"] for r in present)))
     return out
 
 
 def _run_processes(args, argv: List[str]) -> int:
-    """Runs this script ``args.processes`` times (without --processes), then the combined table."""
+    """Runs this script ``args.processes`` times, one after another, then the combined table."""
     import json
     import subprocess
     import tempfile
 
-    child_argv, skip = [], False
-    for a in argv:  # drop --processes N / --processes=N / --json F from the child's arguments
-        if skip:
-            skip = False
-            continue
-        if a in ("--processes", "--json"):
-            skip = True
-            continue
-        if a.startswith(("--processes=", "--json=")):
-            continue
-        child_argv.append(a)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.processes):
             out = Path(tmp) / f"run{k}.json"
             print(f"--- process {k + 1} of {args.processes}", flush=True)
-            status = subprocess.call([sys.executable, str(Path(__file__).resolve()), *child_argv, "--json", str(out)])
+            status = subprocess.call([sys.executable, str(Path(__file__).resolve()),
+                                      *_child_argv(argv, k, args.seed, out)])
             if status != 0:
-                return status
+                print(f"process {k + 1} of {args.processes} exited with status {status}; nothing combined",
+                      file=sys.stderr)
+                return status if status > 0 else 1
             runs.append(json.loads(out.read_text()))
-    rows = combine_processes(runs)
+    try:
+        rows = combine_processes(runs)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
     base = rows[0]["name"]
-    print(f"\nover {len(runs)} processes: x {base} per process (each the median over its rounds)")
+    print(f"\nover {len(runs)} processes: x {base} per process (each the median over its rounds; - : not run)")
     print(f"| implementation | ms/step (median of processes) | x {base}, per process | x {base}, median |")
     print("|---|---:|---|---:|")
     for r in rows:
-        per = ", ".join(f"{x:.2f}" for x in r["x_base"])
+        per = ", ".join("-" if x is None else f"{x:.2f}" for x in r["x_base_per_process"])
         print(f"| {r['name']} | {r['median_s'] * 1e3:.3f} | {per} | {r['x_base_median']:.2f} |")
-    clip_names = sorted({k for run in runs for k in run.get("clip_ratios", {})})
-    for name in clip_names:
-        vals = [run["clip_ratios"][name] for run in runs if name in run.get("clip_ratios", {})]
+    clip_ratios = [run.get("clip_ratios", {}) for run in runs]
+    for name in sorted({k for c in clip_ratios for k in c}):
+        vals = [c[name] for c in clip_ratios if name in c]
         print(f"{name}: {args.clip} / unclipped per process {', '.join(f'{v:.3f}' for v in vals)}; "
               f"median {statistics.median(vals):.3f}")
     if args.json:
-        args.json.write_text(json.dumps(dict(rows=rows), indent=1))
+        args.json.write_text(json.dumps(dict(rows=rows, clip_ratios_per_process=clip_ratios), indent=1))
     return 0
 
 
@@ -206,7 +226,7 @@ def main(argv=None) -> int:
                 print(f"skipped {key}: {exc}")
     if not steps:
         raise SystemExit("no implementation could run here")
-    times = time_rounds(steps, args.rounds, args.reps)
+    times = time_rounds(steps, args.rounds, args.reps, seed=args.seed)
     rows = summarize(times, workload.steps_per_call)
     base = rows[0]["name"]
     print(f"{args.rule}{' ' + args.clip if args.clip else ''} {workload.name}: {args.rounds} rounds x {args.reps} "

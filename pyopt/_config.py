@@ -75,9 +75,10 @@ def _cpu_name() -> str:
 
 
 def _cpu_details(cpuinfo: str = "/proc/cpuinfo", cache_dir: str = "/sys/devices/system/cpu/cpu0/cache") -> dict:
-    """CPU family/model/stepping and the last-level cache size, where Linux tells them: machines
-    sold under one name ("AMD EPYC") differ in generation, bandwidth and caches, and benchmark
-    ratios with them."""
+    """CPU family/model/stepping (``cpu_signature``) and the size of the last-level cache that
+    cpu0 sees (``last_level_cache``: one core complex's L3 on a multi-CCD EPYC, not the
+    chip's), where Linux tells them. Machines sold under one name ("AMD EPYC") differ in
+    generation, bandwidth and caches, and benchmark ratios with them."""
     out: dict = {}
     keys = {"cpu family": "family", "model": "model", "stepping": "stepping"}
     try:
@@ -91,7 +92,7 @@ def _cpu_details(cpuinfo: str = "/proc/cpuinfo", cache_dir: str = "/sys/devices/
     except OSError:
         pass
     parts = [f"{k} {out[k]}" for k in ("family", "model", "stepping") if k in out]
-    details = {"cpu_model": ", ".join(parts)} if parts else {}
+    details = {"cpu_signature": ", ".join(parts)} if parts else {}
     levels = {}
     try:
         entries = sorted(e for e in os.listdir(cache_dir) if e.startswith("index"))

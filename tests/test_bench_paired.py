@@ -89,9 +89,31 @@ def test_processes_are_combined_per_implementation(paired):
             dict(rows=[dict(name="a", x_base=1.0, median_s=0.014), dict(name="b", x_base=0.9, median_s=0.015)]),
             dict(rows=[dict(name="a", x_base=1.0, median_s=0.012), dict(name="b", x_base=1.2, median_s=0.010)])]
     rows = {r["name"]: r for r in paired.combine_processes(runs)}
-    assert rows["b"]["x_base"] == [1.5, 0.9, 1.2]
+    assert rows["b"]["x_base_per_process"] == [1.5, 0.9, 1.2]
     assert rows["b"]["x_base_median"] == pytest.approx(1.2)
     assert rows["a"]["median_s"] == pytest.approx(0.012) and rows["b"]["median_s"] == pytest.approx(0.010)
+    # b could not run in the second process: its slot says so, the medians use the other two
+    runs[1]["rows"].pop()
+    rows = {r["name"]: r for r in paired.combine_processes(runs)}
+    assert rows["b"]["x_base_per_process"] == [1.5, None, 1.2]
+    assert rows["b"]["x_base_median"] == pytest.approx(1.35)
+    runs[2]["rows"].reverse()  # the third process ran against b: its ratios are of another base
+    with pytest.raises(ValueError, match="different bases"):
+        paired.combine_processes(runs)
+
+
+def test_child_arguments_drop_every_spelling_of_the_parent_options(paired, tmp_path):
+    out = tmp_path / "run1.json"
+    argv = ["adam", "dense_1K", "numpy", "--processes", "3", "--rounds", "2", "--json=all.json", "--seed", "5",
+            "--clip", "clipnorm"]
+    child = paired._child_argv(argv, 1, 5, out)
+    assert child == ["adam", "dense_1K", "numpy", "--rounds", "2", "--clip", "clipnorm",
+                     "--processes", "1", "--seed", "6", "--json", str(out)]
+    child = paired._child_argv(["adam", "dense_1K", "numpy", "--processes=3", "--json", "x", "--seed=2"], 0, 2, out)
+    assert child == ["adam", "dense_1K", "numpy", "--processes", "1", "--seed", "2", "--json", str(out)]
+    # abbreviations are refused, so no spelling of --processes can reach a child unfiltered
+    with pytest.raises(SystemExit):
+        paired._parser().parse_args(["adam", "dense_1K", "numpy", "--proc", "3"])
 
 
 def test_end_to_end_in_two_processes(paired, capsys, tmp_path):
@@ -102,7 +124,9 @@ def test_end_to_end_in_two_processes(paired, capsys, tmp_path):
     assert "over 2 processes" in printed
     import json
 
-    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
-    assert len(rows["numpy"]["x_base"]) == 2 and rows["pyopt_numpy"]["x_base"] == [1.0, 1.0]
+    combined = json.loads(out.read_text())
+    rows = {r["name"]: r for r in combined["rows"]}
+    assert len(rows["numpy"]["x_base_per_process"]) == 2 and all(x > 0 for x in rows["numpy"]["x_base_per_process"])
+    assert combined["clip_ratios_per_process"] == [{}, {}]
     with pytest.raises(SystemExit, match="--processes must be >= 1"):
         paired.main(["adam", "dense_1K", "numpy", "--processes", "0"])

@@ -107,7 +107,8 @@ def test_from_json_writes_the_report(tmp_path, capsys):
     section = (out / "README_section.md").read_text()
     assert section.startswith("## Benchmarks") and "### Targets" in section and "test CPU, 2 cores" in section
     raw = json.loads(_json(tmp_path).read_text())  # a run that recorded the CPU's model and cache
-    raw["machine_info"]["pyopt"].update(cpu_model="family 25, model 17, stepping 1", last_level_cache="L3 32768K")
+    assert "\n- CPU: test CPU, 2 cores\n" in section  # a run that did not record them: nothing appended
+    raw["machine_info"]["pyopt"].update(cpu_signature="family 25, model 17, stepping 1", last_level_cache="L3 32768K")
     assert "- CPU: test CPU, 2 cores, family 25, model 17, stepping 1, L3 32768K" in bench_report.machine_lines(
         dict(raw["machine_info"]))
     assert (out / "summary.md").is_file()
@@ -161,3 +162,8 @@ def test_dense_bandwidth_bound_fails_when_the_reference_is_already_near_the_prob
                     "dense Adam 16M: ResourceApplyAdam time / (the step's bytes")
     assert bound["measured"] == pytest.approx(0.018 / (28 * M16 / (12 * M16 / PROBE_16M)))
     assert bound["passed"] is False  # 1.29x: 1.5x is out of reach for any implementation in this run
+    table = bench_report.targets_table(bench_report.evaluate_targets(rows))
+    assert f"| {bound['target']} | bandwidth bound | 1.29x | >= 1.5x | **out of reach** |" in table
+    keras_bound = _target(bench_report.evaluate_targets(rows), bench_report.BOUND,
+                          "dense Adam 16M: Keras built-in time / (the step's bytes")
+    assert f"| {keras_bound['target']} | bandwidth bound | 8.57x | >= 5x | within reach |" in table

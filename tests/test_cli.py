@@ -61,7 +61,7 @@ def test_cpu_details_read_family_model_and_the_last_level_cache(tmp_path):
         (cache / f"index{index}" / "size").write_text(f"{size}\n")
     (cache / "uevent").write_text("")  # not a cache level: skipped
     details = _config._cpu_details(str(cpuinfo), str(cache))
-    assert details == {"cpu_model": "family 25, model 17, stepping 1", "last_level_cache": "L3 32768K"}
+    assert details == {"cpu_signature": "family 25, model 17, stepping 1", "last_level_cache": "L3 32768K"}
     assert _config._cpu_details(str(tmp_path / "missing"), str(tmp_path / "missing")) == {}
 
 
