@@ -24,6 +24,7 @@ process's ratios can mislead. Workloads: the names of the suites (``dense_16M``,
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -113,8 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=5, help="calls per implementation per round")
     p.add_argument("--processes", type=int, default=1,
                    help="run the whole comparison in this many fresh processes, one after another, and "
-                        "also print each implementation's ratio per process and their median (where its "
-                        "buffers land in memory varies from process to process)")
+                        "also print each implementation's ratio per process and their median (the same "
+                        "step can take 1.4x longer in one process than in the next)")
     p.add_argument("--seed", type=int, default=0, help="seed of the round orders (process k of --processes: seed + k)")
     p.add_argument("--json", type=Path, default=None,
                    help="also write the rows (and clip ratios) here; with --processes, the combined rows "
@@ -158,7 +159,6 @@ def combine_processes(runs: List[dict]) -> List[dict]:
 
 def _run_processes(args, argv: List[str]) -> int:
     """Runs this script ``args.processes`` times, one after another, then the combined table."""
-    import json
     import subprocess
     import tempfile
 
@@ -241,8 +241,6 @@ def main(argv=None) -> int:
                 clip_ratios[name] = ratio_of(times, name, f"{name} (unclipped)")
                 print(f"{name}: {args.clip} / unclipped = {clip_ratios[name]:.3f}")
     if args.json:
-        import json
-
         args.json.write_text(json.dumps(dict(rows=rows, clip_ratios=clip_ratios), indent=1))
     return 0
 

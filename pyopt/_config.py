@@ -63,15 +63,23 @@ def show_config() -> None:
         print(f"{key:>18}: {value}")
 
 
-def _cpu_name() -> str:
+def _first_processor(cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """The fields of the first processor in /proc/cpuinfo ({} where it cannot be read)."""
+    fields: dict = {}
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
+        with open(cpuinfo, encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # the first processor is enough
+                name, _, value = line.partition(":")
+                fields[name.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return fields
+
+
+def _cpu_name() -> str:
+    return _first_processor().get("model name") or platform.processor() or "unknown"
 
 
 def _cpu_details(cpuinfo: str = "/proc/cpuinfo", cache_dir: str = "/sys/devices/system/cpu/cpu0/cache") -> dict:
@@ -79,19 +87,9 @@ def _cpu_details(cpuinfo: str = "/proc/cpuinfo", cache_dir: str = "/sys/devices/
     cpu0 sees (``last_level_cache``: one core complex's L3 on a multi-CCD EPYC, not the
     chip's), where Linux tells them. Machines sold under one name ("AMD EPYC") differ in
     generation, bandwidth and caches, and benchmark ratios with them."""
-    out: dict = {}
-    keys = {"cpu family": "family", "model": "model", "stepping": "stepping"}
-    try:
-        with open(cpuinfo, encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    break  # the first processor is enough
-                name, _, value = line.partition(":")
-                if name.strip() in keys:
-                    out[keys[name.strip()]] = value.strip()
-    except OSError:
-        pass
-    parts = [f"{k} {out[k]}" for k in ("family", "model", "stepping") if k in out]
+    fields = _first_processor(cpuinfo)
+    parts = [f"{label} {fields[key]}" for key, label in (("cpu family", "family"), ("model", "model"),
+                                                         ("stepping", "stepping")) if key in fields]
     details = {"cpu_signature": ", ".join(parts)} if parts else {}
     levels = {}
     try:

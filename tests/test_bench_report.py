@@ -106,8 +106,8 @@ def test_from_json_writes_the_report(tmp_path, capsys):
     assert "| dense Adam 16M vs Keras built-in | pyopt_op | 6.00x | >= 5x | PASS |" in results
     section = (out / "README_section.md").read_text()
     assert section.startswith("## Benchmarks") and "### Targets" in section and "test CPU, 2 cores" in section
-    raw = json.loads(_json(tmp_path).read_text())  # a run that recorded the CPU's model and cache
     assert "\n- CPU: test CPU, 2 cores\n" in section  # a run that did not record them: nothing appended
+    raw = json.loads(_json(tmp_path).read_text())  # a run that recorded the CPU's signature and cache
     raw["machine_info"]["pyopt"].update(cpu_signature="family 25, model 17, stepping 1", last_level_cache="L3 32768K")
     assert "- CPU: test CPU, 2 cores, family 25, model 17, stepping 1, L3 32768K" in bench_report.machine_lines(
         dict(raw["machine_info"]))
