@@ -50,12 +50,18 @@ std::string describe_shape(const py::array& a) {
   return s + ")";
 }
 
-// One named array argument, e.g. "grads[3]".
+// "grads[3]": the name of array 3 of the list grads in messages.
+std::string arg_name(const char* list, std::size_t index) { return std::string(list) + "[" + std::to_string(index) + "]"; }
+
+// One array argument, e.g. grads[3]. The name is built only for a message: a step can
+// have thousands of arrays, and the binding's work per array is part of every call.
 struct Arg {
-  std::string name;
-  py::array array;
+  py::array array;  // a reference, held while the GIL is released
+  const char* list;
+  std::size_t index;
   bool written;
   bool rows_of_param = false;  // sparse gradient values: shape (nnz,) + param.shape[1:]
+  std::string name() const { return arg_name(list, index); }
 };
 
 // NumPy's type number of ml_dtypes.bfloat16 (-1 if ml_dtypes is not installed).
@@ -77,20 +83,28 @@ DType dtype_of(const Arg& a) {
   const std::uint16_t one = 1;
   const bool little_endian = *reinterpret_cast<const unsigned char*>(&one) == 1;
   if (order == (little_endian ? '>' : '<'))
-    throw py::type_error(a.name + " must be in native byte order (use .astype(arr.dtype.newbyteorder('=')))");
+    throw py::type_error(a.name() + " must be in native byte order (use .astype(arr.dtype.newbyteorder('=')))");
   const int num = dt.num();
   if (num == py::detail::npy_api::NPY_FLOAT_) return DType::float32;
   if (num == py::detail::npy_api::NPY_DOUBLE_) return DType::float64;
   if (num == 23 /* NPY_HALF */) return DType::float16;
   if (num == bfloat16_type_number()) return DType::bfloat16;
-  throw py::type_error(a.name + " has dtype " + std::string(py::str(dt)) +
+  throw py::type_error(a.name() + " has dtype " + std::string(py::str(dt)) +
                        "; supported: float16, bfloat16, float32, float64");
 }
 
-py::array as_array(const py::handle& obj, const std::string& name) {
+py::array as_array(const py::handle& obj, const char* list, std::size_t index) {
   if (!py::isinstance<py::array>(obj))
-    throw py::type_error(name + " must be a numpy.ndarray, got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
+    throw py::type_error(arg_name(list, index) + " must be a numpy.ndarray, got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
   return py::reinterpret_borrow<py::array>(obj);
+}
+
+// The arrays of a big step are cold in cache (the last step's update evicted them), and
+// each check reads an array object, then its shape: prefetching the objects 16 arrays ahead
+// and their shapes 8 ahead overlaps those misses instead of taking them one at a time.
+void prefetch_ahead(const std::vector<Arg>& args, std::size_t i) {
+  if (i + 16 < args.size()) __builtin_prefetch(args[i + 16].array.ptr());
+  if (i + 8 < args.size()) __builtin_prefetch(args[i + 8].array.shape());
 }
 
 // Checks every array of the step before anything is written: dtypes agree, shapes agree
@@ -100,23 +114,24 @@ DType check_arrays(const std::vector<Arg>& args, std::size_t per_tensor) {
   if (args.empty()) return DType::float32;
   const DType dtype = dtype_of(args[0]);
   for (std::size_t i = 0; i < args.size(); ++i) {
+    prefetch_ahead(args, i);
     const Arg& a = args[i];
     const Arg& param = args[i - i % per_tensor];
-    if (dtype_of(a) != dtype)
-      throw py::type_error(a.name + " has dtype " + dtype_name(dtype_of(a)) + " but " + args[0].name + " has dtype " +
+    if (const DType own = dtype_of(a); own != dtype)
+      throw py::type_error(a.name() + " has dtype " + dtype_name(own) + " but " + args[0].name() + " has dtype " +
                            dtype_name(dtype) + "; all arrays of a step must share one dtype");
     if (&a != &param) {
       bool same = a.array.ndim() == param.array.ndim();
       for (py::ssize_t d = a.rows_of_param ? 1 : 0; same && d < a.array.ndim(); ++d)
         same = a.array.shape(d) == param.array.shape(d);
       if (!same)
-        throw py::value_error(a.name + " has shape " + describe_shape(a.array) + " but " + param.name + " has shape " +
+        throw py::value_error(a.name() + " has shape " + describe_shape(a.array) + " but " + param.name() + " has shape " +
                               describe_shape(param.array) +
                               (a.rows_of_param ? " (expected (nnz,) + the parameter's row shape)" : ""));
     }
     if (!(a.array.flags() & py::array::c_style))
-      throw py::value_error(a.name + " must be C-contiguous (use numpy.ascontiguousarray)");
-    if (a.written && !a.array.writeable()) throw py::value_error(a.name + " is read-only; it is updated in place");
+      throw py::value_error(a.name() + " must be C-contiguous (use numpy.ascontiguousarray)");
+    if (a.written && !a.array.writeable()) throw py::value_error(a.name() + " is read-only; it is updated in place");
   }
   // Overlap: sort byte ranges, compare neighbours that could intersect.
   struct Range {
@@ -124,6 +139,7 @@ DType check_arrays(const std::vector<Arg>& args, std::size_t per_tensor) {
     std::size_t arg;
   };
   std::vector<Range> ranges;
+  ranges.reserve(args.size());
   for (std::size_t i = 0; i < args.size(); ++i) {
     const auto begin = reinterpret_cast<std::uintptr_t>(args[i].array.data());
     if (args[i].array.nbytes() > 0) ranges.push_back({begin, begin + std::uintptr_t(args[i].array.nbytes()), i});
@@ -134,7 +150,7 @@ DType check_arrays(const std::vector<Arg>& args, std::size_t per_tensor) {
       const Arg& a = args[ranges[i].arg];
       const Arg& b = args[ranges[j].arg];
       if (a.written || b.written)
-        throw py::value_error(a.name + " and " + b.name + " overlap in memory; every updated array must be separate");
+        throw py::value_error(a.name() + " and " + b.name() + " overlap in memory; every updated array must be separate");
     }
   }
   return dtype;
@@ -144,6 +160,7 @@ std::vector<py::handle> as_list(const py::handle& obj, const char* name) {
   if (!py::isinstance<py::list>(obj) && !py::isinstance<py::tuple>(obj))
     throw py::type_error(std::string(name) + " must be a list of numpy arrays");
   std::vector<py::handle> out;
+  out.reserve(py::len(obj));
   for (auto item : obj) out.push_back(item);
   return out;
 }
@@ -159,10 +176,11 @@ std::vector<Arg> gather(const std::vector<std::pair<const char*, py::object>>& l
       throw py::value_error(std::string(lists[l].first) + " has " + std::to_string(items[l].size()) + " arrays but " +
                             lists[0].first + " has " + std::to_string(n));
   std::vector<Arg> args;
+  args.reserve(n * items.size());
   for (std::size_t t = 0; t < n; ++t)
     for (std::size_t l = 0; l < items.size(); ++l) {
-      std::string name = std::string(lists[l].first) + "[" + std::to_string(t) + "]";
-      args.push_back({name, as_array(items[l][t], name), written[l], rows_of_param_list != 0 && l == rows_of_param_list});
+      const char* list = lists[l].first;
+      args.push_back({as_array(items[l][t], list, t), list, t, written[l], rows_of_param_list != 0 && l == rows_of_param_list});
     }
   return args;
 }
@@ -246,8 +264,8 @@ std::vector<std::vector<std::int64_t>> gather_indices(const py::object& indices,
     throw py::value_error("indices has " + std::to_string(items.size()) + " arrays but params has " + std::to_string(n));
   std::vector<std::vector<std::int64_t>> out(n);
   for (std::size_t t = 0; t < n; ++t) {
-    const std::string name = "indices[" + std::to_string(t) + "]";
-    py::array idx = as_array(items[t], name);
+    const std::string name = arg_name("indices", t);
+    py::array idx = as_array(items[t], "indices", t);
     const char kind = idx.dtype().kind();
     if (kind != 'i' && kind != 'u')
       throw py::type_error(name + " must be an integer array, got dtype " + std::string(py::str(idx.dtype())));

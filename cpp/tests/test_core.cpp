@@ -638,6 +638,22 @@ static void multi_for_type(ThreadPool& pool) {
       check(!applied && same, "%s %s skip_nonfinite(%g): applied=%d, untouched=%d", c.name().c_str(), Traits<T>::name,
             bad, int(applied), int(same));
     }
+    // clipnorm alone norms the one-slice tensors (17, 1023, 7) inside their update; with
+    // skip_nonfinite every norm comes from the norm pass. Finite gradients: the same bits.
+    for (const NamedExecutor& ex : executors(pool)) {
+      std::vector<Stored<T>> in_update, from_pass;
+      for (size_t k = 0; k < ts.size(); ++k) {
+        in_update.push_back(store_tensor<T>(ts[k], c.slots(), offsets[k]));
+        from_pass.push_back(store_tensor<T>(ts[k], c.slots(), offsets[k]));
+      }
+      const bool a = run_apply(c, in_update, ts, GradientOptions{30.0, 0.0, false}, ex.exec);
+      const bool b = run_apply(c, from_pass, ts, GradientOptions{30.0, 0.0, true}, ex.exec);
+      bool same = a && b;
+      for (size_t k = 0; k < ts.size(); ++k)
+        for (int arr = 0; arr < 2 + c.slots(); ++arr) same = same && same_bits(in_update[k].buf[arr], from_pass[k].buf[arr]);
+      check(same, "%s %s exec=%s: clipnorm normed in the update differs from the norm pass's", c.name().c_str(),
+            Traits<T>::name, ex.name);
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 // Multi-tensor steps: every tensor of a step in one call, in at most two passes over memory
-// per tensor (a read pass over the gradient for clip norms, then the fused update).
+// per tensor (a read pass over the gradient for clip norms, then the fused update; with
+// clipnorm, a tensor small enough for one slice is normed by its update, in cache).
 // Front ends fill TensorSlots with raw pointers, pick an Executor, and call apply_*.
 #pragma once
 
@@ -33,19 +34,45 @@ bool all_finite(const std::vector<TensorSlots<T>>& tensors) {
   return true;
 }
 
-// Per-tensor gradient scale factors of a step. Returns false when the step must be
-// skipped (skip_nonfinite and some gradient is not finite).
+// The scale of a tensor whose clip norm its own update computes (see norms_in_update);
+// real scales are in (0, 1] or NaN.
+constexpr double kNormInUpdate = -1.0;
+
+// With clipnorm alone (no global norm, no non-finite check), a tensor that lies in one slice
+// needs no norm pass: its update computes ||g|| first, on the same thread, while g is in
+// cache. Returns, per tensor, whether it is such a tensor.
+inline std::vector<char> norms_in_update(const ChunkPlan& plan, std::size_t num_tensors, const GradientOptions& opt) {
+  std::vector<char> in_update(num_tensors, 0);
+  if (!(opt.clipnorm > 0.0) || opt.global_clipnorm > 0.0 || opt.skip_nonfinite) return in_update;
+  std::vector<int> slices_of(num_tensors, 0);
+  for (const Slice& sl : plan.slices) ++slices_of[size_t(sl.tensor)];
+  for (std::size_t t = 0; t < num_tensors; ++t) in_update[t] = slices_of[t] == 1;
+  return in_update;
+}
+
+// Per-tensor gradient scale factors of a step (kNormInUpdate for the tensors marked in
+// `in_update`, which the norm pass skips). Returns false when the step must be skipped
+// (skip_nonfinite and some gradient is not finite). *pass_ran tells whether a norm pass ran.
 template <class T>
 bool gradient_scales(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan& plan, const GradientOptions& opt,
-                     const Executor& exec, std::vector<double>& scales) {
+                     const Executor& exec, std::vector<double>& scales, const std::vector<char>& in_update = {},
+                     bool* pass_ran = nullptr) {
   scales.assign(tensors.size(), 1.0);
+  if (pass_ran) *pass_ran = false;
   const bool clip = opt.clipnorm > 0.0 || opt.global_clipnorm > 0.0;
   if (!clip && !opt.skip_nonfinite) return true;
-  std::vector<double> partial(plan.slices.size());
-  for_each_slice(plan, exec, [&](std::int64_t s) {
-    const Slice& sl = plan.slices[size_t(s)];
-    partial[size_t(s)] = dispatch::sum_of_squares<T>(tensors[size_t(sl.tensor)].grad + sl.begin, sl.end - sl.begin);
-  });
+  const auto deferred = [&](std::int64_t t) { return !in_update.empty() && in_update[size_t(t)]; };
+  bool any_pass = false;
+  for (const Slice& sl : plan.slices) any_pass = any_pass || !deferred(sl.tensor);
+  std::vector<double> partial(plan.slices.size(), 0.0);
+  if (any_pass) {
+    for_each_slice(plan, exec, [&](std::int64_t s) {
+      const Slice& sl = plan.slices[size_t(s)];
+      if (deferred(sl.tensor)) return;
+      partial[size_t(s)] = dispatch::sum_of_squares<T>(tensors[size_t(sl.tensor)].grad + sl.begin, sl.end - sl.begin);
+    });
+    if (pass_ran) *pass_ran = true;
+  }
   // Reduce in slice order: deterministic whatever the thread count.
   std::vector<double> sums(tensors.size(), 0.0);
   for (size_t s = 0; s < plan.slices.size(); ++s) sums[size_t(plan.slices[s].tensor)] += partial[s];
@@ -55,7 +82,9 @@ bool gradient_scales(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan
   // only the first skips the step (rare path, so a plain scan to tell them apart).
   if (opt.skip_nonfinite && !std::isfinite(global) && !all_finite(tensors)) return false;
   for (size_t t = 0; t < tensors.size(); ++t)
-    scales[t] = opt.global_clipnorm > 0.0 ? clip_factor(global, opt.global_clipnorm) : clip_factor(sums[t], opt.clipnorm);
+    scales[t] = deferred(std::int64_t(t))       ? kNormInUpdate
+                : opt.global_clipnorm > 0.0 ? clip_factor(global, opt.global_clipnorm)
+                                            : clip_factor(sums[t], opt.clipnorm);
   return true;
 }
 
@@ -89,8 +118,9 @@ struct MomentumUpdate {
 template <class T>
 struct AdamUpdate {
   AdamHyper h;
+  double alpha = adam_alpha(h);  // once per step
   void operator()(const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) const {
-    const auto s = scalars(h, t.weight_decay, scale);
+    const auto s = scalars(h, alpha, t.weight_decay, scale);
     T* p = t.param + b;
     const T* g = t.grad + b;
     T* m = t.slots[0] + b;
@@ -113,28 +143,34 @@ std::vector<std::int64_t> sizes_of(const std::vector<TensorSlots<T>>& tensors) {
   return sizes;
 }
 
-// The update pass: update(tensor, first, count, scales[tensor]) over every slice.
+// The update pass: update(tensor, first, count, scale) over every slice. A tensor with
+// scale kNormInUpdate lies in one slice and is clipped to `clipnorm` by its own norm,
+// c / max(||g||, c), computed here (the same sum the norm pass would give).
 template <class T, class Update>
 void update_pass(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan& plan, const std::vector<double>& scales,
-                 const Executor& exec, const Update& update, bool after_norm_pass = false) {
+                 const Executor& exec, const Update& update, bool after_norm_pass = false, double clipnorm = 0.0) {
   for_each_slice(
       plan, exec,
       [&](std::int64_t s) {
         const Slice& sl = plan.slices[size_t(s)];
-        update(tensors[size_t(sl.tensor)], sl.begin, sl.end - sl.begin, scales[size_t(sl.tensor)]);
+        const TensorSlots<T>& t = tensors[size_t(sl.tensor)];
+        double scale = scales[size_t(sl.tensor)];
+        if (scale == kNormInUpdate) scale = clip_factor(dispatch::sum_of_squares<T>(t.grad, t.size), clipnorm);
+        update(t, sl.begin, sl.end - sl.begin, scale);
       },
       /*reverse=*/after_norm_pass);
 }
 
-// Dense multi-tensor step: clip scales, then the update pass.
+// Dense multi-tensor step: clip scales (a norm pass where one is needed), then the update pass.
 template <class T, class Update>
 bool apply_multi(const std::vector<TensorSlots<T>>& tensors, const GradientOptions& opt, const Executor& exec,
                  const Update& update) {
   const ChunkPlan plan = plan_chunks(sizes_of(tensors));
   std::vector<double> scales;
-  if (!gradient_scales(tensors, plan, opt, exec, scales)) return false;
-  const bool norm_pass_ran = opt.clipnorm > 0.0 || opt.global_clipnorm > 0.0 || opt.skip_nonfinite;
-  update_pass(tensors, plan, scales, exec, update, norm_pass_ran);
+  bool norm_pass_ran = false;
+  if (!gradient_scales(tensors, plan, opt, exec, scales, norms_in_update(plan, tensors.size(), opt), &norm_pass_ran))
+    return false;
+  update_pass(tensors, plan, scales, exec, update, norm_pass_ran, opt.clipnorm);
   return true;
 }
 }  // namespace detail

@@ -112,11 +112,17 @@ inline GradientDescentScalars scalars(const GradientDescentHyper& h, double weig
 inline MomentumScalars scalars(const MomentumHyper& h, double weight_decay, double grad_scale) {
   return {h.lr, h.momentum, h.lr * weight_decay, grad_scale};
 }
-inline AdamScalars scalars(const AdamHyper& h, double weight_decay, double grad_scale) {
+// alpha = lr * sqrt(1 - b2^t) / (1 - b1^t): the same for every tensor of a step, so the
+// updates compute it once (two pow calls cost more than updating a small tensor).
+inline double adam_alpha(const AdamHyper& h) {
   const double t = double(h.step);
-  // alpha = lr * sqrt(1 - b2^t) / (1 - b1^t)
-  const double alpha = h.lr * std::sqrt(1.0 - std::pow(h.beta_2, t)) / (1.0 - std::pow(h.beta_1, t));
+  return h.lr * std::sqrt(1.0 - std::pow(h.beta_2, t)) / (1.0 - std::pow(h.beta_1, t));
+}
+inline AdamScalars scalars(const AdamHyper& h, double alpha, double weight_decay, double grad_scale) {
   return {alpha, 1.0 - h.beta_1, 1.0 - h.beta_2, h.epsilon, h.lr * weight_decay, grad_scale};
+}
+inline AdamScalars scalars(const AdamHyper& h, double weight_decay, double grad_scale) {
+  return scalars(h, adam_alpha(h), weight_decay, grad_scale);
 }
 
 // Clip factor c / max(norm, c): 1 below the threshold, NaN when the norm is NaN (as Keras).
