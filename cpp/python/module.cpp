@@ -99,14 +99,6 @@ py::array as_array(const py::handle& obj, const char* list, std::size_t index) {
   return py::reinterpret_borrow<py::array>(obj);
 }
 
-// The arrays of a big step are cold in cache (the last step's update evicted them), and
-// each check reads an array object, then its shape: prefetching the objects 16 arrays ahead
-// and their shapes 8 ahead overlaps those misses instead of taking them one at a time.
-void prefetch_ahead(const std::vector<Arg>& args, std::size_t i) {
-  if (i + 16 < args.size()) __builtin_prefetch(args[i + 16].array.ptr());
-  if (i + 8 < args.size()) __builtin_prefetch(args[i + 8].array.shape());
-}
-
 // Checks every array of the step before anything is written: dtypes agree, shapes agree
 // with the parameter, C-contiguous, written arrays writeable, no written array overlapping
 // any other. Returns the common dtype.
@@ -114,7 +106,6 @@ DType check_arrays(const std::vector<Arg>& args, std::size_t per_tensor) {
   if (args.empty()) return DType::float32;
   const DType dtype = dtype_of(args[0]);
   for (std::size_t i = 0; i < args.size(); ++i) {
-    prefetch_ahead(args, i);
     const Arg& a = args[i];
     const Arg& param = args[i - i % per_tensor];
     if (const DType own = dtype_of(a); own != dtype)
