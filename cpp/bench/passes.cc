@@ -48,7 +48,9 @@ int main(int argc, char** argv) {
     std::function<void()> run;
   };
   // The norm pass alone, then per rule: the whole step (apply_*: plan, then the update pass),
-  // the update pass in the reverse chunk order a clipped step uses, and the whole clipped step.
+  // the update pass in the reverse chunk order a clipped step uses, and the whole clipped step
+  // (a norm pass and the reverse update when n > kChunkElems; a tensor of one chunk is normed
+  // inside its update instead).
   std::vector<Case> cases = {{"norm pass (sum of squares of g)", 4,
                               [&] { gradient_scales(t, plan, clipped, exec, clip_scales); }}};
   const auto add_rule = [&](const std::string& rule, double bytes, auto hyper, auto apply, auto update) {

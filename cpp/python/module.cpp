@@ -51,13 +51,15 @@ std::string describe_shape(const py::array& a) {
 }
 
 // "grads[3]": the name of array 3 of the list grads in messages.
-std::string arg_name(const char* list, std::size_t index) { return std::string(list) + "[" + std::to_string(index) + "]"; }
+std::string arg_name(const char* list, std::size_t index) {
+  return std::string(list) + "[" + std::to_string(index) + "]";
+}
 
 // One array argument, e.g. grads[3]. The name is built only for a message: a step can
 // have thousands of arrays, and the binding's work per array is part of every call.
 struct Arg {
   py::array array;  // a reference, held while the GIL is released
-  const char* list;
+  const char* list;  // a string literal: "params", "grads", ...
   std::size_t index;
   bool written;
   bool rows_of_param = false;  // sparse gradient values: shape (nnz,) + param.shape[1:]
@@ -95,7 +97,8 @@ DType dtype_of(const Arg& a) {
 
 py::array as_array(const py::handle& obj, const char* list, std::size_t index) {
   if (!py::isinstance<py::array>(obj))
-    throw py::type_error(arg_name(list, index) + " must be a numpy.ndarray, got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
+    throw py::type_error(arg_name(list, index) + " must be a numpy.ndarray, got " +
+                         std::string(py::str(py::type::of(obj).attr("__name__"))));
   return py::reinterpret_borrow<py::array>(obj);
 }
 
@@ -171,7 +174,8 @@ std::vector<Arg> gather(const std::vector<std::pair<const char*, py::object>>& l
   for (std::size_t t = 0; t < n; ++t)
     for (std::size_t l = 0; l < items.size(); ++l) {
       const char* list = lists[l].first;
-      args.push_back({as_array(items[l][t], list, t), list, t, written[l], rows_of_param_list != 0 && l == rows_of_param_list});
+      const bool rows_of_param = rows_of_param_list != 0 && l == rows_of_param_list;
+      args.push_back({as_array(items[l][t], list, t), list, t, written[l], rows_of_param});
     }
   return args;
 }
@@ -255,18 +259,18 @@ std::vector<std::vector<std::int64_t>> gather_indices(const py::object& indices,
     throw py::value_error("indices has " + std::to_string(items.size()) + " arrays but params has " + std::to_string(n));
   std::vector<std::vector<std::int64_t>> out(n);
   for (std::size_t t = 0; t < n; ++t) {
-    const std::string name = arg_name("indices", t);
     py::array idx = as_array(items[t], "indices", t);
     const char kind = idx.dtype().kind();
     if (kind != 'i' && kind != 'u')
-      throw py::type_error(name + " must be an integer array, got dtype " + std::string(py::str(idx.dtype())));
-    if (idx.ndim() != 1) throw py::value_error(name + " must be 1-D, got shape " + describe_shape(idx));
+      throw py::type_error(arg_name("indices", t) + " must be an integer array, got dtype " +
+                           std::string(py::str(idx.dtype())));
+    if (idx.ndim() != 1) throw py::value_error(arg_name("indices", t) + " must be 1-D, got shape " + describe_shape(idx));
     const py::array& param = args[t * per_tensor].array;
     const py::array& values = args[t * per_tensor + 1].array;
-    if (param.ndim() < 1) throw py::value_error("params[" + std::to_string(t) + "] must have at least one dimension");
+    if (param.ndim() < 1) throw py::value_error(arg_name("params", t) + " must have at least one dimension");
     if (values.ndim() < 1 || values.shape(0) != idx.shape(0))
-      throw py::value_error("values[" + std::to_string(t) + "] has shape " + describe_shape(values) + " but " + name +
-                            " has " + std::to_string(idx.shape(0)) + " entries");
+      throw py::value_error(arg_name("values", t) + " has shape " + describe_shape(values) + " but " +
+                            arg_name("indices", t) + " has " + std::to_string(idx.shape(0)) + " entries");
     auto as64 = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(idx);
     out[t].assign(as64.data(), as64.data() + as64.size());
     require(check_indices(out[t].data(), std::int64_t(out[t].size()), param.shape(0)));

@@ -638,23 +638,45 @@ static void multi_for_type(ThreadPool& pool) {
       check(!applied && same, "%s %s skip_nonfinite(%g): applied=%d, untouched=%d", c.name().c_str(), Traits<T>::name,
             bad, int(applied), int(same));
     }
-    // clipnorm alone norms the one-slice tensors (17, 1023, 7) inside their update; with
-    // skip_nonfinite every norm comes from the norm pass. Finite gradients: the same bits.
+  }
+  // clipnorm alone norms the tensors of one slice (17, 32768, 7) inside their update; with
+  // skip_nonfinite every norm comes from the norm pass. With finite gradients: the same bits.
+  // A clipnorm of 0.5 is below every tensor's norm, so each scale depends on its norm.
+  const std::vector<i64> edge_sizes = {17, 0, kChunkElems, kChunkElems + 1, 7};
+  const std::vector<int> edge_offsets = {1, 0, 0, 3, 2};
+  for (const Config& c : all_configs()) {
+    if (c.weight_decay == 0.0) continue;
+    std::vector<RefTensor> ts;
+    for (size_t k = 0; k < edge_sizes.size(); ++k) ts.push_back(random_tensor<T>(c, edge_sizes[k], 0.1, rng));
+    check_step<T>(c, ts, edge_offsets, GradientOptions{0.5, 0.0, false}, pool);
     for (const NamedExecutor& ex : executors(pool)) {
       std::vector<Stored<T>> in_update, from_pass;
       for (size_t k = 0; k < ts.size(); ++k) {
-        in_update.push_back(store_tensor<T>(ts[k], c.slots(), offsets[k]));
-        from_pass.push_back(store_tensor<T>(ts[k], c.slots(), offsets[k]));
+        in_update.push_back(store_tensor<T>(ts[k], c.slots(), edge_offsets[k]));
+        from_pass.push_back(store_tensor<T>(ts[k], c.slots(), edge_offsets[k]));
       }
-      const bool a = run_apply(c, in_update, ts, GradientOptions{30.0, 0.0, false}, ex.exec);
-      const bool b = run_apply(c, from_pass, ts, GradientOptions{30.0, 0.0, true}, ex.exec);
+      const bool a = run_apply(c, in_update, ts, GradientOptions{0.5, 0.0, false}, ex.exec);
+      const bool b = run_apply(c, from_pass, ts, GradientOptions{0.5, 0.0, true}, ex.exec);
       bool same = a && b;
       for (size_t k = 0; k < ts.size(); ++k)
-        for (int arr = 0; arr < 2 + c.slots(); ++arr) same = same && same_bits(in_update[k].buf[arr], from_pass[k].buf[arr]);
+        for (int arr = 0; arr < 2 + c.slots(); ++arr)
+          same = same && same_bits(in_update[k].buf[arr], from_pass[k].buf[arr]);
       check(same, "%s %s exec=%s: clipnorm normed in the update differs from the norm pass's", c.name().c_str(),
             Traits<T>::name, ex.name);
     }
   }
+}
+
+// Which tensors the update pass norms itself: those of one slice, and only with clipnorm alone.
+static void section_norms_in_update() {
+  const ChunkPlan plan = plan_chunks({17, 0, kChunkElems, kChunkElems + 1, 7});
+  const std::vector<char> clipnorm = detail::norms_in_update(plan, 5, GradientOptions{1.0, 0.0, false});
+  check(clipnorm == std::vector<char>({1, 0, 1, 0, 1}), "norms_in_update(clipnorm) marks the wrong tensors");
+  for (const GradientOptions& o : {GradientOptions{1.0, 0.0, true}, GradientOptions{0.0, 1.0, false},
+                                   GradientOptions{0.0, 0.0, false}, GradientOptions{0.0, 0.0, true}})
+    check(detail::norms_in_update(plan, 5, o) == std::vector<char>(5, 0),
+          "norms_in_update marks tensors for clipnorm=%g global_clipnorm=%g skip_nonfinite=%d", o.clipnorm,
+          o.global_clipnorm, int(o.skip_nonfinite));
 }
 
 static void section_multi() {
@@ -792,7 +814,7 @@ int main(int argc, char** argv) {
   const std::vector<std::pair<std::string, void (*)()>> sections = {
       {"conversions", section_conversions}, {"plan", section_plan},     {"pool", section_pool},
       {"checks", section_checks},           {"kernels", section_kernels}, {"multi", section_multi},
-      {"sparse", section_sparse},
+      {"norms", section_norms_in_update},   {"sparse", section_sparse},
   };
   std::vector<std::string> wanted(argv + 1, argv + argc);
   std::string isas;

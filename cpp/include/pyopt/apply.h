@@ -1,6 +1,7 @@
 // Multi-tensor steps: every tensor of a step in one call, in at most two passes over memory
-// per tensor (a read pass over the gradient for clip norms, then the fused update; with
-// clipnorm, a tensor small enough for one slice is normed by its update, in cache).
+// per tensor (a read pass over the gradient for clip norms, then the fused update). With
+// clipnorm alone (not global_clipnorm, not skip_nonfinite), a tensor of at most kChunkElems
+// elements is normed by its own update instead, while its gradient is in cache.
 // Front ends fill TensorSlots with raw pointers, pick an Executor, and call apply_*.
 #pragma once
 
@@ -34,13 +35,14 @@ bool all_finite(const std::vector<TensorSlots<T>>& tensors) {
   return true;
 }
 
+namespace detail {
 // The scale of a tensor whose clip norm its own update computes (see norms_in_update);
-// real scales are in (0, 1] or NaN.
+// real scales are in [0, 1] or NaN.
 constexpr double kNormInUpdate = -1.0;
 
 // With clipnorm alone (no global norm, no non-finite check), a tensor that lies in one slice
 // needs no norm pass: its update computes ||g|| first, on the same thread, while g is in
-// cache. Returns, per tensor, whether it is such a tensor.
+// cache. Returns, per tensor, whether it is such a tensor (none for other options).
 inline std::vector<char> norms_in_update(const ChunkPlan& plan, std::size_t num_tensors, const GradientOptions& opt) {
   std::vector<char> in_update(num_tensors, 0);
   if (!(opt.clipnorm > 0.0) || opt.global_clipnorm > 0.0 || opt.skip_nonfinite) return in_update;
@@ -49,18 +51,22 @@ inline std::vector<char> norms_in_update(const ChunkPlan& plan, std::size_t num_
   for (std::size_t t = 0; t < num_tensors; ++t) in_update[t] = slices_of[t] == 1;
   return in_update;
 }
+}  // namespace detail
 
-// Per-tensor gradient scale factors of a step (kNormInUpdate for the tensors marked in
-// `in_update`, which the norm pass skips). Returns false when the step must be skipped
-// (skip_nonfinite and some gradient is not finite). *pass_ran tells whether a norm pass ran.
+// Per-tensor gradient scale factors of a step. Returns false when the step must be skipped
+// (skip_nonfinite and some gradient is not finite). With allow_norms_in_update (for the
+// dense update pass, which computes those norms), the tensors detail::norms_in_update marks
+// get detail::kNormInUpdate and the norm pass skips them. *pass_ran: whether a pass ran.
 template <class T>
 bool gradient_scales(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan& plan, const GradientOptions& opt,
-                     const Executor& exec, std::vector<double>& scales, const std::vector<char>& in_update = {},
+                     const Executor& exec, std::vector<double>& scales, bool allow_norms_in_update = false,
                      bool* pass_ran = nullptr) {
   scales.assign(tensors.size(), 1.0);
   if (pass_ran) *pass_ran = false;
   const bool clip = opt.clipnorm > 0.0 || opt.global_clipnorm > 0.0;
   if (!clip && !opt.skip_nonfinite) return true;
+  const std::vector<char> in_update =
+      allow_norms_in_update ? detail::norms_in_update(plan, tensors.size(), opt) : std::vector<char>();
   const auto deferred = [&](std::int64_t t) { return !in_update.empty() && in_update[size_t(t)]; };
   bool any_pass = false;
   for (const Slice& sl : plan.slices) any_pass = any_pass || !deferred(sl.tensor);
@@ -82,7 +88,7 @@ bool gradient_scales(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan
   // only the first skips the step (rare path, so a plain scan to tell them apart).
   if (opt.skip_nonfinite && !std::isfinite(global) && !all_finite(tensors)) return false;
   for (size_t t = 0; t < tensors.size(); ++t)
-    scales[t] = deferred(std::int64_t(t))       ? kNormInUpdate
+    scales[t] = deferred(std::int64_t(t))       ? detail::kNormInUpdate
                 : opt.global_clipnorm > 0.0 ? clip_factor(global, opt.global_clipnorm)
                                             : clip_factor(sums[t], opt.clipnorm);
   return true;
@@ -117,8 +123,9 @@ struct MomentumUpdate {
 
 template <class T>
 struct AdamUpdate {
+  explicit AdamUpdate(const AdamHyper& hyper) : h(hyper), alpha(adam_alpha(hyper)) {}
   AdamHyper h;
-  double alpha = adam_alpha(h);  // once per step
+  double alpha;  // adam_alpha(h), once per step
   void operator()(const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) const {
     const auto s = scalars(h, alpha, t.weight_decay, scale);
     T* p = t.param + b;
@@ -144,7 +151,7 @@ std::vector<std::int64_t> sizes_of(const std::vector<TensorSlots<T>>& tensors) {
 }
 
 // The update pass: update(tensor, first, count, scale) over every slice. A tensor with
-// scale kNormInUpdate lies in one slice and is clipped to `clipnorm` by its own norm,
+// scale kNormInUpdate lies in one slice and is clipped to `clipnorm` (> 0) by its own norm,
 // c / max(||g||, c), computed here (the same sum the norm pass would give).
 template <class T, class Update>
 void update_pass(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan& plan, const std::vector<double>& scales,
@@ -168,8 +175,7 @@ bool apply_multi(const std::vector<TensorSlots<T>>& tensors, const GradientOptio
   const ChunkPlan plan = plan_chunks(sizes_of(tensors));
   std::vector<double> scales;
   bool norm_pass_ran = false;
-  if (!gradient_scales(tensors, plan, opt, exec, scales, norms_in_update(plan, tensors.size(), opt), &norm_pass_ran))
-    return false;
+  if (!gradient_scales(tensors, plan, opt, exec, scales, /*allow_norms_in_update=*/true, &norm_pass_ran)) return false;
   update_pass(tensors, plan, scales, exec, update, norm_pass_ran, opt.clipnorm);
   return true;
 }

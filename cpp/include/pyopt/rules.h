@@ -121,9 +121,6 @@ inline double adam_alpha(const AdamHyper& h) {
 inline AdamScalars scalars(const AdamHyper& h, double alpha, double weight_decay, double grad_scale) {
   return {alpha, 1.0 - h.beta_1, 1.0 - h.beta_2, h.epsilon, h.lr * weight_decay, grad_scale};
 }
-inline AdamScalars scalars(const AdamHyper& h, double weight_decay, double grad_scale) {
-  return scalars(h, adam_alpha(h), weight_decay, grad_scale);
-}
 
 // Clip factor c / max(norm, c): 1 below the threshold, NaN when the norm is NaN (as Keras).
 inline double clip_factor(double sum_of_squares, double clip) {
