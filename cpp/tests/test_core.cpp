@@ -468,6 +468,23 @@ static Stored<T> store_tensor(const RefTensor& r, int nslots, int offset) {
   return s;
 }
 
+// Every tensor stored, tensor k at offsets[k].
+template <class T>
+static std::vector<Stored<T>> store_all(const std::vector<RefTensor>& ts, int nslots, const std::vector<int>& offsets) {
+  std::vector<Stored<T>> st;
+  for (size_t k = 0; k < ts.size(); ++k) st.push_back(store_tensor<T>(ts[k], nslots, offsets[k]));
+  return st;
+}
+
+// Every array of every tensor bitwise equal (guards included).
+template <class T>
+static bool same_stored(const std::vector<Stored<T>>& a, const std::vector<Stored<T>>& b) {
+  bool same = a.size() == b.size();
+  for (size_t k = 0; same && k < a.size(); ++k)
+    for (int arr = 0; arr < 5; ++arr) same = same && same_bits(a[k].buf[arr], b[k].buf[arr]);
+  return same;
+}
+
 // A random tensor, already rounded to T (so the reference starts from the stored values).
 template <class T>
 static RefTensor random_tensor(const Config& c, i64 n, double wd, std::mt19937_64& rng) {
@@ -537,8 +554,7 @@ static void check_step(const Config& c, const std::vector<RefTensor>& initial, c
     set_active_isa(isa);
     for (const NamedExecutor& ex : executors(pool)) {
       if (total <= kChunkElems && std::string(ex.name) != "inline") continue;  // one chunk: always inline
-      std::vector<Stored<T>> st;
-      for (size_t k = 0; k < initial.size(); ++k) st.push_back(store_tensor<T>(initial[k], c.slots(), offsets[k]));
+      std::vector<Stored<T>> st = store_all<T>(initial, c.slots(), offsets);
       const std::vector<Stored<T>> before = st;
       const bool applied = run_apply(c, st, initial, o, ex.exec);
       char where[160];
@@ -626,15 +642,11 @@ static void multi_for_type(ThreadPool& pool) {
     check_step<T>(c, ts, offsets, GradientOptions{0.0, 100.0, false}, pool);
     // skip_nonfinite: a NaN or Inf anywhere -> false, nothing written.
     for (double bad : {double(NAN), double(INFINITY), -double(INFINITY)}) {
-      std::vector<Stored<T>> st;
-      for (size_t k = 0; k < ts.size(); ++k) st.push_back(store_tensor<T>(ts[k], c.slots(), offsets[k]));
+      std::vector<Stored<T>> st = store_all<T>(ts, c.slots(), offsets);
       st[4].ptr(1)[12345] = Traits<T>::from_double(bad);
       const std::vector<Stored<T>> before = st;
       const bool applied = run_apply(c, st, ts, GradientOptions{0.0, 0.0, true}, executors(pool)[2].exec);
-      bool same = true;
-      for (size_t k = 0; k < st.size(); ++k)
-        for (int a = 0; a < 2 + c.slots(); ++a)
-          same = same && same_bits(st[k].buf[a], before[k].buf[a]);
+      const bool same = same_stored(st, before);
       check(!applied && same, "%s %s skip_nonfinite(%g): applied=%d, untouched=%d", c.name().c_str(), Traits<T>::name,
             bad, int(applied), int(same));
     }
@@ -650,18 +662,11 @@ static void multi_for_type(ThreadPool& pool) {
     for (size_t k = 0; k < edge_sizes.size(); ++k) ts.push_back(random_tensor<T>(c, edge_sizes[k], 0.1, rng));
     check_step<T>(c, ts, edge_offsets, GradientOptions{0.5, 0.0, false}, pool);
     for (const NamedExecutor& ex : executors(pool)) {
-      std::vector<Stored<T>> in_update, from_pass;
-      for (size_t k = 0; k < ts.size(); ++k) {
-        in_update.push_back(store_tensor<T>(ts[k], c.slots(), edge_offsets[k]));
-        from_pass.push_back(store_tensor<T>(ts[k], c.slots(), edge_offsets[k]));
-      }
+      std::vector<Stored<T>> in_update = store_all<T>(ts, c.slots(), edge_offsets);
+      std::vector<Stored<T>> from_pass = in_update;
       const bool a = run_apply(c, in_update, ts, GradientOptions{0.5, 0.0, false}, ex.exec);
       const bool b = run_apply(c, from_pass, ts, GradientOptions{0.5, 0.0, true}, ex.exec);
-      bool same = a && b;
-      for (size_t k = 0; k < ts.size(); ++k)
-        for (int arr = 0; arr < 2 + c.slots(); ++arr)
-          same = same && same_bits(in_update[k].buf[arr], from_pass[k].buf[arr]);
-      check(same, "%s %s exec=%s: clipnorm normed in the update differs from the norm pass's", c.name().c_str(),
+      check(a && b && same_stored(in_update, from_pass), "%s %s exec=%s: clipnorm normed in the update differs from the norm pass's", c.name().c_str(),
             Traits<T>::name, ex.name);
     }
   }

@@ -65,9 +65,9 @@ bool gradient_scales(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan
   if (pass_ran) *pass_ran = false;
   const bool clip = opt.clipnorm > 0.0 || opt.global_clipnorm > 0.0;
   if (!clip && !opt.skip_nonfinite) return true;
-  const std::vector<char> in_update =
-      allow_norms_in_update ? detail::norms_in_update(plan, tensors.size(), opt) : std::vector<char>();
-  const auto deferred = [&](std::int64_t t) { return !in_update.empty() && in_update[size_t(t)]; };
+  const std::vector<char> in_update = allow_norms_in_update ? detail::norms_in_update(plan, tensors.size(), opt)
+                                                            : std::vector<char>(tensors.size(), 0);
+  const auto deferred = [&](std::int64_t t) { return in_update[size_t(t)] != 0; };
   bool any_pass = false;
   for (const Slice& sl : plan.slices) any_pass = any_pass || !deferred(sl.tensor);
   std::vector<double> partial(plan.slices.size(), 0.0);
