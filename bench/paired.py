@@ -9,11 +9,15 @@ ratios are taken within a round before the median: drift hits all of them alike.
     python bench/paired.py momentum dense_16M pyopt_op,pyopt_numpy --clip clipnorm --with-unclipped
     python bench/paired.py adam many_200x10K_10_per_call pyopt_op,keras,tf_call_floor --rounds 8
     python bench/paired.py adam dense_16M pyopt_op,pyopt_numpy,torch --processes 3
+    python bench/paired.py adam many_200x10K pyopt_op,keras,tf_call_floor --with-concrete
 
 The first implementation is the base: "x base" is (its time) / (this one's time) per round,
 median over rounds (> 1: this one is faster). ``--with-unclipped`` also times each
-implementation unclipped and prints clipped / unclipped per implementation. Every
-implementation is checked once against the float64 reference of the first step, as in the
+implementation unclipped and prints clipped / unclipped per implementation.
+``--with-concrete`` also times each TF implementation through its ConcreteFunction: the traced
+graph called directly, without the per-call lookup of the trace that a ``tf.function`` call
+makes (it hashes every captured input: with hundreds of variables, about half of the call
+floor). Every implementation is checked once against the float64 reference of the first step, as in the
 benchmark suites. ``--processes K`` repeats the whole comparison in K fresh processes and
 prints each ratio per process and their median. On the 2-core VM of the README one process
 timed the op's Adam 16M step at 7.6 ms and the next, a minute later, at 10.3 ms: a single
@@ -87,14 +91,27 @@ def ratio_of(times: Dict[str, List[float]], num: str, den: str) -> float:
     return statistics.median(a / b for a, b in zip(times[num], times[den]))
 
 
+def variant_name(name: str, unclipped: bool = False, concrete: bool = False) -> str:
+    """The row of one implementation: 'pyopt_op', 'pyopt_op (unclipped)', 'pyopt_op (unclipped, concrete)'."""
+    tags = [t for t, on in (("unclipped", unclipped), ("concrete", concrete)) if on]
+    return f"{name} ({', '.join(tags)})" if tags else name
+
+
 def workloads() -> dict:
     return {w.name: w for w, _, _ in update_cases(quick=False)}
 
 
-def _build(name, rule, clip, data, workload):
-    from implementations import IMPLEMENTATIONS
+def _build(name, rule, clip, data, workload, concrete: bool = False):
+    """The step of one implementation, traced, warm and checked against the reference.
+    ``concrete``: the step's ConcreteFunction, i.e. the traced graph called directly (TF
+    implementations only; others raise Unavailable)."""
+    from implementations import IMPLEMENTATIONS, Unavailable
 
     runner = IMPLEMENTATIONS[name].build(rule, clip, data, steps_per_call=workload.steps_per_call)
+    if concrete:
+        if not hasattr(runner.step, "get_concrete_function"):
+            raise Unavailable(f"{name} is not a tf.function")
+        runner.step = runner.step.get_concrete_function()
     runner.step()  # trace / compile, then the value check (the call floor updates nothing)
     if name != FLOOR_IMPL:
         check_runner(data, rule, clip, name, runner, steps=workload.steps_per_call)
@@ -110,6 +127,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("impls", help="comma-separated implementation names; the first is the base")
     p.add_argument("--clip", choices=[c for c in CLIPS if c], default=None)
     p.add_argument("--with-unclipped", action="store_true", help="with --clip: also time each unclipped")
+    p.add_argument("--with-concrete", action="store_true",
+                   help="also time each TF implementation through its ConcreteFunction (rows '... (concrete)'): "
+                        "the traced graph called directly, without tf.function's per-call lookup of the "
+                        "trace, which hashes every captured input")
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--reps", type=int, default=5, help="calls per implementation per round")
     p.add_argument("--processes", type=int, default=1,
@@ -219,11 +240,13 @@ def main(argv=None) -> int:
     steps = {}
     for name in names:
         for clip in clips:
-            key = name if clip == args.clip else f"{name} (unclipped)"
-            try:
-                steps[key] = _build(name, args.rule, clip, data, workload)
-            except Unavailable as exc:
-                print(f"skipped {key}: {exc}")
+            concrete_too = args.with_concrete and IMPLEMENTATIONS[name].kind == "tf"
+            for concrete in [False] + ([True] if concrete_too else []):
+                key = variant_name(name, unclipped=clip != args.clip, concrete=concrete)
+                try:
+                    steps[key] = _build(name, args.rule, clip, data, workload, concrete=concrete)
+                except Unavailable as exc:
+                    print(f"skipped {key}: {exc}")
     if not steps:
         raise SystemExit("no implementation could run here")
     times = time_rounds(steps, args.rounds, args.reps, seed=args.seed)
@@ -237,9 +260,11 @@ def main(argv=None) -> int:
     clip_ratios = {}
     if args.with_unclipped:
         for name in names:
-            if name in steps and f"{name} (unclipped)" in steps:
-                clip_ratios[name] = ratio_of(times, name, f"{name} (unclipped)")
-                print(f"{name}: {args.clip} / unclipped = {clip_ratios[name]:.3f}")
+            for concrete in (False, True):
+                clipped, unclipped = variant_name(name, concrete=concrete), variant_name(name, True, concrete)
+                if clipped in steps and unclipped in steps:
+                    clip_ratios[clipped] = ratio_of(times, clipped, unclipped)
+                    print(f"{clipped}: {args.clip} / unclipped = {clip_ratios[clipped]:.3f}")
     if args.json:
         args.json.write_text(json.dumps(dict(rows=rows, clip_ratios=clip_ratios), indent=1))
     return 0

@@ -75,6 +75,42 @@ def test_end_to_end_numpy(paired, capsys):
     assert "pyopt_numpy: clipnorm / unclipped = " in out
 
 
+def test_variant_names(paired):
+    assert paired.variant_name("pyopt_op") == "pyopt_op"
+    assert paired.variant_name("pyopt_op", unclipped=True) == "pyopt_op (unclipped)"
+    assert paired.variant_name("pyopt_op", concrete=True) == "pyopt_op (concrete)"
+    assert paired.variant_name("pyopt_op", True, True) == "pyopt_op (unclipped, concrete)"
+
+
+def test_end_to_end_concrete(paired, capsys, monkeypatch, tmp_path):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("keras")
+    checked = []
+    check = paired.check_runner
+
+    def counting_check(data, rule, clip, name, runner, steps=1):
+        checked.append((name, clip, type(runner.step).__name__))
+        return check(data, rule, clip, name, runner, steps=steps)
+
+    monkeypatch.setattr(paired, "check_runner", counting_check)
+    out = tmp_path / "rows.json"
+    assert paired.main(["adam", "dense_1K", "pyopt_numpy,keras", "--clip", "clipnorm", "--with-unclipped",
+                        "--with-concrete", "--rounds", "2", "--reps", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for row in ("keras", "keras (concrete)", "keras (unclipped)", "keras (unclipped, concrete)",
+                "pyopt_numpy", "pyopt_numpy (unclipped)"):
+        assert f"| {row} |" in printed
+    assert "pyopt_numpy (concrete)" not in printed and "skipped" not in printed  # NumPy has no graph
+    assert "keras (concrete): clipnorm / unclipped = " in printed
+    # every variant was checked against the reference after its first call, the concrete ones
+    # through the ConcreteFunction itself
+    assert sorted((str(c), t) for n, c, t in checked if n == "keras") == [
+        (clip, kind) for clip in ("None", "clipnorm") for kind in ("ConcreteFunction", "Function")]
+    import json
+
+    assert set(json.loads(out.read_text())["clip_ratios"]) == {"pyopt_numpy", "keras", "keras (concrete)"}
+
+
 def test_unknown_names_are_refused(paired):
     with pytest.raises(SystemExit, match="unknown workload 'dense_3M'"):
         paired.main(["adam", "dense_3M", "pyopt_numpy"])
