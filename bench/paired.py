@@ -17,8 +17,8 @@ implementation unclipped and prints clipped / unclipped per implementation.
 ``--with-concrete`` also times each TF implementation through its ConcreteFunction: the traced
 graph called directly, without the per-call lookup of the trace that a ``tf.function`` call
 makes (it hashes every captured input: with hundreds of variables, about half of the call
-floor). Every implementation is checked once against the float64 reference of the first step, as in the
-benchmark suites. ``--processes K`` repeats the whole comparison in K fresh processes and
+floor). Every implementation is checked once against the float64 reference of the first
+step, as in the benchmark suites. ``--processes K`` repeats the whole comparison in K fresh processes and
 prints each ratio per process and their median. On the 2-core VM of the README one process
 timed the op's Adam 16M step at 7.6 ms and the next, a minute later, at 10.3 ms: a single
 process's ratios can mislead. Workloads: the names of the suites (``dense_16M``, ``many_200x10K``,
@@ -103,14 +103,12 @@ def workloads() -> dict:
 
 def _build(name, rule, clip, data, workload, concrete: bool = False):
     """The step of one implementation, traced, warm and checked against the reference.
-    ``concrete``: the step's ConcreteFunction, i.e. the traced graph called directly (TF
-    implementations only; others raise Unavailable)."""
-    from implementations import IMPLEMENTATIONS, Unavailable
+    ``concrete`` (TF implementations, ``kind == "tf"``, only): the step's ConcreteFunction,
+    i.e. the traced graph called directly."""
+    from implementations import IMPLEMENTATIONS
 
     runner = IMPLEMENTATIONS[name].build(rule, clip, data, steps_per_call=workload.steps_per_call)
     if concrete:
-        if not hasattr(runner.step, "get_concrete_function"):
-            raise Unavailable(f"{name} is not a tf.function")
         runner.step = runner.step.get_concrete_function()
     runner.step()  # trace / compile, then the value check (the call floor updates nothing)
     if name != FLOOR_IMPL:
