@@ -125,7 +125,10 @@ def _load_checked(path: str):
     except (OSError, ValueError) as exc:
         raise _Unavailable(f"cannot read the build info of {path}: {exc}") from None
     _built_with = info["tensorflow"]
-    running = _tf_version()
+    try:
+        running = _tf_version()
+    except ImportError as exc:
+        raise _Unavailable(f"TensorFlow cannot be imported ({exc})") from None
     if _major_minor(running) != _major_minor(_built_with):
         raise _Unavailable(
             f"the op library was built for TensorFlow {_built_with} but TensorFlow {running} is running"

@@ -392,9 +392,15 @@ def main(argv=None) -> int:
         return cmd_bench(argv[1:])  # everything after "bench" belongs to the report script
     parser = _parser()
     args = parser.parse_args(argv)
-    command = {"demo": cmd_demo, "train": cmd_train, "info": cmd_info}[args.command]
-    from .ops import FusedBackendError
-    from .training import BackendUnavailable
+    if args.command == "info":
+        return cmd_info(args)  # needs no TensorFlow
+    command = {"demo": cmd_demo, "train": cmd_train}[args.command]
+    try:
+        from .ops import FusedBackendError
+        from .training import BackendUnavailable
+    except ImportError as exc:  # an optional dependency is missing; the message says what to install
+        print(f"pyopt {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
     try:
         return command(args)

@@ -48,15 +48,13 @@ from __future__ import annotations
 import math
 import numbers
 
-import tensorflow as tf
+from ._deps import missing
 
 try:
+    import tensorflow as tf
     import tf_keras
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
-    raise ImportError(
-        "pyopt.legacy needs tf_keras (Keras 2), which is not installed: "
-        'pip install "pyopt[legacy]" (or: pip install tf_keras)'
-    ) from exc
+except ImportError as exc:
+    raise missing("pyopt.legacy", exc) from exc
 
 from . import ops as pyopt_ops
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numbers
 
-import keras
+from ._deps import missing
+
+try:
+    import keras
+except ImportError as exc:
+    raise missing("pyopt.models", exc) from exc
 
 __all__ = ["MLP"]
 

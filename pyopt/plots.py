@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-import pandas as pd
+
+from ._deps import missing
+
+try:
+    import matplotlib  # noqa: F401  (imported here only to say what to install when it is missing)
+    import pandas as pd
+except ImportError as exc:
+    raise missing("pyopt.plots", exc) from exc
 
 __all__ = ["plot_histories"]
 

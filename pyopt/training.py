@@ -23,10 +23,17 @@ import time
 import weakref
 from typing import Callable, Iterable
 
-import keras
 import numpy as np
-import pandas as pd
-import tensorflow as tf
+
+from ._deps import missing
+
+try:
+    import keras
+    import pandas as pd
+    import tensorflow as tf
+    from tqdm.auto import tqdm
+except ImportError as exc:
+    raise missing("pyopt.training", exc) from exc
 
 from .data import Dataset
 
@@ -253,8 +260,6 @@ def train(
         ``ms_per_step`` (mean time of a step, the first epoch, which traces, left out when
         there is more than one).
     """
-    from tqdm.auto import tqdm
-
     _check_positive_int("epochs", epochs)
     _check_positive_int("his_freq", his_freq)
     if batch_size is not None:

@@ -54,7 +54,9 @@ PROBE = textwrap.dedent(
     """
 )
 
-TF_VERSION = importlib.metadata.version("tensorflow")
+# The installed TensorFlow's version, without importing it: whichever distribution
+# (tensorflow, tensorflow-cpu, ...) provides the package.
+TF_VERSION = importlib.metadata.version(importlib.metadata.packages_distributions()["tensorflow"][0])
 BUILT = os.path.isfile(_loader.library_path())
 UNDEFINED_SYMBOL_C = """
 extern void pyopt_test_symbol_that_does_not_exist(void);

@@ -17,6 +17,13 @@ is needed: without pyopt's compiled core (``pyopt._core``, used by ``pyopt.kerne
 API still runs, on the pure-TF backend or on the fused ops if their library loads.
 """
 
+from .._deps import missing
+
+try:
+    import tensorflow  # noqa: F401  (imported first only to say what to install when it is missing)
+except ImportError as exc:
+    raise missing("pyopt.ops", exc) from exc
+
 from ._api import (
     BACKENDS,
     FusedBackendError,

@@ -11,6 +11,14 @@ momentum). Every class takes ``lr`` as an alias of ``learning_rate`` and is regi
 Keras serialization as ``"pyopt>ClassName"``.
 """
 
+from .._deps import missing
+
+try:
+    import keras  # noqa: F401  (imported first only to say what to install when it is missing)
+    import tensorflow  # noqa: F401
+except ImportError as exc:
+    raise missing("pyopt.optimizers", exc) from exc
+
 from ._adam import Adam
 from ._base import PyoptOptimizer
 from ._sgd import SGD, GradientDescent, Momentum
