@@ -4,40 +4,47 @@ Usage (``pyopt bench [args]`` forwards its arguments to :func:`main`)::
 
     pyopt bench [--quick] [--out DIR] [--impl NAME ...] [--from-json FILE] [-- PYTEST_ARGS ...]
 
-It runs ``pytest bench/ --benchmark-only --benchmark-json=DIR/bench.json`` from the source
-tree (the suites are not installed with the package), then writes into ``DIR``:
+It runs the suites shipped in :mod:`pyopt.benchmarks` (``python -m pytest <that package's
+directory> -c <its pytest.ini> --benchmark-only --benchmark-json=DIR/bench.json``; found from
+the installed package, whatever the current directory), then writes into ``DIR``:
 
 - ``bench.json``: pytest-benchmark's raw results (every round; machine info incl. ``pyopt.config()``);
-- ``results.md``: the targets (PASS/FAIL with the measured ratio), the machine, and one table
-  of every case: ms per step (median of rounds), GB/s, % of the bandwidth probe, speedup over
-  the Keras built-in and over TF's fused training op, time to the first step, page faults per step;
-- ``summary.md``: the targets, the float32 16M summary and the machine;
-- ``README_section.md``: a README section (reproduce command, plot, targets, key tables, machine);
+- ``medians.json``: the same cases trimmed to what the report needs (per-step medians, bytes,
+  GB/s, the machine): small enough to commit, and ``--from-json`` rebuilds the report from it;
+- ``summary.md``: the headline table (one row per rule and workload: each implementation's
+  ms/step and GB/s, pyopt's speedups), the machine, the key per-case tables, then the targets;
+- ``results.md``: the headline, the machine, every case (ms per step, GB/s, % of the bandwidth
+  probe, speedups over the Keras built-in and TF's fused training op, time to the first step,
+  page faults per step), the probes, then the targets;
 - ``throughput.png``: GB/s against size per implementation (float32 sweep, log x).
 
-``--from-json FILE`` skips the run and rebuilds the report from an earlier ``bench.json``.
+``--from-json FILE`` skips the run and rebuilds the report from an earlier ``bench.json`` or
+``medians.json``.
 
 GB/s counts the bytes a step must move per element: 28 for Adam (p, g, m, v read; p, m, v
 written), 20 for momentum, 12 for gradient descent (float32; scaled by the item size for
 other dtypes; clipping's extra read of g not counted). The probe is the best of the
-STREAM-like loops of ``bench/test_probe.py`` at the first size at or above the step's
-float32-equivalent element count (elements x item size / 4), measured in the same run.
+STREAM-like loops of ``pyopt/benchmarks/test_probe.py`` at the first size at or above the
+step's float32-equivalent element count (elements x item size / 4), measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
+RAW_JSON = "bench.json"
+MEDIANS_JSON = "medians.json"
+MEDIANS_FORMAT = "pyopt-bench-medians/1"
 PAGE_BYTES = 4096
 REFERENCES = {"keras": "Keras built-in", "tf_raw": "TF ResourceApply*"}
 FUSED = ("pyopt_op", "pyopt_keras")
-FLOOR = "tf_call_floor"  # bench/workloads.py's FLOOR_IMPL: a tf.function call that updates nothing
+FLOOR = "tf_call_floor"  # pyopt.benchmarks.workloads.FLOOR_IMPL: a tf.function call that updates nothing
 BOUND = "bandwidth bound"  # the implementation column of a target that bounds what any implementation can reach
 RULE_NAMES = {"gd": "gradient descent", "momentum": "momentum", "adam": "Adam"}
 IMPL_ORDER = ("pyopt_op", "pyopt_keras", "pyopt_numpy", "pyopt_tf", "keras", "keras_xla", "chapter", "tf_raw",
@@ -47,34 +54,65 @@ IMPL_ORDER = ("pyopt_op", "pyopt_keras", "pyopt_numpy", "pyopt_tf", "keras", "ke
 # --------------------------------------------------------------------------- running
 
 
-def find_bench_dir() -> Optional[Path]:
-    """``bench/`` of the source tree this pyopt comes from, or of the current directory."""
-    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
-        bench = root / "bench"
-        if (bench / "conftest.py").is_file() and (bench / "test_update.py").is_file():
-            return bench
-    return None
+def suites_dir() -> Path:
+    """The directory of the installed :mod:`pyopt.benchmarks` (beside this module), not the cwd's."""
+    from . import benchmarks
+
+    return Path(benchmarks.__file__).resolve().parent
 
 
-def run_suites(bench: Path, json_path: Path, quick: bool, impls, pytest_args) -> int:
-    cmd = [sys.executable, "-m", "pytest", str(bench), "--benchmark-only", f"--benchmark-json={json_path}",
-           "-p", "no:cacheprovider", "-q", "-rfEs"]
+def suite_command(suites: Path, json_path: Path, quick: bool, impls, pytest_args) -> list:
+    """The pytest command line of a run: the package's own pytest.ini (which loads its plugin)
+    with its directory as rootdir, so no configuration around the installation applies."""
+    cmd = [sys.executable, "-m", "pytest", str(suites), "-c", str(suites / "pytest.ini"), "--rootdir", str(suites),
+           "--benchmark-only", f"--benchmark-json={json_path}", "-q", "-rfEs"]
     cmd += ["--quick"] if quick else []
     cmd += [f"--impl={name}" for name in impls or ()]
-    cmd += list(pytest_args)
+    return cmd + list(pytest_args)
+
+
+def cannot_run() -> str:
+    """Why the suites cannot run from this installation ("" when they can)."""
+    if importlib.util.find_spec("pytest") is None:
+        return "the benchmark suites need pytest and pytest-benchmark: pip install 'pyopt[bench]'"
+    suites = suites_dir()
+    missing = [name for name in ("pytest.ini", "plugin.py", "test_update.py") if not (suites / name).is_file()]
+    if missing:
+        return f"the benchmark package {suites} lacks {', '.join(missing)}: reinstall pyopt"
+    return ""
+
+
+def run_suites(json_path: Path, quick: bool, impls, pytest_args) -> int:
+    """Runs the suites into ``json_path`` (absolute), from its directory: ``python -m`` puts the
+    cwd first on sys.path, and the output directory holds no ``pyopt`` to shadow the installed one."""
+    cmd = suite_command(suites_dir(), json_path, quick, impls, pytest_args)
     print("running:", " ".join(cmd), flush=True)
-    return subprocess.call(cmd, cwd=bench.parent)
+    return subprocess.call(cmd, cwd=json_path.parent)
 
 
-# --------------------------------------------------------------------------- analysis
+# --------------------------------------------------------------------------- results files
+
+# The columns of medians.json: what the report reads of a row before comparing rows (a field a
+# case lacks, e.g. a probe's first step, is null: the report reads every optional field with .get).
+CASE_FIELDS = ("impl", "label", "rule", "clip", "workload", "kind", "dtype", "n_tensors", "n_elements",
+               "bytes_per_step", "steps_per_call", "train", "median_s", "rounds", "gbps", "first_step_s",
+               "page_faults_per_step", "note")
+# What machine_lines reads of pytest-benchmark's machine info (the rest, e.g. the CPU's flags, is dropped).
+MACHINE_FIELDS = ("pyopt", "versions", "loadavg_at_end", "loadavg_at_start", "quick", "python_version", "datetime")
 
 
-def load(json_path: Path) -> tuple[list, dict]:
-    """Rows (one per benchmark: extra_info + median and rounds) and the machine info."""
+def read(json_path: Path) -> tuple[list, dict]:
+    """Rows (one per case, times per step; not yet compared with each other) and the machine
+    info, from pytest-benchmark's JSON or from a medians file."""
     with open(json_path, encoding="utf-8") as f:
         raw = json.load(f)
+    if isinstance(raw, dict) and raw.get("format") == MEDIANS_FORMAT:
+        return [dict(zip(raw["columns"], case)) for case in raw["cases"]], dict(raw["machine"])
+    if not (isinstance(raw, dict) and "benchmarks" in raw):
+        raise ValueError(f"{json_path} is neither pytest-benchmark's JSON (no 'benchmarks') nor a medians file "
+                         f"(format {MEDIANS_FORMAT!r})")
     rows = []
-    for b in raw.get("benchmarks", []):
+    for b in raw["benchmarks"]:
         info = dict(b.get("extra_info") or {})
         if "impl" not in info:
             continue
@@ -85,8 +123,32 @@ def load(json_path: Path) -> tuple[list, dict]:
         info["gbps"] = info["bytes_per_step"] / info["median_s"] / 1e9
         rows.append(info)
     machine = dict(raw.get("machine_info") or {}, datetime=raw.get("datetime"), commit=raw.get("commit_info", {}))
+    return rows, machine
+
+
+def load(json_path: Path) -> tuple[list, dict]:
+    """:func:`read`, then each row compared with the probes and the references of its case."""
+    rows, machine = read(json_path)
     _enrich(rows)
     return rows, machine
+
+
+def write_medians(rows, machine, path: Path) -> None:
+    """The rows of :func:`read` and the machine trimmed to what the report needs: a list of
+    columns, then one case per line (``read`` accepts the file in place of pytest-benchmark's JSON)."""
+    kept = {k: machine[k] for k in MACHINE_FIELDS if k in machine}
+    brand = (machine.get("cpu") or {}).get("brand_raw")
+    if brand:
+        kept["cpu"] = {"brand_raw": brand}
+    commit = machine.get("commit") or {}
+    kept["commit"] = {k: commit[k] for k in ("id", "dirty") if k in commit}
+    cases = [json.dumps([r.get(k) for k in CASE_FIELDS]) for r in rows]
+    text = "{\n" + f' "format": {json.dumps(MEDIANS_FORMAT)},\n "machine": {json.dumps(kept)},\n'
+    text += f' "columns": {json.dumps(CASE_FIELDS)},\n "cases": [\n  ' + ",\n  ".join(cases) + "\n ]\n}\n"
+    path.write_text(text, encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- analysis
 
 
 def _case(row) -> tuple:
@@ -392,67 +454,130 @@ def plot(rows, path: Path) -> bool:
     return True
 
 
+LEGEND = ("Median of rounds per case, per optimizer step. GB/s counts the bytes a step must move: 28 (Adam), 20 "
+          "(momentum), 12 (gradient descent) per float32 element (scaled by the item size for other dtypes; "
+          "clipping's extra read of the gradient not counted). \"k steps per call\": k steps in a loop inside one "
+          "tf.function call (as Keras' steps_per_execution), times still per step. Train steps: forward, "
+          "backward and update of a plain-variable MLP on a batch of 32 in one tf.function (torch: the same "
+          "maths), no GB/s.")
+CASES_LEGEND = ("% probe: of the best STREAM-like probe at the first size at or above the step's float32-equivalent "
+                "element count, in the same run; x Keras / x TF op: speedup over the Keras built-in / TF's "
+                "ResourceApply* ops in the same case; faults/step: minor page faults per step (fresh pages for "
+                "temporaries).")
+
+# The headline: the questions a user asks first, one row per rule and workload (label, rule,
+# clip, workload, train step); a row appears where the run measured it.
+HEADLINE_CASES = (
+    ("Adam, float32 16M (one tensor)", "adam", None, "dense_16M", False),
+    ("Adam + clipnorm, float32 16M", "adam", "clipnorm", "dense_16M", False),
+    ("momentum, float32 16M", "momentum", None, "dense_16M", False),
+    ("gradient descent, float32 16M", "gd", None, "dense_16M", False),
+    ("Adam, 200 tensors x 10K", "adam", None, "many_200x10K", False),
+    ("Adam, 200 x 10K, 10 steps per call", "adam", None, "many_200x10K_10_per_call", False),
+    ("Adam, MLP 13-4-1 update", "adam", None, "mlp_13_4_1", False),
+    ("Adam, MLP 13-4-1 update, 100 steps per call", "adam", None, "mlp_13_4_1_100_per_call", False),
+    ("Adam, MLP 13-4-1 train step", "adam", None, "train_mlp_13_4_1", True),
+    ("momentum, MLP 13-4-1 train step", "momentum", None, "train_mlp_13_4_1", True),
+    ("gradient descent, MLP 13-4-1 train step", "gd", None, "train_mlp_13_4_1", True),
+    ("Adam, 10M-parameter MLP train step", "adam", None, "train_mlp_10M", True),
+)
+# The MLP's update moves 1.9 KB (Adam): its time is the call's, its GB/s says nothing.
+NO_GBPS_WORKLOADS = ("mlp_13_4_1", "mlp_13_4_1_100_per_call")
+HEADLINE_IMPLS = {"pyopt_keras": "pyopt Keras", "pyopt_op": "pyopt op", "pyopt_numpy": "pyopt NumPy",
+                  "keras": "Keras", "keras_xla": "Keras XLA", "tf_raw": "TF op", "torch": "torch"}
+# pyopt's speedups like for like: the Keras optimizers (apply_gradients in a tf.function), the
+# ops (in a tf.function), the eager array kernels.
+HEADLINE_SPEEDUPS = (("pyopt_keras", "keras"), ("pyopt_op", "tf_raw"), ("pyopt_numpy", "torch"))
+HEADLINE_LEGEND = ("Each cell: ms per step (GB/s; none for train steps and the MLP's update, whose time is the "
+                   "call's). pyopt's speedups compare like with like: its Keras optimizer "
+                   "(`pyopt.optimizers`) with Keras's, both `apply_gradients` in a `tf.function`; its op "
+                   "(`pyopt.ops`) with TF's `ResourceApply*` ops, both in a `tf.function`; its NumPy kernels "
+                   "(`pyopt.kernels`) with torch's fused optimizer, both called eagerly on arrays. Keras XLA: the "
+                   "Keras optimizer compiled with XLA (what `model.fit` does by default on TensorFlow).")
+
+
+def headline_rows(rows) -> list:
+    """Per measured headline case: its label, whether it shows GB/s, the row of each headline
+    implementation that ran it, and pyopt's speedups {(pyopt impl, reference): reference time /
+    pyopt time}."""
+    out = []
+    for label, rule, clip, workload, train in HEADLINE_CASES:
+        cells = {impl: r for impl in HEADLINE_IMPLS if (r := _find(rows, impl, rule, workload, clip, train))}
+        if not cells:
+            continue
+        speedups = {(mine, ref): cells[ref]["median_s"] / cells[mine]["median_s"]
+                    for mine, ref in HEADLINE_SPEEDUPS if mine in cells and ref in cells}
+        gbps = not train and workload not in NO_GBPS_WORKLOADS
+        out.append(dict(case=label, gbps=gbps, cells=cells, speedups=speedups))
+    return out
+
+
+def headline_table(rows) -> str:
+    found = headline_rows(rows)
+    if not found:
+        return "No headline case was measured in this run."
+    head = ["case", *HEADLINE_IMPLS.values(),
+            *(f"{HEADLINE_IMPLS[mine]} vs {HEADLINE_IMPLS[ref]}" for mine, ref in HEADLINE_SPEEDUPS)]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for h in found:
+        cells = []
+        for impl in HEADLINE_IMPLS:
+            r = h["cells"].get(impl)
+            if r is None:
+                cells.append("")
+            else:
+                ms = _num(r["median_s"] * 1e3)
+                cells.append(f"{ms} ({_num(r['gbps'])})" if h["gbps"] else ms)
+        for pair in HEADLINE_SPEEDUPS:
+            x = h["speedups"].get(pair)
+            cells.append("" if x is None else f"{_num(x)}x")
+        lines.append("| " + " | ".join([h["case"], *cells]) + " |")
+    return "\n".join(lines)
+
+
+# Per-case tables of the summary (the key cases; results.md has every case).
+KEY_TABLES = (
+    ("float32, 16M elements, one tensor",
+     lambda r: r["kind"] == "dense" and r["n_elements"] == 1 << 24 and not r.get("clip")),
+    ("float32, 64M elements, one tensor", lambda r: r["kind"] == "dense" and r["n_elements"] == 1 << 26),
+    ("Many small tensors", lambda r: r["kind"] == "many" and not r.get("clip")),
+    ("The chapter's MLP 13-4-1: the update alone", lambda r: r["kind"] == "mlp"),
+    ("Whole train steps (forward, backward, update)", lambda r: r["kind"] == "train"),
+)
+
+
 def write_report(rows, machine, out: Path) -> list:
+    """summary.md, results.md and throughput.png from compared rows (:func:`load`); the targets."""
     targets = evaluate_targets(rows)
     has_plot = plot(rows, out / "throughput.png")
-    summary = "\n\n".join([
-        "### Targets\n\n" + targets_table(targets),
-        "### float32, 16M elements, one tensor\n\n" + cases_table(
-            rows, lambda r: r["kind"] == "dense" and r["n_elements"] == 1 << 24 and not r.get("clip")),
-        "### Machine\n\n" + machine_lines(machine),
-    ])
-    (out / "summary.md").write_text(summary + "\n", encoding="utf-8")
-    (out / "README_section.md").write_text(readme_section(rows, machine, targets, out) + "\n", encoding="utf-8")
-    body = [
-        "# pyopt benchmarks\n",
-        "Median of rounds per case; GB/s at 28 (Adam), 20 (momentum), 12 (gradient descent) bytes per float32 "
-        "element; % probe: of the best STREAM-like probe at the first size at or above the step's float32-"
-        "equivalent element count, in the same run; x Keras / x TF op: speedup over the Keras built-in / TF's "
-        "ResourceApply* ops in the same case; faults/step: minor page faults per step (fresh pages for "
-        "temporaries).\n",
-        summary,
-        "## All cases\n\n" + cases_table(rows),
+    headline = "## Headline\n\n" + HEADLINE_LEGEND + "\n\n" + headline_table(rows)
+    machine_part = "## Machine\n\n" + machine_lines(machine)
+    targets_part = "## Targets\n\n" + targets_table(targets)
+    key = [f"### {title}\n\n" + cases_table(rows, only) for title, only in KEY_TABLES
+           if any(only(r) for r in rows)]
+    summary = [
+        "# pyopt benchmarks: summary\n\n" + LEGEND,
+        headline,
+        "Every case: [results.md](results.md)" + ("; GB/s against size: [throughput.png](throughput.png)"
+                                                   if has_plot else "") + ". Reproduce with `pyopt bench --out DIR` "
+        "(every case, ~25 minutes on 2 cores) or `pyopt bench --quick --out DIR` (a subset, ~3 minutes); "
+        f"`pyopt bench --from-json DIR/{MEDIANS_JSON} --out DIR` rebuilds the report.",
+        machine_part,
+        *(["## Key cases\n\n" + CASES_LEGEND] + key if key else []),
+        targets_part,
+    ]
+    (out / "summary.md").write_text("\n\n".join(summary) + "\n", encoding="utf-8")
+    results = [
+        "# pyopt benchmarks: every case\n\n" + LEGEND,
+        headline,
+        *(["![throughput against size](throughput.png)"] if has_plot else []),
+        machine_part,
+        "## All cases\n\n" + CASES_LEGEND + "\n\n" + cases_table(rows),
         "## Bandwidth probes\n\n" + probe_table(rows),
+        targets_part,
     ]
-    if has_plot:
-        body.insert(2, "![throughput](throughput.png)\n")
-    (out / "results.md").write_text("\n\n".join(body) + "\n", encoding="utf-8")
+    (out / "results.md").write_text("\n\n".join(results) + "\n", encoding="utf-8")
     return targets
-
-
-def readme_section(rows, machine, targets, out: Path) -> str:
-    """A README section: how to reproduce, the plot, the targets, the key tables, the machine."""
-    where = out.as_posix()
-    key = [
-        ("float32, 16M elements, one tensor",
-         lambda r: r["kind"] == "dense" and r["n_elements"] == 1 << 24 and not r.get("clip")),
-        ("float32, 64M elements, one tensor", lambda r: r["kind"] == "dense" and r["n_elements"] == 1 << 26),
-        ("Many small tensors", lambda r: r["kind"] == "many" and not r.get("clip")),
-        ("The chapter's MLP 13-4-1: the update alone", lambda r: r["kind"] == "mlp"),
-        ("Whole train steps (forward, backward, update)", lambda r: r["kind"] == "train"),
-    ]
-    parts = [
-        "## Benchmarks",
-        "One optimizer step of pyopt against what a user would pick instead (Keras built-ins, the chapter's "
-        "hand-written classes, TF's own ResourceApply* training ops, NumPy expressions, torch's fused optimizers), "
-        "all measured in one run. Numbers are medians of rounds on the machine below; GB/s counts 28 (Adam), 20 "
-        "(momentum) and 12 (gradient descent) bytes per float32 element; \"% probe\" is against the best "
-        "STREAM-like bandwidth probe measured in the same run, at the first size at or above the step's "
-        "float32-equivalent element count; \"x Keras\" / \"x TF op\" are speedups over the "
-        "Keras built-in and TF's fused op in the same case; faults/step counts fresh pages touched per step "
-        "(temporaries).",
-        "Reproduce (from the source tree, `pip install -e '.[bench]'`; torch is optional):\n\n"
-        f"```bash\npyopt bench --out {where}          # ~25 min on 2 cores\n"
-        f"pyopt bench --quick --out bench_out     # ~3 min subset\n"
-        "python bench/paired.py adam dense_16M pyopt_op,tf_raw,torch,keras --processes 3   # one case, interleaved rounds, 3 processes\n```\n\n"
-        f"Every case: [`{where}/results.md`]({where}/results.md); raw pytest-benchmark JSON: "
-        f"[`{where}/bench.json`]({where}/bench.json).",
-        f"![throughput against size]({where}/throughput.png)",
-        "### Targets\n\n" + targets_table(targets),
-    ]
-    parts += [f"### {title}\n\n" + cases_table(rows, only) for title, only in key]
-    parts.append("### Machine\n\n" + machine_lines(machine))
-    return "\n\n".join(parts)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -464,7 +589,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a subset of cases and fewer rounds (~3 minutes)")
     p.add_argument("--out", type=Path, default=Path("bench_out"), help="output directory (default: bench_out)")
     p.add_argument("--impl", action="append", help="only this implementation (repeatable), e.g. pyopt_op, keras")
-    p.add_argument("--from-json", type=Path, help="skip the run: rebuild the report from this bench.json")
+    p.add_argument("--from-json", type=Path,
+                   help=f"skip the run: rebuild the report from this {RAW_JSON} or {MEDIANS_JSON}")
     p.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments (e.g. -- -k adam)")
     return p
 
@@ -472,25 +598,33 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / "bench.json"
     status = 0
     if args.from_json:
         json_path = args.from_json
     else:
-        bench = find_bench_dir()
-        if bench is None:
-            print("pyopt bench: error: the benchmark suites (bench/) were not found. They live in pyopt's source "
-                  "tree and are not installed with the package: clone the repository, install pyopt from it "
-                  "(pip install -e '.[bench]') and run `pyopt bench` there.", file=sys.stderr)
+        problem = cannot_run()
+        if problem:
+            print(f"pyopt bench: error: {problem}", file=sys.stderr)
             return 2
-        status = run_suites(bench, json_path.resolve(), args.quick, args.impl, args.pytest_args)
+        json_path = (args.out / RAW_JSON).resolve()
+        json_path.unlink(missing_ok=True)  # a failed run must not report an earlier run's results
+        status = run_suites(json_path, args.quick, args.impl, args.pytest_args)
         if not json_path.is_file():
             print(f"pyopt bench: error: pytest exited with {status} and wrote no results", file=sys.stderr)
             return status or 1
-    rows, machine = load(json_path)
+    try:
+        rows, machine = read(json_path)
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        print(f"pyopt bench: error: cannot read {json_path}: {exc}", file=sys.stderr)
+        return 2
+    write_medians(rows, machine, args.out / MEDIANS_JSON)
+    _enrich(rows)
     targets = write_report(rows, machine, args.out)
+    print(headline_table(rows) + "\n")
     print_targets(targets)
-    print(f"\nreport: {args.out / 'results.md'}, plot: {args.out / 'throughput.png'}, raw: {json_path}")
+    written = [name for name in ("summary.md", "results.md", "throughput.png", MEDIANS_JSON)
+               if (args.out / name).is_file()]
+    print(f"\nreport in {args.out}: {', '.join(written)} (from {json_path})")
     if status:
         print(f"pyopt bench: warning: pytest exited with {status} (failed cases are missing from the report)",
               file=sys.stderr)

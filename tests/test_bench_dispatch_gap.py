@@ -1,13 +1,10 @@
-"""bench/dispatch_gap.py: per-pause medians on fake clocks, argument checks, and one real run."""
+"""pyopt.benchmarks.dispatch_gap: per-pause medians on fake clocks, argument checks, and one real run."""
 
 from __future__ import annotations
 
 import pytest
 
-
-@pytest.fixture(scope="module")
-def gap(bench_script):
-    return bench_script("dispatch_gap.py")
+from pyopt.benchmarks import dispatch_gap as gap
 
 
 class Clocks:
@@ -30,7 +27,7 @@ class Clocks:
         self.k += 1
 
 
-def test_medians_per_pause(gap):
+def test_medians_per_pause():
     c = Clocks()
     pauses = [0.0, 0.004, 0.008]
 
@@ -48,7 +45,7 @@ def test_medians_per_pause(gap):
         1e-3 + 0.1 * p + (5 * i + j) * 1e-6 for i, p in enumerate(pauses) for j in range(5)))
 
 
-def test_no_pause_call_for_zero(gap):
+def test_no_pause_call_for_zero():
     seen = []
     gap.time_after_pauses(lambda: None, [0.0], calls=3, pause=seen.append)
     assert seen == []
@@ -56,14 +53,14 @@ def test_no_pause_call_for_zero(gap):
 
 @pytest.mark.parametrize("kwargs, match", [(dict(calls=0), "calls must be >= 1"),
                                            (dict(pauses=[-1.0]), "pauses must be >= 0")])
-def test_bad_arguments(gap, kwargs, match):
+def test_bad_arguments(kwargs, match):
     args = dict(call=lambda: None, pauses=[0.0], calls=1)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         gap.time_after_pauses(**args)
 
 
-def test_busy_wait_waits(gap):
+def test_busy_wait_waits():
     now = [0.0]
 
     def clock():
@@ -77,13 +74,13 @@ def test_busy_wait_waits(gap):
 @pytest.mark.parametrize("argv, match", [(["--pauses", "1,x"], "comma-separated numbers"),
                                          (["--pauses", "-1"], "--pauses must be >= 0"),
                                          (["--calls", "0"], "--calls must be >= 1")])
-def test_bad_options_stop_before_tf_starts(gap, monkeypatch, argv, match):
+def test_bad_options_stop_before_tf_starts(monkeypatch, argv, match):
     monkeypatch.setattr(gap, "tiny_op_call", lambda: pytest.fail("TF was started before the options were checked"))
     with pytest.raises(SystemExit, match=match):
         gap.main(argv)
 
 
-def test_end_to_end(gap, capsys):
+def test_end_to_end(capsys):
     pytest.importorskip("tensorflow")
     from pyopt import _loader
 

@@ -1,14 +1,11 @@
-"""bench/paired.py: round-by-round interleaved timing and its ratios, on a fake clock, then
+"""pyopt.benchmarks.paired: round-by-round interleaved timing and its ratios, on a fake clock, then
 end to end on the NumPy implementations of a small case."""
 
 from __future__ import annotations
 
 import pytest
 
-
-@pytest.fixture(scope="module")
-def paired(bench_script):
-    return bench_script("paired.py")
+from pyopt.benchmarks import paired
 
 
 class FakeClock:
@@ -28,7 +25,7 @@ class FakeClock:
         return run
 
 
-def test_rounds_rotate_and_time_each_call(paired):
+def test_rounds_rotate_and_time_each_call():
     costs = {"a": [1.0, 2.0, 4.0], "b": [3.0, 3.0, 3.0], "c": [0.5, 0.5, 8.0]}
     clock = FakeClock(costs)
     times = paired.time_rounds({n: clock.step(n, 2) for n in costs}, rounds=3, reps=2, clock=clock)
@@ -37,7 +34,7 @@ def test_rounds_rotate_and_time_each_call(paired):
     assert firsts == ["a", "b", "c"]  # round r starts at name r
 
 
-def test_every_name_leads_once_per_block_and_successors_vary(paired):
+def test_every_name_leads_once_per_block_and_successors_vary():
     names = ["a", "b", "c", "d"]
     orders = paired.round_orders(names, rounds=16)
     assert orders[:4] == [["a", "b", "c", "d"], ["b", "c", "d", "a"], ["c", "d", "a", "b"], ["d", "a", "b", "c"]]
@@ -52,7 +49,7 @@ def test_every_name_leads_once_per_block_and_successors_vary(paired):
     assert paired.round_orders(names, rounds=16) == orders  # seeded: the same every run
 
 
-def test_summary_uses_per_round_ratios(paired):
+def test_summary_uses_per_round_ratios():
     # Per round b/a is 2, 2, 0.5: the median of those (2) and the ratio of the medians (1) differ.
     times = {"a": [1.0, 10.0, 10.0], "b": [2.0, 20.0, 5.0]}
     rows = {r["name"]: r for r in paired.summarize(times, steps_per_call=10)}
@@ -62,12 +59,12 @@ def test_summary_uses_per_round_ratios(paired):
     assert paired.ratio_of(times, "b", "a") == pytest.approx(2.0)
 
 
-def test_bad_counts_are_refused(paired):
+def test_bad_counts_are_refused():
     with pytest.raises(ValueError, match="rounds and reps must be >= 1"):
         paired.time_rounds({"a": lambda: None}, rounds=0, reps=1)
 
 
-def test_end_to_end_numpy(paired, capsys):
+def test_end_to_end_numpy(capsys):
     assert paired.main(["adam", "dense_1K", "pyopt_numpy,numpy", "--clip", "clipnorm", "--with-unclipped",
                         "--rounds", "2", "--reps", "1"]) == 0
     out = capsys.readouterr().out
@@ -75,14 +72,14 @@ def test_end_to_end_numpy(paired, capsys):
     assert "pyopt_numpy: clipnorm / unclipped = " in out
 
 
-def test_variant_names(paired):
+def test_variant_names():
     assert paired.variant_name("pyopt_op") == "pyopt_op"
     assert paired.variant_name("pyopt_op", unclipped=True) == "pyopt_op (unclipped)"
     assert paired.variant_name("pyopt_op", concrete=True) == "pyopt_op (concrete)"
     assert paired.variant_name("pyopt_op", True, True) == "pyopt_op (unclipped, concrete)"
 
 
-def test_end_to_end_concrete(paired, capsys, monkeypatch, tmp_path):
+def test_end_to_end_concrete(capsys, monkeypatch, tmp_path):
     pytest.importorskip("tensorflow")
     pytest.importorskip("keras")
     checked = []
@@ -111,7 +108,7 @@ def test_end_to_end_concrete(paired, capsys, monkeypatch, tmp_path):
     assert set(json.loads(out.read_text())["clip_ratios"]) == {"pyopt_numpy", "keras", "keras (concrete)"}
 
 
-def test_unknown_names_are_refused(paired):
+def test_unknown_names_are_refused():
     with pytest.raises(SystemExit, match="unknown workload 'dense_3M'"):
         paired.main(["adam", "dense_3M", "pyopt_numpy"])
     with pytest.raises(SystemExit, match=r"unknown implementation\(s\) \['nope'\]"):
@@ -120,7 +117,7 @@ def test_unknown_names_are_refused(paired):
         paired.main(["adam", "dense_1K", "pyopt_numpy", "--with-unclipped"])
 
 
-def test_processes_are_combined_per_implementation(paired):
+def test_processes_are_combined_per_implementation():
     runs = [dict(rows=[dict(name="a", x_base=1.0, median_s=0.010), dict(name="b", x_base=1.5, median_s=0.007)]),
             dict(rows=[dict(name="a", x_base=1.0, median_s=0.014), dict(name="b", x_base=0.9, median_s=0.015)]),
             dict(rows=[dict(name="a", x_base=1.0, median_s=0.012), dict(name="b", x_base=1.2, median_s=0.010)])]
@@ -138,7 +135,7 @@ def test_processes_are_combined_per_implementation(paired):
         paired.combine_processes(runs)
 
 
-def test_child_arguments_drop_every_spelling_of_the_parent_options(paired, tmp_path):
+def test_child_arguments_drop_every_spelling_of_the_parent_options(tmp_path):
     out = tmp_path / "run1.json"
     argv = ["adam", "dense_1K", "numpy", "--processes", "3", "--rounds", "2", "--json=all.json", "--seed", "5",
             "--clip", "clipnorm"]
@@ -152,7 +149,7 @@ def test_child_arguments_drop_every_spelling_of_the_parent_options(paired, tmp_p
         paired._parser().parse_args(["adam", "dense_1K", "numpy", "--proc", "3"])
 
 
-def test_end_to_end_in_two_processes(paired, capsys, tmp_path):
+def test_end_to_end_in_two_processes(capsys, tmp_path):
     out = tmp_path / "rows.json"
     assert paired.main(["adam", "dense_1K", "pyopt_numpy,numpy", "--rounds", "2", "--reps", "1",
                         "--processes", "2", "--json", str(out)]) == 0

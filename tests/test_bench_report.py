@@ -1,26 +1,33 @@
 """The benchmark report (pyopt.bench_report) on a small synthetic pytest-benchmark JSON:
-per-step times, speedups, probe fractions, clip overheads and PASS/FAIL of the targets are
-computed here by hand from the same medians and compared with what the report says."""
+per-step times, speedups, probe fractions, clip overheads, the headline table and PASS/FAIL
+of the targets are computed here by hand from the same medians and compared with what the
+report says; the trimmed medians file rebuilds the same report; the suites are found in the
+installed package and run from an empty directory."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+import pyopt
 from pyopt import bench_report
 
 M16 = 1 << 24
 
 
-def _bench(impl, rule, workload, median, *, kind="dense", clip=None, n=M16, steps_per_call=1, n_tensors=1):
+def _bench(impl, rule, workload, median, *, kind="dense", clip=None, n=M16, steps_per_call=1, n_tensors=1,
+           train=False):
     bytes_per = {"gd": 12, "momentum": 20, "adam": 28, "probe": 12}[rule]
     return {
         "name": f"{rule}-{workload}-{impl}",
         "stats": {"median": median, "iqr": median / 10, "rounds": 5},
         "extra_info": dict(impl=impl, label=impl, rule=rule, clip=clip, workload=workload, kind=kind,
                            dtype="float32", n_tensors=n_tensors, n_elements=n, bytes_per_step=bytes_per * n,
-                           first_step_s=0.1, check_rel_err=0.0, train=False, note=None,
+                           first_step_s=0.1, check_rel_err=0.0, train=train, note=None,
                            steps_per_call=steps_per_call, page_faults_per_step=0),
     }
 
@@ -102,16 +109,23 @@ def test_from_json_writes_the_report(tmp_path, capsys):
     assert bench_report.main(["--from-json", str(_json(tmp_path)), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "FAIL  Adam 200 x 10K tensors vs Keras built-in [pyopt_op]: 3.00x (needed >= 3.5x)" in printed
+    assert printed.startswith("| case | pyopt Keras |")  # the headline first
     results = (out / "results.md").read_text()
     assert "| dense Adam 16M vs Keras built-in | pyopt_op | 6.00x | >= 5x | PASS |" in results
-    section = (out / "README_section.md").read_text()
-    assert section.startswith("## Benchmarks") and "### Targets" in section and "test CPU, 2 cores" in section
-    assert "\n- CPU: test CPU, 2 cores\n" in section  # a run that did not record them: nothing appended
+    summary = (out / "summary.md").read_text()
+    assert "| dense Adam 16M vs Keras built-in | pyopt_op | 6.00x | >= 5x | PASS |" in summary
+    assert "\n- CPU: test CPU, 2 cores\n" in summary  # a run that did not record them: nothing appended
     raw = json.loads(_json(tmp_path).read_text())  # a run that recorded the CPU's signature and cache
     raw["machine_info"]["pyopt"].update(cpu_signature="family 25, model 17, stepping 1", last_level_cache="L3 32768K")
     assert "- CPU: test CPU, 2 cores, family 25, model 17, stepping 1, L3 32768K" in bench_report.machine_lines(
         dict(raw["machine_info"]))
-    assert (out / "summary.md").is_file()
+    # What a user asks comes first: the headline, then the machine and the cases; the targets last.
+    for text in (summary, results):
+        order = [text.index(h) for h in ("## Headline", "## Machine", "## Targets")]
+        assert order == sorted(order) and text.count("## Targets") == 1
+        assert text.index("### float32, 16M elements" if text is summary else "## All cases") < order[2]
+    assert not (out / "README_section.md").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["medians.json", "results.md", "summary.md", "throughput.png"]
 
 
 def test_floor_and_bytes_estimate_uses_the_best_bandwidth_seen(tmp_path):
@@ -167,3 +181,114 @@ def test_dense_bandwidth_bound_fails_when_the_reference_is_already_near_the_prob
     keras_bound = _target(bench_report.evaluate_targets(rows), bench_report.BOUND,
                           "dense Adam 16M: Keras built-in time / (the step's bytes")
     assert f"| {keras_bound['target']} | bandwidth bound | 8.57x | >= 5x | within reach |" in table
+
+
+def _headline_json(tmp_path):
+    """The synthetic run plus the NumPy kernels and torch's train step (so every speedup pair
+    has both sides somewhere) and two train steps."""
+    path = _json(tmp_path)
+    raw = json.loads(path.read_text())
+    many = dict(kind="many", n=2_000_000, n_tensors=200)
+    raw["benchmarks"] += [_bench("pyopt_numpy", "adam", "dense_16M", 0.019),
+                          _bench("pyopt_numpy", "adam", "many_200x10K", 0.0015, **many),
+                          _bench("torch", "adam", "many_200x10K", 0.005, **many)]
+    raw["benchmarks"] += [_bench(i, "adam", "train_mlp_13_4_1", t, kind="train", n=61, n_tensors=4, train=True)
+                          for i, t in TRAIN_MLP.items()]
+    path.write_text(json.dumps(raw))
+    return path
+
+
+TRAIN_MLP = {"pyopt_keras": 0.0004, "pyopt_op": 0.0005, "keras": 0.0008, "keras_xla": 0.0006, "tf_raw": 0.0005,
+             "torch": 0.0007}
+
+
+def test_headline_rows_and_speedups(tmp_path):
+    rows, _ = bench_report.load(_headline_json(tmp_path))
+    found = {h["case"]: h for h in bench_report.headline_rows(rows)}
+    # Only the cases this run measured, in the headline's order.
+    assert list(found) == ["Adam, float32 16M (one tensor)", "Adam + clipnorm, float32 16M", "Adam, 200 tensors x 10K",
+                           "Adam, 200 x 10K, 10 steps per call", "Adam, MLP 13-4-1 train step"]
+    dense = found["Adam, float32 16M (one tensor)"]
+    assert sorted(dense["cells"]) == sorted(["pyopt_op", "pyopt_keras", "pyopt_numpy", "keras", "tf_raw", "torch"])
+    assert dense["speedups"] == {("pyopt_keras", "keras"): pytest.approx(0.120 / 0.022),
+                                 ("pyopt_op", "tf_raw"): pytest.approx(0.032 / 0.020),
+                                 ("pyopt_numpy", "torch"): pytest.approx(0.021 / 0.019)}
+    many = found["Adam, 200 tensors x 10K"]  # no pyopt Keras, no TF op: only NumPy vs torch
+    assert many["speedups"] == {("pyopt_numpy", "torch"): pytest.approx(0.005 / 0.0015)}
+    assert "tf_call_floor" not in many["cells"]  # the floor is not an implementation a user picks
+    looped = found["Adam, 200 x 10K, 10 steps per call"]
+    assert looped["cells"]["pyopt_op"]["median_s"] == pytest.approx(MANY_10["pyopt_op"] / 10)
+    assert found["Adam + clipnorm, float32 16M"]["speedups"] == {}  # no reference measured with clipnorm
+    train = found["Adam, MLP 13-4-1 train step"]
+    assert train["speedups"] == {("pyopt_keras", "keras"): pytest.approx(0.0008 / 0.0004),
+                                 ("pyopt_op", "tf_raw"): pytest.approx(0.0005 / 0.0005)}
+    assert train["gbps"] is False and dense["gbps"] is True
+
+    table = bench_report.headline_table(rows).splitlines()
+    assert table[0] == ("| case | pyopt Keras | pyopt op | pyopt NumPy | Keras | Keras XLA | TF op | torch | "
+                        "pyopt Keras vs Keras | pyopt op vs TF op | pyopt NumPy vs torch |")
+    gbps = {impl: 28 * M16 / t / 1e9 for impl, t in {**ADAM_16M, "pyopt_numpy": 0.019}.items()}  # op: 23.5
+    cells = [f"{ms} ({gbps[impl]:.{digits}f})" for ms, impl, digits in (
+        ("22.0", "pyopt_keras", 1), ("20.0", "pyopt_op", 1), ("19.0", "pyopt_numpy", 1), ("120", "keras", 2))]
+    cells += ["", f"32.0 ({gbps['tf_raw']:.1f})", f"21.0 ({gbps['torch']:.1f})", "5.45x", "1.60x", "1.11x"]
+    assert table[2] == "| " + " | ".join(["Adam, float32 16M (one tensor)", *cells]) + " |"
+    train_cells = ["0.400", "0.500", "", "0.800", "0.600", "0.500", "0.700", "2.00x", "1.00x", ""]
+    assert table[-1] == "| " + " | ".join(["Adam, MLP 13-4-1 train step", *train_cells]) + " |"
+
+
+def test_medians_file_rebuilds_the_same_report(tmp_path, capsys):
+    raw_path = _headline_json(tmp_path)
+    raw = json.loads(raw_path.read_text())  # pytest-benchmark records far more of the machine than the report reads
+    raw["machine_info"].update(cpu={"brand_raw": "test CPU", "flags": ["avx2"] * 100}, node="vm", quick=True)
+    raw_path.write_text(json.dumps(raw))
+    from_raw, from_medians = tmp_path / "from_raw", tmp_path / "from_medians"
+    assert bench_report.main(["--from-json", str(raw_path), "--out", str(from_raw)]) == 0
+    medians = from_raw / "medians.json"
+    assert bench_report.main(["--from-json", str(medians), "--out", str(from_medians)]) == 0
+    for name in ("summary.md", "results.md", "medians.json"):
+        assert (from_raw / name).read_text() == (from_medians / name).read_text(), name
+    trimmed = json.loads(medians.read_text())
+    assert trimmed["format"] == bench_report.MEDIANS_FORMAT and len(trimmed["cases"]) == len(raw["benchmarks"])
+    assert trimmed["machine"]["cpu"] == {"brand_raw": "test CPU"} and "node" not in trimmed["machine"]
+    assert trimmed["machine"]["commit"] == {"id": "abc"}
+    op = dict(zip(trimmed["columns"], next(c for c in trimmed["cases"] if c[:2] == ["pyopt_op", "pyopt_op"])))
+    assert op["median_s"] == ADAM_16M["pyopt_op"] and op["gbps"] == pytest.approx(28 * M16 / 0.020 / 1e9)
+    assert medians.stat().st_size < raw_path.stat().st_size / 2
+    capsys.readouterr()
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text(json.dumps({"rows": []}))
+    assert bench_report.main(["--from-json", str(bogus), "--out", str(tmp_path / "x")]) == 2
+    assert "neither pytest-benchmark's JSON" in capsys.readouterr().err
+
+
+def test_the_suites_are_found_in_the_installed_package(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an empty directory: nothing to find here
+    suites = bench_report.suites_dir()
+    assert suites == Path(pyopt.__file__).resolve().parent / "benchmarks"
+    assert bench_report.cannot_run() == ""
+    cmd = bench_report.suite_command(suites, tmp_path / "bench.json", True, ["keras"], ["-k", "adam"])
+    assert cmd[:4] == [sys.executable, "-m", "pytest", str(suites)]
+    assert cmd[cmd.index("-c") + 1] == str(suites / "pytest.ini") and cmd[cmd.index("--rootdir") + 1] == str(suites)
+    assert cmd[-4:] == ["--quick", "--impl=keras", "-k", "adam"]
+
+
+def test_nothing_imports_pytest_with_pyopt():
+    code = ("import sys, pyopt, pyopt.bench_report, pyopt.benchmarks, pyopt.benchmarks.paired, "
+            "pyopt.benchmarks.dispatch_gap; print(sorted(m for m in sys.modules if m.split('.')[0] == 'pytest'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_pyopt_bench_runs_from_an_empty_directory(tmp_path):
+    """The console command from a directory outside the source tree: one probe case (seconds)."""
+    cmd = [sys.executable, "-m", "pyopt", "bench", "--out", "out", "--impl", "probe", "--",
+           "-k", "probe_rmw_1t and dense_1K"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = tmp_path / "out"
+    assert {"bench.json", "medians.json", "summary.md", "results.md"} <= {p.name for p in out.iterdir()}
+    cases = json.loads((out / "medians.json").read_text())["cases"]
+    assert [c[0] for c in cases] == ["probe_rmw_1t"]
+    assert "No headline case was measured in this run." in (out / "summary.md").read_text()
+    assert not (bench_report.suites_dir() / ".pytest_cache").exists()

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
-from conftest import build_or_skip, selected
-from implementations import IMPLEMENTATIONS
-from workloads import FLOOR_IMPL, SLOTS_PER_RULE, ParamUnchanged, case_impls, check_runner, data_for, runs_call_floor, update_cases
+from .implementations import IMPLEMENTATIONS
+from .plugin import build_or_skip, selected
+from .workloads import (FLOOR_IMPL, SLOTS_PER_RULE, ParamUnchanged, case_impls, check_runner, data_for,
+                        runs_call_floor, update_cases)
 
 # Keras' Adam and TF's ResourceApplyAdam compute the bias correction in the variable's dtype:
 # in bfloat16, beta_2 = 0.999 rounds to 1.0, so alpha = lr*sqrt(1 - beta_2^t)/(1 - beta_1^t) = 0

@@ -18,9 +18,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from conftest import build_or_skip, selected
-from implementations import IMPLEMENTATIONS, tf_sample, tf_variables, torch_module, torch_optimizer
-from workloads import RULES, Workload, WorkloadData, check_first_step
+from .implementations import IMPLEMENTATIONS, tf_sample, tf_variables, torch_module, torch_optimizer
+from .plugin import build_or_skip, selected
+from .workloads import RULES, Workload, WorkloadData, check_first_step
 
 BATCH = 32
 MODELS = {"mlp_13_4_1": (13, 4, 1), "mlp_10M": (1024, 4096, 1280, 256, 1)}

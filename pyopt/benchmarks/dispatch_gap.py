@@ -8,8 +8,8 @@ run, 0.2-0.25 ms and 0.85-1.05 ms on the Zen 4 VM of the README's run, and the c
 thread's CPU time grows with it. Every TF implementation pays this on a
 long step; a NumPy or torch call is far shorter, so it pays far less.
 
-    python bench/dispatch_gap.py                      # pauses 0..16 ms, busy and sleeping
-    python bench/dispatch_gap.py --pauses 0,4 --calls 50
+    python -m pyopt.benchmarks.dispatch_gap                      # pauses 0..16 ms, busy and sleeping
+    python -m pyopt.benchmarks.dispatch_gap --pauses 0,4 --calls 50
 
 For each pause: ``calls`` times, spend the pause (a Python busy loop, which keeps the core
 busy, or time.sleep, which idles it), then time one call of a tf.function running a

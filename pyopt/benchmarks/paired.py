@@ -5,11 +5,11 @@ minute lands on whichever implementation runs then. Here every round runs each
 implementation once (``reps`` calls), in an order that changes from round to round, and the
 ratios are taken within a round before the median: drift hits all of them alike.
 
-    python bench/paired.py adam dense_16M pyopt_op,tf_raw,torch,keras
-    python bench/paired.py momentum dense_16M pyopt_op,pyopt_numpy --clip clipnorm --with-unclipped
-    python bench/paired.py adam many_200x10K_10_per_call pyopt_op,keras,tf_call_floor --rounds 8
-    python bench/paired.py adam dense_16M pyopt_op,pyopt_numpy,torch --processes 3
-    python bench/paired.py adam many_200x10K pyopt_op,keras,tf_call_floor --with-concrete
+    python -m pyopt.benchmarks.paired adam dense_16M pyopt_op,tf_raw,torch,keras
+    python -m pyopt.benchmarks.paired momentum dense_16M pyopt_op,pyopt_numpy --clip clipnorm --with-unclipped
+    python -m pyopt.benchmarks.paired adam many_200x10K_10_per_call pyopt_op,keras,tf_call_floor --rounds 8
+    python -m pyopt.benchmarks.paired adam dense_16M pyopt_op,pyopt_numpy,torch --processes 3
+    python -m pyopt.benchmarks.paired adam many_200x10K pyopt_op,keras,tf_call_floor --with-concrete
 
 The first implementation is the base: "x base" is (its time) / (this one's time) per round,
 median over rounds (> 1: this one is faster). ``--with-unclipped`` also times each
@@ -36,9 +36,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from workloads import CLIPS, FLOOR_IMPL, RULES, check_runner, data_for, update_cases  # noqa: E402
+from .implementations import IMPLEMENTATIONS, Unavailable
+from .workloads import CLIPS, FLOOR_IMPL, RULES, check_runner, data_for, update_cases
 
 
 def round_orders(names: List[str], rounds: int, seed: int = 0) -> List[List[str]]:
@@ -105,8 +104,6 @@ def _build(name, rule, clip, data, workload, concrete: bool = False):
     """The step of one implementation, traced, warm and checked against the reference.
     ``concrete`` (TF implementations, ``kind == "tf"``, only): the step's ConcreteFunction,
     i.e. the traced graph called directly."""
-    from implementations import IMPLEMENTATIONS
-
     runner = IMPLEMENTATIONS[name].build(rule, clip, data, steps_per_call=workload.steps_per_call)
     if concrete:
         runner.step = runner.step.get_concrete_function()
@@ -177,7 +174,7 @@ def combine_processes(runs: List[dict]) -> List[dict]:
 
 
 def _run_processes(args, argv: List[str]) -> int:
-    """Runs this script ``args.processes`` times, one after another, then the combined table."""
+    """Runs this module ``args.processes`` times, one after another, then the combined table."""
     import subprocess
     import tempfile
 
@@ -186,8 +183,8 @@ def _run_processes(args, argv: List[str]) -> int:
         for k in range(args.processes):
             out = Path(tmp) / f"run{k}.json"
             print(f"--- process {k + 1} of {args.processes}", flush=True)
-            status = subprocess.call([sys.executable, str(Path(__file__).resolve()),
-                                      *_child_argv(argv, k, args.seed, out)])
+            child = [sys.executable, "-m", "pyopt.benchmarks.paired", *_child_argv(argv, k, args.seed, out)]
+            status = subprocess.call(child)
             if status != 0:
                 print(f"process {k + 1} of {args.processes} exited with status {status}; nothing combined",
                       file=sys.stderr)
@@ -221,8 +218,6 @@ def main(argv=None) -> int:
         raise SystemExit(f"--processes must be >= 1, got {args.processes}")
     if args.processes > 1:
         return _run_processes(args, argv)
-    from implementations import IMPLEMENTATIONS, Unavailable
-
     known = workloads()
     if args.workload not in known:
         raise SystemExit(f"unknown workload {args.workload!r}; one of: {', '.join(sorted(known))}")

@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from conftest import build_or_skip
-from implementations import Unavailable
-from workloads import QUICK_SIZES, SWEEP_SIZES, size_label
+from .implementations import Unavailable
+from .plugin import build_or_skip
+from .workloads import QUICK_SIZES, SWEEP_SIZES, size_label
 
 PROBES = ("probe_rmw_1t", "probe_rmw_mt", "probe_triad")
 

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from workloads import BETA_1, BETA_2, CLIP, EPSILON, LR, MOMENTUM, DTYPES, SLOTS_PER_RULE
+from .workloads import BETA_1, BETA_2, CLIP, EPSILON, LR, MOMENTUM, DTYPES, SLOTS_PER_RULE
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

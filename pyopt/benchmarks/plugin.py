@@ -1,6 +1,9 @@
-"""pytest-benchmark setup for pyopt's benchmarks (not part of the test run: ``testpaths = ["tests"]``).
+"""The pytest plugin of pyopt's benchmark suites: the ``--quick`` / ``--impl`` options, the
+machine info, and the fixtures the suites share.
 
-Run: ``pytest bench/ --benchmark-only --benchmark-json=out.json [--quick]`` or ``pyopt bench``.
+pytest reads ``pytest_addoption`` only from plugins and initial conftests, so the options live
+here and ``pytest.ini`` beside this file loads it (``-p pyopt.benchmarks.plugin``); ``pyopt
+bench`` passes that file with ``-c``, so the suites run the same from an installed package.
 
 Each case is timed with ``benchmark.pedantic``: the first step (trace, graph optimisation,
 the value check) and one warm-up step run untimed, then as many rounds as fit in the round
@@ -18,12 +21,9 @@ import resource
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(__file__))
+import pytest
 
-import pytest  # noqa: E402
-
-from implementations import IMPLEMENTATIONS, Unavailable  # noqa: E402
+from .implementations import IMPLEMENTATIONS, Unavailable
 
 ROUND_BUDGET_S = {False: 0.3, True: 0.15}
 MIN_ROUNDS = {False: 7, True: 5}
@@ -38,6 +38,12 @@ def pytest_addoption(parser):
                     help="pyopt bench: only these implementations (repeatable; 'probe': the bandwidth probes)")
 
 
+def pytest_configure(config):
+    if not config.pluginmanager.hasplugin("benchmark"):
+        raise pytest.UsageError("pyopt's benchmark suites need pytest-benchmark: pip install 'pyopt[bench]'")
+
+
+@pytest.hookimpl(optionalhook=True)  # without pytest-benchmark, pytest_configure says what is missing
 def pytest_benchmark_update_machine_info(config, machine_info):
     import pyopt
 
