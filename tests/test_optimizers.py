@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 
 import keras
 import ml_dtypes
@@ -500,6 +501,91 @@ def test_one_op_call_per_step(monkeypatch):
         assert optimizer.last_backend == "fused"
 
 
+@pytest.mark.parametrize("clip", [dict(clipnorm=1.0), dict(global_clipnorm=2.0), dict(clipvalue=0.5)],
+                         ids=["clipnorm", "global_clipnorm", "clipvalue"])
+@pytest.mark.parametrize("name", ["Adam", "SGD"])
+def test_clip_gradients_called_directly_equals_keras(name, clip):
+    # _clip_gradients is Keras's own: called directly it clips (the fused step does not call it).
+    rng = np.random.default_rng(16)
+    grads = [tf.constant(3.0 * rng.standard_normal(s), tf.float32) for s in [(), (7,), (4, 3)]]
+    got = getattr(po, name)(**clip)._clip_gradients(grads)
+    want = getattr(keras.optimizers, name)(**clip)._clip_gradients(grads)
+    assert_close([g.numpy() for g in got], [w.numpy() for w in want], 1e-7, f"{name} {clip}")
+    assert not np.allclose(got[2].numpy(), grads[2].numpy())
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD"])
+def test_apply_weight_decay_called_directly_equals_keras(name):
+    results = []
+    for optimizer in (getattr(po, name)(0.1, weight_decay=0.5), getattr(keras.optimizers, name)(0.1, weight_decay=0.5)):
+        variables = [keras.Variable(np.full(3, 2.0, "float32"), name="decayed"),
+                     keras.Variable(np.full(3, 2.0, "float32"), name="excluded")]
+        optimizer.exclude_from_weight_decay(var_names=["excluded"])
+        optimizer._apply_weight_decay(variables)
+        results.append([v.numpy() for v in variables])
+    assert_close(results[0], results[1], 0.0)
+    np.testing.assert_allclose(results[0][0], 2.0 - 2.0 * 0.5 * 0.1, rtol=1e-7)  # p = p - lr*wd*p
+
+
+FUSED_STEP_CASES = [
+    ("adam_multi", "adam", dict(weight_decay=0.1, global_clipnorm=1.0)),
+    ("adam_multi", "adam", dict(weight_decay=0.1, clipnorm=0.5)),
+    ("momentum_multi", "nesterov", dict(weight_decay=0.1, clipnorm=0.5)),
+    ("gradient_descent_multi", "sgd", dict(weight_decay=0.1, global_clipnorm=1.0)),
+]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf_function"])
+@pytest.mark.parametrize("op, rule, kwargs", FUSED_STEP_CASES, ids=[f"{r}-{min(k)}" for _, r, k in FUSED_STEP_CASES])
+def test_fused_step_clips_and_decays_inside_its_one_call(monkeypatch, op, rule, kwargs, compiled, backend):
+    # Outside a strategy a step is one pyopt.ops call, clipping and weight decay included: Keras's
+    # separate _clip_gradients / _apply_weight_decay passes do not run, and the result is Keras's.
+    from pyopt import ops as pyopt_ops
+
+    passes = []
+    for method in ("_clip_gradients", "_apply_weight_decay"):
+        keras_pass = getattr(keras.optimizers.Optimizer, method)
+        monkeypatch.setattr(po.PyoptOptimizer, method,
+                            lambda self, arg, _m=method, _f=keras_pass: passes.append(_m) or _f(self, arg))
+    calls = []
+    multi = getattr(pyopt_ops, op)
+    monkeypatch.setattr(pyopt_ops, op,
+                        lambda variables, *a, **k: calls.append(len(variables)) or multi(variables, *a, **k))
+    shapes = [(), (7,), (4, 3)]
+    rng = np.random.default_rng(17)
+    init = [rng.standard_normal(s) for s in shapes]
+    grads = gradient_sequence(shapes, 3, seed=18)
+    mine, ref = make_pair(rule, backend, **kwargs)
+    got = run(mine, init, grads, "float32", compiled=compiled, exclude=("v1",))
+    assert passes == [] and calls == ([3] if compiled else [3, 3, 3])  # a tf.function traces the loop body once
+    want = run(ref, init, grads, "float32", compiled=compiled, exclude=("v1",))
+    assert_close(got[0], want[0], TOL["float32"], f"{rule} {kwargs} variable")
+    assert_close(got[1], want[1], TOL["float32"], f"{rule} {kwargs} optimizer variable")
+    assert mine.last_backend == backend
+
+
+def test_clipvalue_and_strategy_steps_use_keras_passes(monkeypatch):
+    # clipvalue stays Keras's own pass before the fused call; under a tf.distribute strategy
+    # the whole step is Keras's (its clip and weight-decay passes, then update_step per variable).
+    passes = []
+    for method in ("_clip_gradients", "_apply_weight_decay"):
+        keras_pass = getattr(keras.optimizers.Optimizer, method)
+        monkeypatch.setattr(po.PyoptOptimizer, method,
+                            lambda self, arg, _m=method, _f=keras_pass: passes.append(_m) or _f(self, arg))
+    variable = keras.Variable(np.ones(3, "float32"))
+    po.SGD(0.1, clipvalue=0.5, weight_decay=0.1).apply_gradients([(tf.constant([2.0, -2.0, 0.25]), variable)])
+    assert passes == ["_clip_gradients"]
+    np.testing.assert_allclose(variable.numpy(), [0.94, 1.04, 0.965], rtol=1e-6)  # p - lr*wd*p - lr*clip(g)
+    passes.clear()
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        optimizer = po.SGD(0.1, clipnorm=1.0, weight_decay=0.1)
+        variable = keras.Variable(np.ones(3, "float32"))
+    strategy.run(lambda: optimizer.apply_gradients([(tf.constant([2.0, -2.0, 1.0]), variable)]))
+    assert passes == ["_clip_gradients", "_apply_weight_decay"]
+    np.testing.assert_allclose(variable.numpy(), [0.99 - 0.1 * 2 / 3, 0.99 + 0.1 * 2 / 3, 0.99 - 0.1 / 3], rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "make, op_type",
     [
@@ -573,11 +659,14 @@ def test_distribute_strategy_per_variable_path(backend):
         (lambda: po.Adam(beta_2=-0.1), "beta_2"),
         (lambda: po.Adam(epsilon=-1e-7), "epsilon"),
         (lambda: po.Adam(epsilon=0.0), r"epsilon must be a finite number > 0"),
-        (lambda: po.SGD(momentum=1.5), "momentum"),
+        (lambda: po.SGD(momentum=1.5), re.escape("`momentum` must be a float between [0, 1].")),  # Keras's
+        (lambda: po.SGD(momentum=float("nan")), r"momentum must be a finite number in \[0, 1\]"),  # Keras takes NaN
         (lambda: po.Momentum(0.1, beta=-0.5), "beta"),
         (lambda: po.Adam(clipnorm=-1.0), "clipnorm"),
         (lambda: po.SGD(weight_decay=-0.1), "weight_decay"),
-        (lambda: po.Adam(clipnorm=1.0, global_clipnorm=1.0), "clipnorm"),
+        (lambda: po.Adam(clipnorm=1.0, global_clipnorm=1.0),
+         re.escape("Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set.")),  # Keras's
+        (lambda: po.SGD(learning_rate=True), re.escape("Argument `learning_rate` should be float")),  # Keras's
     ],
 )
 def test_bad_arguments_raise_value_error(make, match):
@@ -591,12 +680,51 @@ def test_bad_arguments_raise_value_error(make, match):
         (lambda: po.Adam(beta_1="0.9"), "beta_1"),
         (lambda: po.Adam(amsgrad=1), "amsgrad"),
         (lambda: po.SGD(skip_nonfinite="yes"), "skip_nonfinite"),
-        (lambda: po.SGD(learning_rate=True), "learning_rate"),
     ],
 )
 def test_bad_argument_types_raise_type_error(make, match):
     with pytest.raises(TypeError, match=match):
         make()
+
+
+KERAS_REFUSALS = [
+    ("SGD", dict(momentum=-1.0)),
+    ("SGD", dict(momentum=2.0)),
+    ("SGD", dict(momentum=float("inf"))),
+    ("SGD", dict(momentum="0.5")),
+    ("SGD", dict(momentum=True)),
+    ("SGD", dict(momentum=None)),
+    ("SGD", dict(learning_rate=True)),
+    ("Adam", dict(learning_rate="0.1")),
+    ("Adam", dict(learning_rate=None)),
+    ("Adam", dict(clipnorm=1.0, clipvalue=1.0)),
+    ("SGD", dict(global_clipnorm=1.0, clipvalue=0.5)),
+    ("Adam", dict(clipnorm=-1.0, global_clipnorm=1.0)),  # pyopt refuses clipnorm < 0 too; Keras's check is first
+    ("Adam", dict(beta_1=2.0, clipnorm=1.0, clipvalue=1.0)),
+    ("SGD", dict(momentum=5.0, weight_decay=-1.0)),
+    ("Adam", dict(gradient_accumulation_steps=1)),
+    ("Adam", dict(use_ema=True, ema_momentum=1.5)),
+    ("SGD", dict(use_ema=True, ema_overwrite_frequency=2.5)),
+    ("Adam", dict(betas=(0.9, 0.99))),
+]
+
+
+@pytest.mark.parametrize("name, kwargs", KERAS_REFUSALS, ids=[f"{n}-{k}" for n, k in KERAS_REFUSALS])
+def test_keras_refusals_raise_keras_errors(name, kwargs):
+    # What the Keras built-in refuses, pyopt refuses with the same exception type and message.
+    with pytest.raises(Exception) as keras_error:
+        getattr(keras.optimizers, name)(**kwargs)
+    with pytest.raises(Exception) as pyopt_error:
+        getattr(po, name)(**kwargs)
+    assert type(pyopt_error.value) is type(keras_error.value)
+    assert str(pyopt_error.value) == str(keras_error.value)
+
+
+def test_ints_accepted_where_keras_takes_floats_only():
+    sgd = po.SGD(1, momentum=1)  # Keras's SGD refuses both ints
+    assert sgd.momentum == 1.0 and isinstance(sgd.momentum, float)
+    assert float(sgd.learning_rate.numpy()) == 1.0
+    assert isinstance(po.Adam(beta_1=0).beta_1, float)
 
 
 @pytest.mark.parametrize(

@@ -30,19 +30,14 @@ class Adam(PyoptOptimizer, keras.optimizers.Adam):
 
     def __init__(self, learning_rate=_Default(0.001), beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, *,
                  lr=None, backend="auto", skip_nonfinite=False, **kwargs):
+        super().__init__(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=amsgrad, lr=lr,
+                         backend=backend, skip_nonfinite=skip_nonfinite, **kwargs)
+        # Keras checks none of these; as floats, for the update call
+        self.beta_1 = check_number("beta_1", beta_1, high=1.0, high_open=True)
+        self.beta_2 = check_number("beta_2", beta_2, high=1.0, high_open=True)
+        self.epsilon = check_number("epsilon", epsilon, low_open=True)  # the core divides by sqrt(v)+eps
         if not isinstance(amsgrad, bool):
             raise TypeError(f"amsgrad must be a bool, got {type(amsgrad).__name__}")
-        super().__init__(
-            learning_rate,
-            beta_1=check_number("beta_1", beta_1, high=1.0, high_open=True),
-            beta_2=check_number("beta_2", beta_2, high=1.0, high_open=True),
-            epsilon=check_number("epsilon", epsilon, low_open=True),  # the core divides by sqrt(v)+eps
-            amsgrad=amsgrad,
-            lr=lr,
-            backend=backend,
-            skip_nonfinite=skip_nonfinite,
-            **kwargs,
-        )
 
     def _apply_rule(self, variables, grads, learning_rate, **options):
         slot_lists = [self._momentums, self._velocities] + ([self._velocity_hats] if self.amsgrad else [])

@@ -5,19 +5,21 @@ keras.optimizers.Adam)``): constructor, ``build`` (slot variables, their names a
 ``get_config``, loss scaling, gradient accumulation, EMA, constraints and the iteration
 counter all stay Keras's own. Only the update itself changes.
 
-Keras's TF optimizer runs a step as separate passes::
+Keras's TF optimizer runs a step (``BaseOptimizer._backend_apply_gradients``) as separate
+passes::
 
     grads = _clip_gradients(grads)            # clipnorm / global_clipnorm / clipvalue
     _apply_weight_decay(variables)            # p = p - lr*wd*p, one op per variable
     _backend_update_step(grads, variables)    # update_step(g, p) per variable
 
-Outside ``tf.distribute`` strategies, :class:`PyoptOptimizer` defers clipnorm,
-global_clipnorm and weight decay (``_clip_gradients`` and ``_apply_weight_decay`` return
-without doing anything) and runs all three inside ONE ``pyopt.ops.*_multi`` call from
-``_backend_update_step``: one fused op per (device, dtype) group of variables, or the same
-maths as plain TF ops (``backend="tf"``, under XLA, or when the op library is missing).
-``clipvalue`` stays with Keras. Under a strategy, Keras's per-variable path runs unchanged
-and ``update_step`` updates one variable with the same ``pyopt.ops`` rule.
+Outside ``tf.distribute`` strategies, :class:`PyoptOptimizer` overrides that step: clipnorm,
+global_clipnorm, weight decay and the update run as ONE ``pyopt.ops.*_multi`` call, one
+fused op per (device, dtype) group of variables, or the same maths as plain TF ops
+(``backend="tf"``, under XLA, or when the op library is missing). ``clipvalue`` stays
+Keras's own pass; gradient accumulation and EMA are Keras's, around the fused call.
+``_clip_gradients`` and ``_apply_weight_decay`` are Keras's and do their work when called.
+Under a strategy, Keras's step runs unchanged and ``update_step`` updates one variable
+with the same ``pyopt.ops`` rule.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numbers
 
 import keras
 import tensorflow as tf
+from keras import ops as keras_ops
 
 from .. import ops as pyopt_ops
 
@@ -60,23 +63,18 @@ def check_number(name: str, value, *, low: float = 0.0, high: float = math.inf, 
 
 
 def _learning_rate(learning_rate, lr):
-    """The learning rate from ``learning_rate`` or its alias ``lr``: a float >= 0, a schedule or a callable."""
+    """The learning rate from ``learning_rate`` or its alias ``lr``; a number as a float (Keras takes floats only)."""
     if lr is not None:
         if not isinstance(learning_rate, _Default):
             raise ValueError("pass the learning rate as learning_rate or as its alias lr, not both")
         learning_rate = lr
-    if isinstance(learning_rate, bool):
-        raise TypeError(f"learning_rate must be a float, a LearningRateSchedule or a callable, got {learning_rate!r}")
+    return float(learning_rate) if _is_number(learning_rate) else learning_rate
+
+
+def _check_base_arguments(learning_rate, kwargs: dict) -> None:
+    """Clear errors for base-optimizer numbers that Keras accepts and then ignores or fails on later."""
     if _is_number(learning_rate):
-        value = float(learning_rate)
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"learning_rate must be a finite number >= 0, got {learning_rate!r}")
-        return value
-    return learning_rate  # a schedule or a callable; Keras rejects anything else
-
-
-def _check_base_arguments(kwargs: dict) -> None:
-    """Clear errors for base-optimizer numbers Keras would silently ignore or fail on later."""
+        check_number("learning_rate", learning_rate)
     for name in ("clipnorm", "global_clipnorm", "clipvalue", "weight_decay"):
         if kwargs.get(name) is not None:
             check_number(name, kwargs[name])
@@ -124,20 +122,24 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
           Adam's ``v`` gets the square of the summed row (the dense gradient's) where Keras's
           Adam sums the squared slices, and clipping uses the norm of the summed rows where
           Keras takes the raw slices'. Rows listed once agree.
-        - Bad hyperparameters (negative lr or clipnorm, beta outside [0, 1), ...) raise
-          ValueError/TypeError instead of being accepted.
+        - Bad hyperparameters that Keras accepts (negative lr or clipnorm, beta outside
+          [0, 1), ...) raise ValueError/TypeError. What Keras refuses (``momentum``
+          outside [0, 1], a ``learning_rate`` that is no number, schedule or callable, two
+          of ``clipnorm`` / ``global_clipnorm`` / ``clipvalue``, unknown arguments, ...)
+          raises Keras's own error: Keras's constructor runs before pyopt's checks.
 
     Subclasses implement ``_apply_rule(variables, grads, learning_rate, **options)``: one
     ``pyopt.ops.*_multi`` call over ``tf.Variable`` lists, returning the backend that ran.
     """
 
     def __init__(self, learning_rate, *, lr=None, backend="auto", skip_nonfinite=False, lazy=False, **kwargs):
+        learning_rate = _learning_rate(learning_rate, lr)
+        super().__init__(learning_rate=learning_rate, **kwargs)  # Keras's checks, with its messages, first
+        _check_base_arguments(learning_rate, kwargs)
         pyopt_ops.check_backend(backend)
         for name, flag in (("skip_nonfinite", skip_nonfinite), ("lazy", lazy)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
-        _check_base_arguments(kwargs)
-        super().__init__(learning_rate=_learning_rate(learning_rate, lr), **kwargs)
         self._backend = backend
         self.skip_nonfinite = skip_nonfinite
         self.lazy = lazy
@@ -156,29 +158,49 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
         """
         return not tf.distribute.has_strategy() and self._distribution_strategy is tf.distribute.get_strategy()
 
-    def _clip_gradients(self, grads):
-        if self._one_call_step() and not self.clipvalue:
-            return list(grads)  # clipnorm / global_clipnorm happen inside the update call
-        return super()._clip_gradients(grads)
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        """Keras's step (accumulation, update, EMA) with its clip and weight-decay passes fused into the update.
 
-    def _apply_weight_decay(self, variables):
-        if self._one_call_step():
-            return  # p = p - lr*wd*p happens inside the update call
-        super()._apply_weight_decay(variables)
+        Same structure as ``BaseOptimizer._backend_apply_gradients``, whose separate
+        ``_clip_gradients`` / ``_apply_weight_decay`` passes are left out: ``_fused_update``
+        does both inside its one call. Under a strategy it is Keras's step as is.
+        """
+        if not self._one_call_step():
+            return super()._backend_apply_gradients(grads, trainable_variables)
+        steps = self.gradient_accumulation_steps
+        if steps:
+            # Every steps-th call updates with the mean of the accumulated gradients and this one.
+            acc_grads = [self._accumulated_gradients[self._get_variable_index(v)] for v in trainable_variables]
+
+            def update():
+                self._fused_update([(g + acc) / steps for g, acc in zip(grads, acc_grads)], trainable_variables)
+                self._backend_reset_gradient_accumulators()
+
+            keras_ops.cond((self._iterations + 1) % steps == 0, update,
+                           lambda: self._backend_increment_gradient_accumulators(grads, acc_grads))
+        else:
+            self._fused_update(grads, trainable_variables)
+        if self.use_ema:
+            self._update_model_variables_moving_average(self._trainable_variables)
+            if self.ema_overwrite_frequency:
+                keras_ops.cond((self.iterations + 1) % self.ema_overwrite_frequency == 0,
+                               lambda: self._overwrite_model_variables_with_average_value(self._trainable_variables),
+                               lambda: None)
 
     def _clip_option(self, name: str):
         value = getattr(self, name)
         return value if value and value > 0 else None  # Keras: 0 / None mean "off"
 
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        if not self._one_call_step():
-            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+    def _fused_update(self, grads, trainable_variables):
+        """clipnorm / global_clipnorm, ``p = p - lr*wd*p`` and the rule's update of every variable, one call."""
+        if self.clipvalue:
+            grads = self._clip_gradients(grads)  # clip by value is Keras's own pass
         variables = [tf_variable(v) for v in trainable_variables]
         wd = self.weight_decay or 0.0
         self.last_backend = self._apply_rule(
             variables,
             [_dense(g, v.dtype) for g, v in zip(grads, variables)],
-            _lr_value(learning_rate),
+            _lr_value(self.learning_rate),
             weight_decay=[wd if wd and self._use_weight_decay(v) else 0.0 for v in variables],
             clipnorm=self._clip_option("clipnorm"),
             global_clipnorm=self._clip_option("global_clipnorm"),

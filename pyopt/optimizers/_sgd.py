@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from .. import ops as pyopt_ops
-from ._base import PyoptOptimizer, _Default, check_number
+from ._base import PyoptOptimizer, _Default, _is_number, check_number
 
 
 @keras.saving.register_keras_serializable(package="pyopt")
@@ -17,16 +17,19 @@ class SGD(PyoptOptimizer, keras.optimizers.SGD):
                         p = p - lr*wd*p + m                      (nesterov: + momentum*m - lr*g)
 
     Same arguments, defaults, slots and results as ``keras.optimizers.SGD`` (``momentum`` in
-    [0, 1]; ints are accepted too), plus ``lr`` (alias of ``learning_rate``), ``backend``
-    and ``skip_nonfinite`` (see :class:`PyoptOptimizer`). Other keyword arguments are Keras's.
+    [0, 1], else Keras's error; ints are accepted too, NaN is not), plus ``lr`` (alias of
+    ``learning_rate``), ``backend`` and ``skip_nonfinite`` (see :class:`PyoptOptimizer`).
+    Other keyword arguments are Keras's.
     """
 
     def __init__(self, learning_rate=_Default(0.01), momentum=0.0, nesterov=False, *, lr=None, backend="auto",
                  skip_nonfinite=False, **kwargs):
+        # Keras refuses a momentum that is no float in [0, 1] with its own message; ints are taken as floats
+        super().__init__(learning_rate, momentum=float(momentum) if _is_number(momentum) else momentum,
+                         nesterov=nesterov, lr=lr, backend=backend, skip_nonfinite=skip_nonfinite, **kwargs)
+        check_number("momentum", self.momentum, high=1.0)  # NaN passes Keras's check
         if not isinstance(nesterov, bool):
             raise TypeError(f"nesterov must be a bool, got {type(nesterov).__name__}")
-        super().__init__(learning_rate, momentum=check_number("momentum", momentum, high=1.0), nesterov=nesterov,
-                         lr=lr, backend=backend, skip_nonfinite=skip_nonfinite, **kwargs)
 
     def _apply_rule(self, variables, grads, learning_rate, **options):
         if self.momentum == 0:
