@@ -25,7 +25,6 @@ import json
 import os
 import threading
 import warnings
-from typing import Optional
 
 LIBRARY_NAME = "_pyopt_ops.so"
 BUILD_INFO_NAME = "_pyopt_ops_build.json"
@@ -46,13 +45,15 @@ class FusedOpsUnavailableWarning(UserWarning):
 _lock = threading.Lock()
 _attempted = False
 _module = None  # the loaded op module
-_reason: Optional[str] = None  # why it is not loaded
-_path: Optional[str] = None  # the library path tried
-_built_with: Optional[str] = None  # TF version from the build info
+_reason: str | None = None  # why it is not loaded
+_path: str | None = None  # the library path tried
+_built_with: str | None = None  # TF version from the build info
 _warned = False
 
 
-def _forced_fallback() -> bool:
+def forced_fallback() -> bool:
+    """Whether ``PYOPT_BACKEND=tf`` (any case, spaces ignored) forces the pure-TF ops: the one
+    reader of that variable."""
     return os.environ.get(ENV_BACKEND, "").strip().lower() == "tf"
 
 
@@ -140,24 +141,17 @@ def _load_checked(path: str):
     except Exception as exc:  # NotFoundError (undefined symbol, bad ELF), OSError, ...
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _Unavailable(f"loading {path} failed: {message}") from None
-    missing = [name for name in _OP_FUNCTIONS if not hasattr(module, name)]
+    missing = [name for name in op_functions() if not hasattr(module, name)]
     if missing:
         raise _Unavailable(f"{path} does not define the ops {', '.join(missing)} (stale build?)")
     return module
 
 
-# The generated Python wrappers the rest of pyopt calls.
-_OP_FUNCTIONS = (
-    "pyopt_apply_gradient_descent",
-    "pyopt_apply_gradient_descent_multi",
-    "pyopt_apply_momentum",
-    "pyopt_apply_momentum_multi",
-    "pyopt_apply_adam",
-    "pyopt_apply_adam_multi",
-    "pyopt_sparse_apply_gradient_descent_multi",
-    "pyopt_sparse_apply_momentum_multi",
-    "pyopt_sparse_apply_adam_multi",
-)
+def op_functions() -> tuple:
+    """The generated Python wrappers of every rule's ops (the rule table's)."""
+    from ._rules import RULES
+
+    return tuple(name for rule in RULES.values() for name in rule.fused_ops)
 
 
 def load():
@@ -166,7 +160,7 @@ def load():
     Returns None without loading or warning when ``PYOPT_BACKEND=tf``.
     """
     global _warned
-    if _forced_fallback():
+    if forced_fallback():
         return None
     module = _try_load()
     if module is None and not _warned:
@@ -184,9 +178,9 @@ def available() -> bool:
     return load() is not None
 
 
-def unavailable_reason() -> Optional[str]:
+def unavailable_reason() -> str | None:
     """Why the fused ops are not used (None when they are). Loads the library on first call."""
-    if _forced_fallback():
+    if forced_fallback():
         return f"{ENV_BACKEND}=tf forces the pure-TF ops"
     _try_load()
     return _reason
@@ -195,7 +189,7 @@ def unavailable_reason() -> Optional[str]:
 def describe() -> dict:
     """Status for ``pyopt.show_config()``. Imports TensorFlow and tries the load, without warning."""
     info: dict = {}
-    if _forced_fallback():
+    if forced_fallback():
         info["tf_ops"] = f"disabled ({ENV_BACKEND}=tf)"
         info["tf_ops_path"] = library_path()
     else:

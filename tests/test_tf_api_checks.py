@@ -17,8 +17,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from pyopt import _loader, ops  # noqa: E402
-from pyopt.ops import _api  # noqa: E402
+from pyopt import _loader, _rules, ops  # noqa: E402
+from pyopt._rules import RULES  # noqa: E402
 from test_tf_ops import snapshot  # noqa: E402
 
 BACKENDS = ["tf"] + (["fused"] if _loader._try_load() is not None else [])
@@ -109,22 +109,19 @@ def test_distinct_variables_with_equal_values_are_accepted(backend):
 
 
 def test_python_checks_say_what_the_core_says():
-    """_api's own checks (the TF API needs no pyopt._core) word their messages as the core does."""
+    """The rule table's checks (pyopt._rules; the TF API needs no pyopt._core) word their
+    messages as the core does, for every hyperparameter of every rule."""
     core = pytest.importorskip("pyopt._core")
     values = [-1.0, -0.5, -0.0, 0.0, 5e-324, 1e-7, 0.1, 0.5, 0.999, 1.0, 1.5, 1e300, math.inf, -math.inf, math.nan]
-    valid = dict(lr=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step=1)  # check_adam's arguments
-    core_checks = {
-        "lr": lambda x: core.check_gradient_descent(lr=x),
-        "momentum": lambda x: core.check_momentum(lr=0.1, momentum=x),
-        "weight_decay": lambda x: core.check_weight_decay(x),
-    }
-    for name in ("beta_1", "beta_2", "epsilon"):
-        core_checks[name] = lambda x, name=name: core.check_adam(**dict(valid, **{name: x}))
-    for name, check in core_checks.items():
-        for x in values:
-            assert (_api._range_error(name, x) or "") == check(x), (name, x)
-    for step in (-(2**40), -3, 0, 1, 2, 2**40):
-        assert (_api._range_error("step", step) or "") == core.check_adam(**dict(valid, step=step)), step
+    steps = [-(2**40), -3, 0, 1, 2, 2**40]
+    for rule in RULES.values():
+        check = getattr(core, rule.core_check)
+        valid = {p.name: VALID[p.name] for p in rule.params}
+        for param in rule.params:
+            for x in steps if param.range.integer else values:
+                assert (param.error(x) or "") == check(**dict(valid, **{param.name: x})), (rule.name, param.name, x)
+    for x in values:
+        assert (_rules.WEIGHT_DECAY.error(x) or "") == core.check_weight_decay(x), x
 
 
 def test_a_number_is_checked_even_when_another_hyperparameter_is_a_tensor():

@@ -32,11 +32,13 @@ tf = pytest.importorskip("tensorflow")
 import reference as ref  # noqa: E402
 from kernel_cases import DTYPES, HYPER, call_multi, random_state  # noqa: E402
 from pyopt import _loader  # noqa: E402
+from pyopt._rules import RULES  # noqa: E402
 
 OPS = _loader._try_load()  # no warning here: the reason goes into the skip message
 pytestmark = pytest.mark.skipif(OPS is None, reason=f"pyopt TF op library not loaded: {_loader.unavailable_reason()}")
 
 from pyopt.ops import _fused  # noqa: E402
+from pyopt.ops._api import StepOptions  # noqa: E402
 
 K = {"float64": 4, "float32": 4, "float16": 2, "bfloat16": 2}
 SHAPES = [(1,), (7,), (17,), (31, 33), (0,), (2, 3, 4)]
@@ -104,25 +106,27 @@ class Case:
                 assert same_bits(got[k], [params[i], *slots[i]][k]), f"{name}[{i}] differs from pyopt.kernels"
 
 
-def run_fused(rule, variables, grads, slot_vars, hyper, function=False, use_locking=True):
-    """One call of the rule's multi-tensor op through pyopt.ops._fused (the caller's contract)."""
+def fused_call(rule, variables, grads, slot_vars, hyper, use_locking=True):
+    """One call of the rule's multi-tensor op through pyopt.ops._fused.run (the caller's
+    contract), with ``StepOptions`` built as given (unchecked: the op's own checks run).
+    ``rule``: a name of reference.SLOTS; ``slot_vars[k]``: slot k of every variable."""
     hyper = dict(hyper)
-    common = dict(
-        weight_decay=hyper.pop("weight_decay", [0.0] * len(variables)),
+    row = RULES["adam" if rule == "adam_amsgrad" else rule]
+    options = StepOptions(
+        weight_decay=tuple(hyper.pop("weight_decay", [0.0] * len(variables))),
         clipnorm=hyper.pop("clipnorm", None),
         global_clipnorm=hyper.pop("global_clipnorm", None),
         skip_nonfinite=hyper.pop("skip_nonfinite", False),
         use_locking=use_locking,
     )
-    if rule == "gradient_descent":
-        call = lambda g: _fused.gradient_descent_multi(variables, g, **hyper, **common)  # noqa: E731
-    elif rule == "momentum":
-        hyper.setdefault("nesterov", False)
-        call = lambda g: _fused.momentum_multi(variables, g, slot_vars[0], **hyper, **common)  # noqa: E731
-    else:
-        vhats = slot_vars[2] if rule == "adam_amsgrad" else None
-        call = lambda g: _fused.adam_multi(  # noqa: E731
-            variables, g, slot_vars[0], slot_vars[1], vhats=vhats, **hyper, **common)
+    flags = {name: hyper.pop(name, False) for name in row.flags}
+    slot_lists = list(slot_vars) + [None] * (len(row.slots) - len(slot_vars))  # amsgrad's vhats, or none
+    return _fused.run(row, variables, grads, slot_lists, dict(row.defaults, **hyper), flags, options, sparse=False)
+
+
+def run_fused(rule, variables, grads, slot_vars, hyper, function=False, use_locking=True):
+    """:func:`fused_call`, eagerly or in a tf.function."""
+    call = lambda g: fused_call(rule, variables, g, slot_vars, hyper, use_locking)  # noqa: E731
     return as_function(call)(grads) if function else call(grads)
 
 
@@ -175,30 +179,20 @@ def test_large_tensor_on_the_thread_pool(rule):
     case.check(hyper)
 
 
-SINGLE_OPS = {
-    "gradient_descent": "pyopt_apply_gradient_descent",
-    "momentum": "pyopt_apply_momentum",
-    "adam": "pyopt_apply_adam",
-    "adam_amsgrad": "pyopt_apply_adam",
-}
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
 @pytest.mark.parametrize("rule", list(ref.SLOTS))
 def test_single_tensor_ops(rule, dtype):
     """The single-tensor ops (N = 1 of the same kernel), called directly."""
+    row = RULES["adam" if rule == "adam_amsgrad" else rule]
     case = Case(rule, dtype, shapes=[(3, 41)])
-    hyper = dict(HYPER[rule], clipnorm=2.0, weight_decay=0.1, **({"step": 4} if "adam" in rule else {}))
-    f64 = lambda x: tf.constant(x, tf.float64)  # noqa: E731
+    hyper = dict(HYPER[rule], clipnorm=2.0, weight_decay=0.1, **({"step": 4} if "step" in row.param_names else {}))
     args = dict(var=case.vars[0].handle, grad=tf.constant(case.grads[0]), lr=tf.constant(hyper["lr"], tf.float32),
-                weight_decay=f64(0.1), clipnorm=f64(2.0))
-    slots = [lst[0].handle for lst in case.slot_vars]
-    if rule == "momentum":
-        args.update(velocity=slots[0], momentum=f64(hyper["momentum"]))
-    elif "adam" in rule:
-        args.update(m=slots[0], v=slots[1], vhat=slots[2:], beta_1=f64(hyper["beta_1"]), beta_2=f64(hyper["beta_2"]),
-                    epsilon=f64(hyper["epsilon"]), step=tf.constant(hyper["step"], tf.int64))
-    getattr(OPS, SINGLE_OPS[rule])(**args)
+                weight_decay=tf.constant(0.1, tf.float64), clipnorm=tf.constant(2.0, tf.float64))
+    for slot, slot_vars in zip(row.slots, case.slot_vars + [[]]):
+        args[slot.name] = [v.handle for v in slot_vars[:1]] if slot.optional else slot_vars[0].handle
+    for param in row.params[1:]:
+        args[param.name] = tf.constant(hyper[param.name], tf.int64 if param.range.integer else tf.float64)
+    getattr(OPS, row.fused_single_op)(**args)
     hyper["lr"] = float(np.float32(hyper["lr"]))  # passed as float32 above
     case.check(dict(hyper, weight_decay=[0.1]))
 
@@ -292,8 +286,7 @@ def test_concurrent_steps_on_one_variable_lose_no_update():
 
     def worker():
         for _ in range(steps):
-            _fused.momentum_multi([var], [grad], [vel], lr=0.5, momentum=0.0, nesterov=False, weight_decay=[0.0],
-                                  clipnorm=None, global_clipnorm=None, skip_nonfinite=False, use_locking=True)
+            fused_call("momentum", [var], [grad], [[vel]], dict(lr=0.5, momentum=0.0))
 
     threads = [threading.Thread(target=worker) for _ in range(2)]
     for t in threads:
@@ -385,18 +378,12 @@ def test_single_intra_op_thread_gives_the_same_bits():
 
 
 def _gd(variables, grads, **kw):
-    args = dict(lr=0.1, weight_decay=[0.0] * len(variables), clipnorm=None, global_clipnorm=None,
-                skip_nonfinite=False, use_locking=True)
-    args.update(kw)
-    return _fused.gradient_descent_multi(variables, grads, **args)
+    return fused_call("gradient_descent", variables, grads, [], dict(dict(lr=0.1), **kw))
 
 
 def _adam(variables, grads, ms, vs, vhats=None, **kw):
-    args = dict(lr=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step=1, vhats=vhats,
-                weight_decay=[0.0] * len(variables), clipnorm=None, global_clipnorm=None, skip_nonfinite=False,
-                use_locking=True)
-    args.update(kw)
-    return _fused.adam_multi(variables, grads, ms, vs, **args)
+    slots = [ms, vs] + ([] if vhats is None else [vhats])
+    return fused_call("adam", variables, grads, slots, dict(dict(lr=0.1, step=1), **kw))
 
 
 def _f32(*shape):
@@ -512,9 +499,7 @@ def _():
 @bad("momentum > 1")
 def _():
     v, m = _f32(3), _f32(3)
-    call = lambda: _fused.momentum_multi(  # noqa: E731
-        [v], [g3()], [m], lr=0.1, momentum=1.5, nesterov=False, weight_decay=[0.0], clipnorm=None,
-        global_clipnorm=None, skip_nonfinite=False, use_locking=True)
+    call = lambda: fused_call("momentum", [v], [g3()], [[m]], dict(lr=0.1, momentum=1.5))  # noqa: E731
     return [v, m], call, r"momentum must be in \[0, 1\], got 1.5"
 
 
@@ -565,13 +550,17 @@ def test_bad_input_raises_and_writes_nothing(name, function):
     (dict(weight_decay=3), r"weight_decay has 3 entries but variables has 2"),
 ])
 def test_list_length_mismatch_is_rejected(lists, match):
+    """Checked by pyopt.ops before the op runs (TF's own error for this names no input)."""
+    from pyopt import ops
+
     lengths = dict(dict(grads=2, ms=2, vs=2, vhats=2, weight_decay=2), **lists)
     variables = [_f32(3), _f32(3)]
     slots = {name: [_f32(3) for _ in range(lengths[name])] for name in ("ms", "vs", "vhats")}
     before = snapshot([*variables, *slots["ms"], *slots["vs"], *slots["vhats"]])
     with pytest.raises(ValueError, match=match):
-        _adam(variables, [g3() for _ in range(lengths["grads"])], slots["ms"], slots["vs"], vhats=slots["vhats"],
-              weight_decay=[0.0] * lengths["weight_decay"])
+        ops.adam_multi(variables, [g3() for _ in range(lengths["grads"])], slots["ms"], slots["vs"],
+                       vhats=slots["vhats"], lr=0.1, step=1, weight_decay=[0.0] * lengths["weight_decay"],
+                       backend="fused")
     assert all(same_bits(a, b) for a, b in zip(snapshot([*variables, *slots["ms"], *slots["vs"], *slots["vhats"]]),
                                                before))
 

@@ -24,6 +24,7 @@ try:
 except ImportError as exc:
     raise missing("pyopt.ops", exc) from exc
 
+from .._rules import ADAM
 from ._api import (
     BACKENDS,
     FusedBackendError,
@@ -35,6 +36,8 @@ from ._api import (
     momentum_multi,
     resolve_backend,
 )
+
+_ADAM = ADAM.defaults
 
 
 def gradient_descent(variable, grad, *, lr, weight_decay=0.0, clipnorm=None, use_locking=True, backend="auto",
@@ -52,8 +55,8 @@ def momentum(variable, grad, velocity, *, lr, momentum, nesterov=False, weight_d
                           lazy=lazy)
 
 
-def adam(variable, grad, m, v, *, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step, vhat=None, weight_decay=0.0,
-         clipnorm=None, use_locking=True, backend="auto", lazy=False):
+def adam(variable, grad, m, v, *, lr, beta_1=_ADAM["beta_1"], beta_2=_ADAM["beta_2"], epsilon=_ADAM["epsilon"], step,
+         vhat=None, weight_decay=0.0, clipnorm=None, use_locking=True, backend="auto", lazy=False):
     """Single-variable :func:`adam_multi` (amsgrad when ``vhat`` is given; ``lazy=True``: lazy Adam)."""
     return adam_multi([variable], [grad], [m], [v], lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step,
                       vhats=None if vhat is None else [vhat], weight_decay=weight_decay, clipnorm=clipnorm,

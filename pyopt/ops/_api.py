@@ -1,33 +1,27 @@
-"""The functional API over TensorFlow variables, and the one place that picks the backend."""
+"""The functional API over TensorFlow variables, and the one place that picks the backend.
+
+A call is validated here once, the same way for both backends, before anything runs: the
+rule's hyperparameters (:mod:`pyopt._rules`), the lists, the variables and the options,
+which become one :class:`StepOptions` passed down to the backend (:mod:`._fused` or
+:mod:`._tf_math`) with the rule's table row.
+"""
 
 from __future__ import annotations
 
-import math
 import numbers
-import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import tensorflow as tf
 
+from .. import _loader, _rules
+from .._rules import ADAM, GRADIENT_DESCENT, MOMENTUM
 from . import _tf_math
+from ._variables import tf_variable
 
 # No pyopt._core here: the TF API needs only TensorFlow (and, for backend="fused", the op
 # library), so it keeps working on the pure-TF backend when the compiled core is missing.
 BACKENDS = ("auto", "fused", "tf")
-
-# The valid range of each hyperparameter: (low, high, low included, high included) and the
-# words of cpp/include/pyopt/rules.h (check_lr, check(MomentumHyper), ...), so that both
-# backends, and Python numbers and tensors, give the same message ("lr must be a finite
-# number >= 0, got -1"). tests/test_tf_api_checks.py compares them with pyopt._core's checks.
-_RANGES = {
-    "lr": (0.0, math.inf, True, False, "a finite number >= 0"),
-    "momentum": (0.0, 1.0, True, True, "in [0, 1]"),
-    "beta_1": (0.0, 1.0, True, False, "in [0, 1)"),
-    "beta_2": (0.0, 1.0, True, False, "in [0, 1)"),
-    "epsilon": (0.0, math.inf, False, False, "a finite number > 0"),
-    "step": (1.0, math.inf, True, False, "an integer >= 1"),
-    "weight_decay": (0.0, math.inf, True, False, "a finite number >= 0"),
-}
 
 
 class FusedBackendError(RuntimeError):
@@ -46,11 +40,11 @@ def _fused_module():
 
 def in_xla_context() -> bool:
     """True while tracing a function that XLA will compile (``jit_compile=True``)."""
+    if tf.executing_eagerly():
+        return False
     from tensorflow.python.ops import control_flow_util
 
-    return tf.executing_eagerly() is False and control_flow_util.GraphOrParentsInXlaContext(
-        tf.compat.v1.get_default_graph()
-    )
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def check_backend(backend: str) -> str:
@@ -59,10 +53,10 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def fused_unsupported_reason(variables, grads) -> Optional[str]:
+def fused_unsupported_reason(variables, grads) -> str | None:
     """Why the fused ops cannot run this step, or None if they can."""
-    if os.environ.get("PYOPT_BACKEND", "").lower() == "tf":
-        return "PYOPT_BACKEND=tf forces the pure-TF backend"
+    if _loader.forced_fallback():
+        return f"{_loader.ENV_BACKEND}=tf forces the pure-TF backend"
     if in_xla_context():
         return "inside an XLA-compiled function (custom ops have no XLA kernel)"
     return _fused_module().supports(list(variables), list(grads))
@@ -77,8 +71,7 @@ def resolve_backend(backend: str, variables, grads) -> str:
     PYOPT_BACKEND=tf, which always wins). "tf" always uses the pure-TF ops.
     """
     check_backend(backend)
-    env = os.environ.get("PYOPT_BACKEND", "").lower()
-    if backend == "tf" or env == "tf":
+    if backend == "tf" or _loader.forced_fallback():
         return "tf"
     reason = fused_unsupported_reason(variables, grads)
     if reason is None:
@@ -88,89 +81,116 @@ def resolve_backend(backend: str, variables, grads) -> str:
     return "tf"
 
 
-def _is_number(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+# --------------------------------------------------------------------------- options
 
 
-def _in_range(rule: str, x, both=lambda a, b: a and b):
-    """Whether ``x`` (a float, or a tensor with ``both=tf.logical_and``) lies in the range of
-    ``rule``; False for NaN."""
-    low, high, low_in, high_in, _ = _RANGES[rule]
-    return both(x >= low if low_in else x > low, x <= high if high_in else x < high)
+@dataclass(frozen=True)
+class StepOptions:
+    """How a step runs besides the rule's hyperparameters; built and validated once per call
+    by :meth:`build`, then passed to the backend as it is.
+
+    ``lazy`` concerns IndexedSlices gradients only (True: only the rows present move);
+    whether a gradient is dense or sparse is the gradient's, and the fused ops are told
+    which (``sparse=``) per group of variables.
+    """
+
+    weight_decay: tuple  # one float per variable: p = p - lr*wd*p before the update
+    clipnorm: float | None = None  # clip each gradient by its own L2 norm
+    global_clipnorm: float | None = None  # clip all gradients by their joint L2 norm
+    skip_nonfinite: bool = False  # a step whose gradients hold NaN/Inf writes nothing
+    use_locking: bool = True
+    lazy: bool = False
+
+    @classmethod
+    def build(cls, n: int, *, weight_decay=0.0, clipnorm=None, global_clipnorm=None, skip_nonfinite=False,
+              use_locking=True, lazy=False) -> StepOptions:
+        """The options of a call over ``n`` variables, checked: ``weight_decay`` a number or
+        one per variable, the clip thresholds Python numbers > 0 or None (at most one), flags bool."""
+        return cls(
+            weight_decay=_weight_decays(weight_decay, n),
+            clipnorm=_clip(_rules.CLIPNORM, clipnorm),
+            global_clipnorm=_clip(_rules.GLOBAL_CLIPNORM, global_clipnorm),
+            skip_nonfinite=_rules.check_flag("skip_nonfinite", skip_nonfinite),
+            use_locking=_rules.check_flag("use_locking", use_locking),
+            lazy=_rules.check_flag("lazy", lazy),
+        )._exclusive()
+
+    def _exclusive(self) -> StepOptions:
+        if self.clipnorm is not None and self.global_clipnorm is not None:
+            raise ValueError("clipnorm and global_clipnorm are mutually exclusive: set at most one")
+        return self
+
+    def pick(self, idx) -> StepOptions:
+        """The options of the variables ``idx`` (their weight decays)."""
+        return replace(self, weight_decay=tuple(self.weight_decay[i] for i in idx))
 
 
-def _range_error(name: str, value: float, rule: Optional[str] = None) -> Optional[str]:
-    """The message for a Python number outside the range of ``rule`` (default: ``name``), else None."""
-    x = float(value)
-    if _in_range(rule or name, x):
-        return None
-    return f"{name} must be {_RANGES[rule or name][4]}, got {x:.17g}"  # the core's fmt(): precision 17
+def _weight_decays(weight_decay, n: int) -> tuple:
+    if isinstance(weight_decay, (list, tuple)):
+        _check_lengths([("variables", range(n)), ("weight_decay", weight_decay)])
+        return tuple(_rules.check(_rules.WEIGHT_DECAY, wd, name=f"weight_decay[{i}]")
+                     for i, wd in enumerate(weight_decay))
+    return (_rules.check(_rules.WEIGHT_DECAY, weight_decay, what="a real number or a list of real numbers"),) * n
 
 
-def _check_hyper(**values) -> None:
-    """Checks of the hyperparameters when the step is built, the same for both backends: a
-    Python number must lie in its range (ValueError, in the core's words); a tensor or variable
-    must be a scalar where its shape is known (its value is checked when the step runs, see
-    :func:`_hyper_asserts`)."""
-    for name, value in values.items():
-        if _is_number(value):
-            error = _range_error(name, value)
-            if error:
-                raise ValueError(error)
-        elif value is not None:
-            shape = getattr(value, "shape", None)
-            rank = None if shape is None else tf.TensorShape(shape).rank
-            if rank not in (None, 0):
-                raise ValueError(f"{name} must be a scalar, got shape {tf.TensorShape(shape).as_list()}")
+def _clip(param, value) -> float | None:
+    # Whether to clip, and how, is fixed when the step is built (one op or another): a number.
+    return None if value is None else _rules.check(param, value, what="a Python number > 0 or None")
 
 
-def _hyper_asserts(hyper: dict) -> list:
-    """One assertion per tensor- or variable-valued hyperparameter of ``hyper`` (Python
-    numbers were checked by :func:`_check_hyper`), for the pure-TF backend (the fused ops check
-    their inputs themselves): InvalidArgumentError naming the argument, e.g. "assertion failed:
-    [lr must be a finite number >= 0, got] [-1]", before anything is written.
+# --------------------------------------------------------------------------- checks
+
+
+def _check_hyper(rule, hyper: dict) -> dict:
+    """The hyperparameters as the backends take them, checked when the step is built, the same
+    for both backends: a number must lie in its range (ValueError, in the core's words) and
+    becomes a float (an int for ``step``); a tensor or variable must be a scalar where its
+    shape is known (its value is checked when the step runs, see :func:`_hyper_asserts`)."""
+    out = {}
+    for param in rule.params:
+        value = hyper[param.name]
+        if value is None or isinstance(value, numbers.Number):
+            kind = "an int" if param.range.integer else "a real number"
+            out[param.name] = _rules.check(param, value, what=f"{kind} or a scalar tensor")
+            continue
+        shape = getattr(value, "shape", None)
+        rank = None if shape is None else tf.TensorShape(shape).rank
+        if rank not in (None, 0):
+            raise ValueError(f"{param.name} must be a scalar, got shape {tf.TensorShape(shape).as_list()}")
+        out[param.name] = value
+    return out
+
+
+def _hyper_asserts(rule, hyper: dict) -> list:
+    """One assertion per tensor- or variable-valued hyperparameter (Python numbers were checked
+    by :func:`_check_hyper`), for the pure-TF backend (the fused ops check their inputs
+    themselves): InvalidArgumentError naming the argument, e.g. "assertion failed: [lr must
+    be a finite number >= 0, got] [-1]", before anything is written.
 
     Empty under XLA, which compiles Assert into a no-op (tf2xla's AssertOp): there a bad value
     cannot raise, as for the index checks of sparse gradients.
     """
-    named = [(name, value) for name, value in hyper.items()
-             if name in _RANGES and value is not None and not _is_number(value)]
+    named = [p for p in rule.params if not isinstance(hyper[p.name], (int, float))]
     if not named or in_xla_context():
         return []
     checks = []
-    for name, value in named:
-        x = tf.cast(value, tf.float64)
+    for param in named:
+        x = tf.cast(hyper[param.name], tf.float64)
         if x.shape.rank is None:
             x = tf.reshape(x, [])
-        checks.append(tf.raw_ops.Assert(condition=_in_range(name, x, tf.logical_and),
-                                        data=[f"{name} must be {_RANGES[name][4]}, got", x], summarize=1,
-                                        name=f"check_{name}"))
+        checks.append(tf.raw_ops.Assert(condition=param.range.contains(x, tf.logical_and),
+                                        data=[f"{param.name} must be {param.range.text}, got", x], summarize=1,
+                                        name=f"check_{param.name}"))
     return checks
 
 
-def _hyper_value(x):
-    """A Python number as a float; a tensor or variable as it is (checked when the step runs)."""
-    return float(x) if _is_number(x) else x
-
-
-def _check_distinct(names_lists) -> None:
-    """No variable may appear twice among the variables and slots (both backends; the fused
-    ops refuse it too, the pure-TF maths would write garbage). Compares the resource
-    ``tf.Variable`` objects: a Keras 3 variable counts as the ``tf.Variable`` it wraps.
-    A Python check: it runs eagerly and when a tf.function is traced."""
-    tf_variable = _fused_module()._tf_variable
-    seen: dict = {}
-    for list_name, items in names_lists:
-        for i, x in enumerate(items or ()):
-            inner = tf_variable(x)
-            if inner is None:
-                if not hasattr(x, "assign"):
-                    continue  # a tensor: nothing is written to it
-                inner = x
-            name = f"{list_name}[{i}]"
-            if id(inner) in seen:
-                raise ValueError(f"{seen[id(inner)]} and {name} are the same variable; each must be separate")
-            seen[id(inner)] = name
+def _check_lengths(names_lists) -> int:
+    """Every list has as many entries as the first (None: a list not given)."""
+    (first_name, first), *rest = names_lists
+    for name, items in rest:
+        if items is not None and len(items) != len(first):
+            raise ValueError(f"{name} has {len(items)} entries but {first_name} has {len(first)}")
+    return len(first)
 
 
 def _as_list(x, name: str) -> list:
@@ -179,40 +199,21 @@ def _as_list(x, name: str) -> list:
     raise TypeError(f"{name} must be a list of variables/tensors, got {type(x).__name__}")
 
 
-def _weight_decays(weight_decay, n: int) -> list:
-    wds = list(weight_decay) if isinstance(weight_decay, (list, tuple)) else [weight_decay] * n
-    if len(wds) != n:
-        raise ValueError(f"weight_decay has {len(wds)} values but there are {n} variables")
-    out = []
-    for i, wd in enumerate(wds):
-        if not _is_number(wd):
-            raise TypeError(f"weight_decay must be a float or a list of floats, got {type(wd).__name__}")
-        error = _range_error(f"weight_decay[{i}]" if isinstance(weight_decay, (list, tuple)) else "weight_decay",
-                             wd, "weight_decay")
-        if error:
-            raise ValueError(error)
-        out.append(float(wd))
-    return out
-
-
-def _clip_options(clipnorm, global_clipnorm):
-    for name, value in (("clipnorm", clipnorm), ("global_clipnorm", global_clipnorm)):
-        if value is not None and not _is_number(value):
-            # Whether to clip, and how, is fixed when the step is built (one op or another).
-            raise TypeError(f"{name} must be a Python number > 0 or None, got {type(value).__name__}")
-        if value is not None and not 0 < value < float("inf"):
-            raise ValueError(f"{name} must be a finite number > 0 (or None), got {value!r}")
-    if clipnorm is not None and global_clipnorm is not None:
-        raise ValueError("clipnorm and global_clipnorm are mutually exclusive: set at most one")
-    return (float(clipnorm) if clipnorm else None, float(global_clipnorm) if global_clipnorm else None)
-
-
-def _check_lengths(names_lists) -> int:
-    (first_name, first), *rest = names_lists
-    for name, items in rest:
-        if items is not None and len(items) != len(first):
-            raise ValueError(f"{name} has {len(items)} entries but {first_name} has {len(first)}")
-    return len(first)
+def _check_variables(names_lists) -> None:
+    """Every variable and slot is a ``tf.Variable`` or a Keras 3 variable, and none appears
+    twice (the fused ops refuse it too, the pure-TF maths would write garbage; a Keras 3
+    variable counts as the ``tf.Variable`` it wraps). A Python check: it runs eagerly and
+    when a tf.function is traced."""
+    seen: dict = {}
+    for list_name, items in names_lists:
+        for i, x in enumerate(items or ()):
+            inner = tf_variable(x)
+            name = f"{list_name}[{i}]"
+            if inner is None:
+                raise TypeError(f"{name} must be a tf.Variable or keras.Variable, got {type(x).__name__}")
+            if id(inner) in seen:
+                raise ValueError(f"{seen[id(inner)]} and {name} are the same variable; each must be separate")
+            seen[id(inner)] = name
 
 
 def _is_sparse(grad) -> bool:
@@ -221,7 +222,7 @@ def _is_sparse(grad) -> bool:
 
 def _check_sparse(variables, grads) -> None:
     """IndexedSlices gradients need integer indices and a variable with rows (rank >= 1)."""
-    for i, (var, grad) in enumerate(zip(variables, grads)):
+    for i, (var, grad) in enumerate(zip(variables, grads, strict=True)):
         if not _is_sparse(grad):
             continue
         if grad.indices.dtype not in (tf.int32, tf.int64):
@@ -232,23 +233,18 @@ def _check_sparse(variables, grads) -> None:
                              "row-sparse gradients need a variable of rank >= 1")
 
 
-def _groups(variables, grads) -> list:
-    """``(sparse, indices)`` of the variables grouped by (device, dtype, sparse gradient), in
-    first-seen order."""
-    groups: dict = {}
-    for i, (var, grad) in enumerate(zip(variables, grads)):
-        groups.setdefault((getattr(var, "device", ""), var.dtype, _is_sparse(grad)), []).append(i)
-    return [(key[2], idx) for key, idx in groups.items()]
-
-
-def _check_dtypes_and_shapes(variables, grads, slots: dict) -> None:
-    """Same checks on both backends, before anything runs: a gradient (or slot) has its
-    variable's dtype, and, where shapes are known when the step is built, its shape."""
-    for i, (var, grad) in enumerate(zip(variables, grads)):
+def _check_dtypes_and_shapes(variables, grads, slots) -> None:
+    """Same checks on both backends, before anything runs: every variable has a supported
+    dtype; a gradient (or slot) has its variable's dtype and, where shapes are known when the
+    step is built, its shape. ``slots``: (list name, list or None) pairs."""
+    for i, (var, grad) in enumerate(zip(variables, grads, strict=True)):
         var_dtype, var_shape = tf.as_dtype(var.dtype), tf.TensorShape(var.shape)
-        values = grad.values if isinstance(grad, tf.IndexedSlices) else grad
-        named = [(f"grads[{i}]", values, not isinstance(grad, tf.IndexedSlices))]
-        named += [(f"{name}[{i}]", items[i], True) for name, items in slots.items() if items is not None]
+        error = _rules.dtype_error(f"variables[{i}]", var_dtype.name)
+        if error:
+            raise TypeError(error)
+        values = grad.values if _is_sparse(grad) else grad
+        named = [(f"grads[{i}]", values, not _is_sparse(grad))]
+        named += [(f"{name}[{i}]", items[i], True) for name, items in slots if items is not None]
         for name, x, check_shape in named:
             dtype = getattr(x, "dtype", None)
             if dtype is not None and tf.as_dtype(dtype) != var_dtype:
@@ -260,75 +256,86 @@ def _check_dtypes_and_shapes(variables, grads, slots: dict) -> None:
                                  f"{var_shape.as_list()}")
 
 
+def _groups(variables, grads) -> list:
+    """``(sparse, indices)`` of the variables grouped by (device, dtype, sparse gradient), in
+    first-seen order."""
+    groups: dict = {}
+    for i, (var, grad) in enumerate(zip(variables, grads, strict=True)):
+        groups.setdefault((getattr(var, "device", ""), var.dtype, _is_sparse(grad)), []).append(i)
+    return [(key[2], idx) for key, idx in groups.items()]
+
+
+# --------------------------------------------------------------------------- the step
+
+
 # Plain Python over tensors (no data-dependent control flow): autograph need not convert it,
 # nor recurse from here into the loader (which it cannot parse where stdlib sources are absent).
 @tf.autograph.experimental.do_not_convert
-def _apply(rule: str, backend: str, variables, grads, slots: dict, hyper: dict, weight_decay, clipnorm,
-           global_clipnorm, skip_nonfinite, use_locking, lazy) -> str:
-    """Validate, pick the backend, and run ``<rule>_multi`` of the fused or pure-TF module.
+def _apply(rule, backend: str, variables, grads, slot_lists, hyper: dict, flags: dict, **options) -> str:
+    """Validate, pick the backend, and run one step of ``rule`` (a :class:`pyopt._rules.Rule`).
 
-    ``slots`` maps slot-list names to lists (positional after grads, except "vhats").
-    On the fused path one op runs per (device, dtype, dense/sparse) group; a global_clipnorm
-    spanning several groups is applied to the gradients first so every group sees the joint
-    norm (likewise the skip_nonfinite test).
+    ``slot_lists`` follow ``rule.slots`` (None: an optional slot not given); ``hyper`` and
+    ``flags`` by name; ``options`` the keywords of :meth:`StepOptions.build`. On the fused
+    path one op runs per (device, dtype, dense/sparse) group; a global_clipnorm spanning
+    several groups is applied to the gradients first so every group sees the joint norm
+    (likewise the skip_nonfinite test).
     """
-    n = _check_lengths([("variables", variables), ("grads", grads), *slots.items()])
-    _check_distinct([("variables", variables), *slots.items()])
+    hyper = _check_hyper(rule, hyper)
+    flags = {name: _rules.check_flag(name, value) for name, value in flags.items()}
+    variables, grads = _as_list(variables, "variables"), _as_list(grads, "grads")
+    slot_lists = [None if items is None and slot.optional else _as_list(items, slot.list)
+                  for slot, items in zip(rule.slots, slot_lists, strict=True)]
+    named_slots = [(slot.list, items) for slot, items in zip(rule.slots, slot_lists, strict=True)]
+    for slot, items in zip(rule.slots, slot_lists, strict=True):
+        if slot.optional:
+            flags[slot.given] = items is not None
+    n = _check_lengths([("variables", variables), ("grads", grads), *named_slots])
+    options = StepOptions.build(n, **options)
+    _check_variables([("variables", variables), *named_slots])
     _check_sparse(variables, grads)
-    _check_dtypes_and_shapes(variables, grads, slots)
-    clipnorm, global_clipnorm = _clip_options(clipnorm, global_clipnorm)
-    common = dict(clipnorm=clipnorm, global_clipnorm=global_clipnorm, skip_nonfinite=bool(skip_nonfinite),
-                  use_locking=bool(use_locking))
-    weight_decay = _weight_decays(weight_decay, n)
+    _check_dtypes_and_shapes(variables, grads, named_slots)
     if n == 0:
         return "tf"
     chosen = resolve_backend(backend, variables, grads)
-    if rule == "adam":
-        hyper = dict(hyper, vhats=slots.pop("vhats", None))
     if chosen == "tf":
         # Every op of the step (reads included) waits for the checks of tensor hyperparameters.
-        with tf.control_dependencies(_hyper_asserts(hyper)):
-            getattr(_tf_math, f"{rule}_multi")(variables, grads, *slots.values(), **hyper, weight_decay=weight_decay,
-                                               lazy=bool(lazy), **common)
+        with tf.control_dependencies(_hyper_asserts(rule, hyper)):
+            _tf_math.apply(rule, variables, grads, slot_lists, hyper, flags, options)
         return chosen
     groups = _groups(variables, grads)
     if len(groups) > 1 and any(sparse for sparse, _ in groups):
         # Several op calls: check every index first, so that a bad one writes nothing.
         with tf.control_dependencies(_tf_math.index_checks(variables, grads)):
-            return _run_fused(rule, groups, variables, grads, slots, hyper, weight_decay, common, global_clipnorm,
-                              skip_nonfinite, lazy)
-    return _run_fused(rule, groups, variables, grads, slots, hyper, weight_decay, common, global_clipnorm,
-                      skip_nonfinite, lazy)
-
-
-def _run_fused(rule, groups, variables, grads, slots, hyper, weight_decay, common, global_clipnorm, skip_nonfinite,
-               lazy) -> str:
-    if len(groups) > 1 and (global_clipnorm or skip_nonfinite):
-        grads, ok = _tf_math.scaled_gradients(grads, global_clipnorm, skip_nonfinite)
-        common.update(global_clipnorm=None, skip_nonfinite=False)
-        _tf_math._run(ok, lambda: _run_groups(rule, groups, variables, grads, slots, hyper, weight_decay, common,
-                                              lazy))
+            _run_fused(rule, groups, variables, grads, slot_lists, hyper, flags, options)
     else:
-        _run_groups(rule, groups, variables, grads, slots, hyper, weight_decay, common, lazy)
-    return "fused"
+        _run_fused(rule, groups, variables, grads, slot_lists, hyper, flags, options)
+    return chosen
 
 
-def _run_groups(rule, groups, variables, grads, slots, hyper, weight_decay, common, lazy):
+def _run_fused(rule, groups, variables, grads, slot_lists, hyper, flags, options) -> None:
+    if len(groups) > 1 and (options.global_clipnorm or options.skip_nonfinite):
+        grads, ok = _tf_math.scaled_gradients(grads, options.global_clipnorm, options.skip_nonfinite)
+        options = replace(options, global_clipnorm=None, skip_nonfinite=False)
+        _tf_math.run_if(ok, lambda: _run_groups(rule, groups, variables, grads, slot_lists, hyper, flags, options))
+    else:
+        _run_groups(rule, groups, variables, grads, slot_lists, hyper, flags, options)
+
+
+def _run_groups(rule, groups, variables, grads, slot_lists, hyper, flags, options) -> list:
     """One fused op call per group: the dense op, or the sparse op for IndexedSlices."""
-    fused = getattr(_fused_module(), f"{rule}_multi")
+    run = _fused_module().run
     ops = []
     for sparse, idx in groups:
-        pick = lambda items: [items[i] for i in idx]  # noqa: E731
-        group_hyper = dict(hyper)
-        if group_hyper.get("vhats") is not None:
-            group_hyper["vhats"] = pick(group_hyper["vhats"])
-        ops.append(fused(pick(variables), pick(grads), *(pick(s) for s in slots.values()), **group_hyper,
-                         weight_decay=pick(weight_decay), lazy=bool(lazy) if sparse else None, **common))
+        def pick(items, idx=idx):
+            return None if items is None else [items[i] for i in idx]
+
+        ops.append(run(rule, pick(variables), pick(grads), [pick(s) for s in slot_lists], hyper, flags,
+                       options.pick(idx), sparse=sparse))
     return [op for op in ops if op is not None]
 
 
 def gradient_descent_multi(variables: Sequence, grads: Sequence, *, lr, weight_decay=0.0,
-                           clipnorm: Optional[float] = None, global_clipnorm: Optional[float] = None,
+                           clipnorm: float | None = None, global_clipnorm: float | None = None,
                            skip_nonfinite: bool = False, use_locking: bool = True, backend: str = "auto",
                            lazy: bool = False) -> str:
     """Gradient descent on every variable in one step: ``p = p - lr*wd*p - lr*g``.
@@ -339,10 +346,11 @@ def gradient_descent_multi(variables: Sequence, grads: Sequence, *, lr, weight_d
     of the other rules); ``weight_decay``, ``clipnorm`` and ``global_clipnorm`` are Python
     numbers. Returns the backend that ran the step ("fused" or "tf").
 
-    Both backends check the call before anything runs: list lengths, dtypes, shapes, no
-    variable twice among variables and slots (ValueError), Python-number hyperparameters in
-    range (ValueError); a tensor hyperparameter out of range raises InvalidArgumentError when
-    the step runs, with nothing written (except under XLA, where assertions are no-ops).
+    Both backends check the call before anything runs: list lengths, dtypes (float16,
+    bfloat16, float32, float64; TypeError otherwise), shapes, no variable twice among
+    variables and slots (ValueError), Python-number hyperparameters in range (ValueError); a
+    tensor hyperparameter out of range raises InvalidArgumentError when the step runs, with
+    nothing written (except under XLA, where assertions are no-ops).
 
     Gradients may be ``tf.IndexedSlices`` (row-sparse, e.g. from ``Embedding``), mixed with
     dense ones. Rows listed twice are summed. ``lazy=False`` (default) gives the dense step with
@@ -351,32 +359,33 @@ def gradient_descent_multi(variables: Sequence, grads: Sequence, *, lr, weight_d
     slots (lazy Adam). Clipping uses the norm of the summed gradient. An index outside
     ``[0, rows)`` raises InvalidArgumentError and nothing is written.
     """
-    _check_hyper(lr=lr)
-    return _apply("gradient_descent", backend, _as_list(variables, "variables"), _as_list(grads, "grads"), {},
-                  dict(lr=lr), weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking, lazy)
+    return _apply(GRADIENT_DESCENT, backend, variables, grads, [], dict(lr=lr), {}, weight_decay=weight_decay,
+                  clipnorm=clipnorm, global_clipnorm=global_clipnorm, skip_nonfinite=skip_nonfinite,
+                  use_locking=use_locking, lazy=lazy)
 
 
 def momentum_multi(variables: Sequence, grads: Sequence, velocities: Sequence, *, lr, momentum: float,
-                   nesterov: bool = False, weight_decay=0.0, clipnorm: Optional[float] = None,
-                   global_clipnorm: Optional[float] = None, skip_nonfinite: bool = False, use_locking: bool = True,
+                   nesterov: bool = False, weight_decay=0.0, clipnorm: float | None = None,
+                   global_clipnorm: float | None = None, skip_nonfinite: bool = False, use_locking: bool = True,
                    backend: str = "auto", lazy: bool = False) -> str:
     """Momentum (Keras form) on every variable: ``m = mu*m - lr*g; p = p - lr*wd*p + m``
     (nesterov: ``p = p - lr*wd*p + mu*m - lr*g``). Returns the backend used.
 
     IndexedSlices gradients and ``lazy``: as in :func:`gradient_descent_multi`.
     """
-    _check_hyper(lr=lr, momentum=momentum)
-    return _apply("momentum", backend, _as_list(variables, "variables"), _as_list(grads, "grads"),
-                  {"velocities": _as_list(velocities, "velocities")},
-                  dict(lr=lr, momentum=_hyper_value(momentum), nesterov=bool(nesterov)),
-                  weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking, lazy)
+    return _apply(MOMENTUM, backend, variables, grads, [velocities], dict(lr=lr, momentum=momentum),
+                  dict(nesterov=nesterov), weight_decay=weight_decay, clipnorm=clipnorm,
+                  global_clipnorm=global_clipnorm, skip_nonfinite=skip_nonfinite, use_locking=use_locking, lazy=lazy)
 
 
-def adam_multi(variables: Sequence, grads: Sequence, ms: Sequence, vs: Sequence, *, lr, beta_1: float = 0.9,
-               beta_2: float = 0.999, epsilon: float = 1e-7, step, vhats: Optional[Sequence] = None,
-               weight_decay=0.0, clipnorm: Optional[float] = None, global_clipnorm: Optional[float] = None,
-               skip_nonfinite: bool = False, use_locking: bool = True, backend: str = "auto",
-               lazy: bool = False) -> str:
+_ADAM = ADAM.defaults
+
+
+def adam_multi(variables: Sequence, grads: Sequence, ms: Sequence, vs: Sequence, *, lr,
+               beta_1: float = _ADAM["beta_1"], beta_2: float = _ADAM["beta_2"], epsilon: float = _ADAM["epsilon"],
+               step, vhats: Sequence | None = None, weight_decay=0.0, clipnorm: float | None = None,
+               global_clipnorm: float | None = None, skip_nonfinite: bool = False, use_locking: bool = True,
+               backend: str = "auto", lazy: bool = False) -> str:
     """Adam (Keras' "epsilon hat" form) on every variable; ``step`` is 1-based::
 
         alpha = lr*sqrt(1-beta_2^t)/(1-beta_1^t)
@@ -386,13 +395,7 @@ def adam_multi(variables: Sequence, grads: Sequence, ms: Sequence, vs: Sequence,
     ``vhats`` given means amsgrad. Returns the backend used. IndexedSlices gradients and
     ``lazy`` (``True``: lazy Adam): as in :func:`gradient_descent_multi`.
     """
-    if isinstance(step, (bool, float)):
-        raise TypeError(f"step must be an int >= 1 or an integer tensor, got {type(step).__name__}")
-    _check_hyper(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step)
-    slots = {"ms": _as_list(ms, "ms"), "vs": _as_list(vs, "vs")}
-    if vhats is not None:
-        slots["vhats"] = _as_list(vhats, "vhats")
-    hyper = dict(lr=lr, beta_1=_hyper_value(beta_1), beta_2=_hyper_value(beta_2), epsilon=_hyper_value(epsilon),
-                 step=step)
-    return _apply("adam", backend, _as_list(variables, "variables"), _as_list(grads, "grads"), slots, hyper,
-                  weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking, lazy)
+    return _apply(ADAM, backend, variables, grads, [ms, vs, vhats],
+                  dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step), {},
+                  weight_decay=weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
+                  skip_nonfinite=skip_nonfinite, use_locking=use_locking, lazy=lazy)

@@ -3,7 +3,8 @@
 This is the chapter's way of writing an optimizer: a few elementwise TF ops per variable,
 assigned back. It runs anywhere TensorFlow runs, inside ``tf.function`` and under XLA
 (``jit_compile=True``). Per-step scalars are computed in float64 and rounded once, and
-float16/bfloat16 variables are updated with float32 maths, as the compiled kernels do.
+float16/bfloat16 variables are updated with float32 maths, as the compiled kernels do. The
+maths of each rule is its row's in :mod:`pyopt._rules` (``scalars`` and ``update``).
 
 Row-sparse gradients (``tf.IndexedSlices``) have the semantics of the fused sparse ops:
 rows listed twice are summed first; ``lazy=False`` is the dense step with the densified
@@ -11,8 +12,6 @@ gradient (absent rows get g = 0), ``lazy=True`` updates only the rows present (g
 rows, apply the rule, scatter them back). Clipping uses the norm of the summed gradient.
 An index outside ``[0, rows)`` raises InvalidArgumentError before anything is written
 (under XLA the check cannot raise: there, out-of-range rows are dropped).
-
-Signatures are those of :mod:`pyopt.ops._fused` (see :mod:`pyopt.ops`), plus ``lazy``.
 """
 
 from __future__ import annotations
@@ -21,39 +20,31 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from ._variables import tf_variable
+
 
 def _compute_dtype(dtype: tf.DType) -> tf.DType:
     return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
 
 
-def _read(x, dtype):
-    return tf.cast(tf.convert_to_tensor(x), dtype)
+class _Scalar64:
+    """Float64 scalar maths for a rule's ``scalars``: Python numbers exactly (``tf.cast(0.1,
+    ...)`` would go through float32; ``1 - x`` is rounded once, as in the core), tensors as TF ops."""
 
+    sqrt = staticmethod(tf.sqrt)
+    pow = staticmethod(tf.pow)
 
-def _write(variable, value, use_locking):
-    value = tf.cast(value, variable.dtype)
-    if isinstance(variable, tf.Variable):
-        return variable.assign(value, use_locking=use_locking, read_value=False)
-    return variable.assign(value)  # keras.Variable
+    @staticmethod
+    def f64(x):
+        if isinstance(x, (int, float)):
+            return tf.constant(float(x), tf.float64)
+        return tf.cast(x, tf.float64)
 
-
-def _tf_variable(variable):
-    """The ``tf.Variable`` behind a Keras 3 variable (itself for a ``tf.Variable``)."""
-    return variable if isinstance(variable, tf.Variable) else getattr(variable, "_value", variable)
-
-
-def _scalar64(x):
-    """``x`` as a float64 scalar; a Python number exactly (``tf.cast(0.1, ...)`` would go through float32)."""
-    if isinstance(x, (int, float)):
-        return tf.constant(float(x), tf.float64)
-    return tf.cast(x, tf.float64)
-
-
-def _one_minus64(x):
-    """``1 - x`` in float64: in Python for a number (one rounding, as the core), else as a TF op."""
-    if isinstance(x, (int, float)):
-        return _scalar64(1.0 - x)
-    return 1.0 - _scalar64(x)
+    @staticmethod
+    def one_minus(x):
+        if isinstance(x, (int, float)):
+            return _Scalar64.f64(1.0 - x)
+        return 1.0 - _Scalar64.f64(x)
 
 
 class Rows(NamedTuple):
@@ -74,7 +65,7 @@ def index_checks(variables, grads, names=None) -> list:
     """Assertions that the indices of every IndexedSlices gradient lie in ``[0, rows)`` of its
     variable (InvalidArgumentError naming ``grads[i]`` otherwise); empty for dense gradients."""
     checks = []
-    for i, (var, g) in enumerate(zip(variables, grads)):
+    for i, (var, g) in enumerate(zip(variables, grads, strict=True)):
         if not isinstance(g, tf.IndexedSlices):
             continue
         indices, rows = tf.cast(g.indices, tf.int64), _shape(var)[0]
@@ -104,7 +95,7 @@ def _densify(grad: tf.IndexedSlices, variable):
 def _gradients(variables, grads, lazy):
     """Dense gradients as tensors; IndexedSlices as :class:`Rows` (lazy) or densified."""
     out = []
-    for var, g in zip(variables, grads):
+    for var, g in zip(variables, grads, strict=True):
         if isinstance(g, tf.IndexedSlices):
             out.append(_sum_rows(g) if lazy else _densify(g, var))
         else:
@@ -147,7 +138,7 @@ def scaled_gradients(grads, global_clipnorm, skip_nonfinite):
     skip condition: for a step split over several op calls that must share one norm."""
     _, scales, ok = _prepare_gradients(grads, None, global_clipnorm, skip_nonfinite)
     out = []
-    for g, s in zip(grads, scales):
+    for g, s in zip(grads, scales, strict=True):
         if isinstance(g, tf.IndexedSlices):
             out.append(tf.IndexedSlices(_scaled(g.values, s, g.values.dtype), g.indices, g.dense_shape))
         else:
@@ -161,100 +152,65 @@ def _scaled(g, scale, ct):
     return g if scale is None else g * tf.cast(scale, ct)
 
 
-def _decayed(p, lr64, wd, ct):
-    # p = p - lr*wd*p  (decoupled weight decay, before the update; skipped when wd == 0)
-    return p if not wd else p - p * tf.cast(lr64 * wd, ct)
-
-
-def _run(ok, apply_fn):
+def run_if(ok, apply_fn):
+    """``apply_fn()`` (a list of ops or Nones), under ``tf.cond(ok, ...)`` unless ``ok`` is None."""
     if ok is None:
         return apply_fn()
     return tf.cond(ok, lambda: tf.group([op for op in apply_fn() if op is not None]), tf.no_op)
 
 
-def _apply(variables, grads, slot_lists, weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking, lazy,
-           rule):
-    """Runs ``rule(p, g, slots, wd, ct) -> (p, slots)`` on every variable and writes the results
-    back: whole tensors, or for a :class:`Rows` gradient only its rows (gather, scatter).
-    Every write waits for the index checks of every gradient: a bad index writes nothing."""
+def _write(x, value, use_locking):
+    """``x = value`` (whole tensor) on the variable's ``tf.Variable``."""
+    variable = tf_variable(x)
+    return variable.assign(tf.cast(value, variable.dtype), use_locking=use_locking, read_value=False)
+
+
+def apply(rule, variables, grads, slot_lists, hyper: dict, flags: dict, options) -> None:
+    """One step of ``rule`` (a :class:`pyopt._rules.Rule`) on every variable: the row's
+    ``update`` on whole tensors, or for an IndexedSlices gradient with ``options.lazy`` on
+    its rows only (gather, scatter). ``slot_lists`` follow ``rule.slots`` (None: an optional
+    slot not given); ``hyper`` and ``flags`` by name; ``options`` a
+    :class:`pyopt.ops._api.StepOptions`. Every write waits for the index checks of every
+    gradient: a bad index writes nothing."""
     with tf.control_dependencies(index_checks(variables, grads)):
-        return _apply_checked(variables, grads, slot_lists, weight_decay, clipnorm, global_clipnorm, skip_nonfinite,
-                              use_locking, lazy, rule)
+        _apply_checked(rule, variables, grads, slot_lists, hyper, flags, options)
 
 
-def _apply_checked(variables, grads, slot_lists, weight_decay, clipnorm, global_clipnorm, skip_nonfinite,
-                   use_locking, lazy, rule):
-    grads, scales, ok = _prepare_gradients(_gradients(variables, grads, lazy), clipnorm, global_clipnorm,
-                                           skip_nonfinite)
+def _apply_checked(rule, variables, grads, slot_lists, hyper, flags, options):
+    grads, scales, ok = _prepare_gradients(_gradients(variables, grads, options.lazy), options.clipnorm,
+                                           options.global_clipnorm, options.skip_nonfinite)
+    scalars = rule.scalars(hyper, _Scalar64)
+    lr64 = scalars["lr"]
+    slot_lists = [lst for lst in slot_lists if lst is not None]
 
-    def apply():
-        ops = []
-        for i, (var, g, scale, wd) in enumerate(zip(variables, grads, scales, weight_decay)):
+    def apply_all():
+        ops, cast = [], {}
+        for i, (var, g, scale, wd) in enumerate(zip(variables, grads, scales, options.weight_decay, strict=True)):
             ct = _compute_dtype(var.dtype)
-            slots = [lst[i] for lst in slot_lists if lst is not None]
+            if ct not in cast:  # the scalars in the compute dtype, once per dtype
+                cast[ct] = {name: tf.cast(value, ct) for name, value in scalars.items()}
+            slots = [lst[i] for lst in slot_lists]
             if isinstance(g, Rows):
-                def read(x, rows=g.indices):
-                    return tf.cast(tf.gather(_tf_variable(x), rows), ct)
+                def read(x, rows=g.indices, ct=ct):
+                    return tf.cast(tf.gather(tf_variable(x), rows), ct)
 
                 def write(x, value, rows=g.indices):
-                    x = _tf_variable(x)
-                    return x.scatter_update(tf.IndexedSlices(tf.cast(value, x.dtype), rows), use_locking=use_locking)
+                    x = tf_variable(x)
+                    return x.scatter_update(tf.IndexedSlices(tf.cast(value, x.dtype), rows),
+                                            use_locking=options.use_locking)
                 g = g.values
             else:
-                read = lambda x: _read(x, ct)  # noqa: E731
-                write = lambda x, value: _write(x, value, use_locking)  # noqa: E731
-            p, new_slots = rule(read(var), _scaled(g, scale, ct), [read(s) for s in slots], wd, ct)
-            ops += [write(s, value) for s, value in zip(slots, new_slots)]
+                def read(x, ct=ct):
+                    return tf.cast(tf.convert_to_tensor(x), ct)
+
+                def write(x, value):
+                    return _write(x, value, options.use_locking)
+            p = read(var)
+            if wd:  # p = p - lr*wd*p  (decoupled weight decay, before the update)
+                p = p - p * tf.cast(lr64 * wd, ct)
+            p, new_slots = rule.update(p, _scaled(g, scale, ct), [read(s) for s in slots], cast[ct], flags, tf.math)
+            ops += [write(s, value) for s, value in zip(slots, new_slots, strict=True)]
             ops.append(write(var, p))
         return ops
 
-    return _run(ok, apply)
-
-
-def gradient_descent_multi(variables, grads, *, lr, weight_decay, clipnorm, global_clipnorm, skip_nonfinite,
-                           use_locking, lazy=False):
-    """p = p - lr*wd*p - lr*g  for every variable."""
-    lr64 = _scalar64(lr)
-
-    def rule(p, g, slots, wd, ct):
-        return _decayed(p, lr64, wd, ct) - g * tf.cast(lr64, ct), []
-
-    return _apply(variables, grads, [], weight_decay, clipnorm, global_clipnorm, skip_nonfinite, use_locking, lazy,
-                  rule)
-
-
-def momentum_multi(variables, grads, velocities, *, lr, momentum, nesterov, weight_decay, clipnorm, global_clipnorm,
-                   skip_nonfinite, use_locking, lazy=False):
-    """m = mu*m - lr*g;  p = p - lr*wd*p + m  (nesterov: + mu*m - lr*g)."""
-    lr64 = _scalar64(lr)
-
-    def rule(p, g, slots, wd, ct):
-        lr_c, mu = tf.cast(lr64, ct), tf.cast(_scalar64(momentum), ct)
-        m = slots[0] * mu - g * lr_c
-        p = _decayed(p, lr64, wd, ct)
-        return (p + (m * mu - g * lr_c) if nesterov else p + m), [m]
-
-    return _apply(variables, grads, [velocities], weight_decay, clipnorm, global_clipnorm, skip_nonfinite,
-                  use_locking, lazy, rule)
-
-
-def adam_multi(variables, grads, ms, vs, *, lr, beta_1, beta_2, epsilon, step, vhats, weight_decay, clipnorm,
-               global_clipnorm, skip_nonfinite, use_locking, lazy=False):
-    """alpha = lr*sqrt(1-b2^t)/(1-b1^t); m += (g-m)*(1-b1); v += (g^2-v)*(1-b2);
-    [vhat = max(vhat, v)]; p = p - lr*wd*p - alpha*m/(sqrt(v)+eps)."""
-    lr64, t = _scalar64(lr), _scalar64(step)
-    alpha64 = lr64 * tf.sqrt(1.0 - tf.pow(_scalar64(beta_2), t)) / (1.0 - tf.pow(_scalar64(beta_1), t))
-
-    def rule(p, g, slots, wd, ct):
-        m, v = slots[0], slots[1]
-        m = m + (g - m) * tf.cast(_one_minus64(beta_1), ct)
-        v = v + (g * g - v) * tf.cast(_one_minus64(beta_2), ct)
-        new_slots = [m, v]
-        if vhats is not None:
-            v = tf.maximum(slots[2], v)
-            new_slots.append(v)
-        p = _decayed(p, lr64, wd, ct)
-        return p - (m * tf.cast(alpha64, ct)) / (tf.sqrt(v) + tf.cast(_scalar64(epsilon), ct)), new_slots
-
-    return _apply(variables, grads, [ms, vs, vhats], weight_decay, clipnorm, global_clipnorm, skip_nonfinite,
-                  use_locking, lazy, rule)
+    return run_if(ok, apply_all)

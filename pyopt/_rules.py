@@ -1,0 +1,321 @@
+"""The update rules, one row each: the one place every Python front end reads a rule from.
+
+A row (:class:`Rule`) holds a rule's name, its hyperparameters (defaults, ranges), flags and
+slots (which are optional, and the flag that gives them), the names of its fused TF ops and
+of its ``pyopt._core`` functions, and its maths for the pure-TF backend: per-step scalars in
+float64 and the elementwise update. It mirrors the rule's C++ trait
+(``cpp/include/pyopt/rules/<rule>.h``): the same names, ranges and messages.
+
+Checks of Python numbers live here once: :func:`check` (type and range of one value,
+TypeError/ValueError starting with the argument's name) and :meth:`Range.error` (the C++
+core's words, ``"beta_1 must be in [0, 1), got 1.5"``); :func:`dtype_error` words a
+variable of an unsupported dtype. This module imports neither TensorFlow nor ``pyopt._core``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+# The dtypes every front end updates (float16/bfloat16 with float32 maths).
+SUPPORTED_DTYPES = ("float16", "bfloat16", "float32", "float64")
+_INT64_MAX = 2**63 - 1
+
+
+def is_number(x) -> bool:
+    """A real number (Python or NumPy scalar) that is not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.17g}"  # the C++ core's fmt(): precision 17
+
+
+def show(value) -> str:
+    """``type: repr`` for messages, the repr cut to 80 characters."""
+    try:
+        text = repr(value)
+    except Exception:  # e.g. an int too long for str()
+        text = "..."
+    return f"{type(value).__name__}: {text if len(text) <= 80 else text[:77] + '...'}"
+
+
+def dtype_error(name: str, dtype_name: str) -> str | None:
+    """"variables[0] has dtype int32; supported: ..." (the words of pyopt._core), or None."""
+    if dtype_name in SUPPORTED_DTYPES:
+        return None
+    return f"{name} has dtype {dtype_name}; supported: {', '.join(SUPPORTED_DTYPES)}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """Finite values from ``low`` to ``high`` (each end open or closed; ``high`` inf: no bound)."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = True
+    integer: bool = False  # an int64 in every front end (step)
+
+    @property
+    def text(self) -> str:
+        """What a value must be: "a finite number >= 0", "in [0, 1)", "an integer >= 1"."""
+        if self.high == math.inf:
+            kind = "an integer" if self.integer else "a finite number"
+            return f"{kind} {'>' if self.low_open else '>='} {_fmt(self.low)}"
+        return (f"in {'(' if self.low_open else '['}{_fmt(self.low)}, {_fmt(self.high)}"
+                f"{')' if self.high_open else ']'}")
+
+    def contains(self, x, both=lambda a, b: a and b):
+        """Whether ``x`` (a float; a tensor with ``both=tf.logical_and``) lies in the range; False
+        for NaN and, the ends being finite or open at inf, for +-inf."""
+        above = x > self.low if self.low_open else x >= self.low
+        below = x < self.high if self.high_open else x <= self.high
+        return both(above, below)
+
+
+def at_least(low):
+    return Range(low)
+
+
+def above(low):
+    return Range(low, low_open=True)
+
+
+def closed(low, high):
+    return Range(low, high, high_open=False)
+
+
+def closed_open(low, high):
+    return Range(low, high)
+
+
+@dataclass(frozen=True)
+class Param:
+    """A hyperparameter: a float64 scalar in every front end (an int64 when its range is integer)."""
+
+    name: str
+    range: Range
+    default: float | None = None  # None: the argument is required
+    doc: str = ""
+    optional: bool = False  # may be None (off): clipnorm
+
+    def error(self, x: float, name: str | None = None) -> str | None:
+        """The message for a number outside the range (the core's words), else None."""
+        if self.range.contains(x):
+            return None
+        return (f"{name or self.name} must be {self.range.text}{' (or None)' if self.optional else ''}, "
+                f"got {_fmt(float(x))}")
+
+
+def check(param: Param, value, *, name: str | None = None, what: str | None = None):
+    """``value`` as a float (an int for an integer range) if it is a number in ``param``'s
+    range; else a TypeError (not a number; ``what`` it must be, by default "a real number" or
+    "an int") or a ValueError (outside the range), both starting with ``name`` (default the
+    parameter's). bool is not a number."""
+    name = name or param.name
+    if param.range.integer:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be {what or 'an int'}, got {show(value)}")
+        if not -_INT64_MAX - 1 <= int(value) <= _INT64_MAX:
+            raise ValueError(f"{name} must be an int in [{_fmt(param.range.low)}, 2**63 - 1], got {show(value)}")
+        x = int(value)
+    else:
+        if not is_number(value):
+            raise TypeError(f"{name} must be {what or 'a real number'}, got {show(value)}")
+        try:
+            x = float(value)
+        except OverflowError:  # an int beyond the float64 range
+            raise ValueError(f"{name} must be a finite number, got {show(value)}") from None
+    error = param.error(x, name)
+    if error:
+        raise ValueError(error)
+    return x
+
+
+def check_flag(name: str, value) -> bool:
+    """``bool(value)`` for a bool or ``numpy.bool_``, else a TypeError naming the flag."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {show(value)}")
+    return bool(value)
+
+
+# Every rule's first hyperparameter, and the rule-generic options.
+LR = Param("lr", at_least(0), doc="learning rate")
+WEIGHT_DECAY = Param("weight_decay", at_least(0), 0.0, "decoupled weight decay p -= lr*weight_decay*p")
+CLIPNORM = Param("clipnorm", above(0), None, "clip each gradient by its own L2 norm", optional=True)
+GLOBAL_CLIPNORM = Param("global_clipnorm", above(0), None, "clip all gradients by their joint L2 norm", optional=True)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """An array per variable, shaped like it: ``name`` is the TF op input and the single-tensor
+    argument ("m"), ``list`` the ``*_multi`` argument ("ms"); ``given`` names the flag that an
+    optional slot stands for (given for every variable or for none)."""
+
+    name: str
+    list: str
+    doc: str = ""
+    given: str | None = None
+
+    @property
+    def optional(self) -> bool:
+        return self.given is not None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One update rule. ``params`` start with ``lr``; ``flags`` are bool attrs of the TF ops
+    and keywords of the NumPy functions (default False).
+
+    ``scalars(h, s)``: the per-step scalars in float64 from the hyperparameters ``h`` (by
+    name; numbers or tensors), with ``s`` the float64 scalar maths (:mod:`pyopt.ops._tf_math`).
+    ``update(p, g, slots, c, flags, m)``: the new ``(p, slots)`` of one tensor, ``p`` already
+    weight-decayed, ``g`` clipped, ``c`` the scalars in the compute dtype, ``flags`` by name
+    (an optional slot's flag included), ``m`` the elementwise maths (``sqrt``, ``maximum``).
+    """
+
+    name: str  # "adam": the pyopt.ops / pyopt.kernels functions <name>[_multi|_sparse]
+    short: str  # "gd": the benchmarks' and the chapter's name
+    params: tuple
+    slots: tuple
+    flags: tuple
+    scalars: Callable
+    update: Callable
+    formula: str
+
+    @property
+    def param_names(self) -> tuple:
+        return tuple(p.name for p in self.params)
+
+    @property
+    def defaults(self) -> dict:
+        return {p.name: p.default for p in self.params if p.default is not None}
+
+    @property
+    def required_slots(self) -> tuple:
+        return tuple(s for s in self.slots if not s.optional)
+
+    # The fused TF ops (cpp/tf/ops.cc): Pyopt>Apply<Rule>, Pyopt>Apply<Rule>Multi and
+    # Pyopt>SparseApply<Rule>Multi, as TF names their generated Python wrappers.
+    @property
+    def fused_single_op(self) -> str:
+        return f"pyopt_apply_{self.name}"
+
+    @property
+    def fused_op(self) -> str:
+        return f"pyopt_apply_{self.name}_multi"
+
+    @property
+    def fused_sparse_op(self) -> str:
+        return f"pyopt_sparse_apply_{self.name}_multi"
+
+    @property
+    def fused_ops(self) -> tuple:
+        """Every op wrapper the rule's library defines (the loader checks them)."""
+        return (self.fused_single_op, self.fused_op, self.fused_sparse_op)
+
+    # pyopt._core (cpp/python/module.cpp): <name>(params, grads, *slot lists, ...),
+    # <name>_sparse(params, values, indices, *slot lists, ...), check_<name>(**params).
+    @property
+    def core(self) -> str:
+        return self.name
+
+    @property
+    def core_sparse(self) -> str:
+        return f"{self.name}_sparse"
+
+    @property
+    def core_check(self) -> str:
+        return f"check_{self.name}"
+
+
+def _gd_scalars(h, s):
+    return dict(lr=s.f64(h["lr"]))
+
+
+def _gd_update(p, g, slots, c, flags, m):
+    # p = p - lr*g
+    return p - g * c["lr"], []
+
+
+def _momentum_scalars(h, s):
+    return dict(lr=s.f64(h["lr"]), momentum=s.f64(h["momentum"]))
+
+
+def _momentum_update(p, g, slots, c, flags, m):
+    # m = mu*m - lr*g;  p = p + m  (nesterov: p = p + mu*m - lr*g, with the new m)
+    mu, lr = c["momentum"], c["lr"]
+    velocity = slots[0] * mu - g * lr
+    return (p + (velocity * mu - g * lr) if flags["nesterov"] else p + velocity), [velocity]
+
+
+def _adam_scalars(h, s):
+    # alpha = lr*sqrt(1-b2^t)/(1-b1^t)
+    t = s.f64(h["step"])
+    alpha = s.f64(h["lr"]) * s.sqrt(1.0 - s.pow(s.f64(h["beta_2"]), t)) / (1.0 - s.pow(s.f64(h["beta_1"]), t))
+    return dict(lr=s.f64(h["lr"]), alpha=alpha, one_minus_beta_1=s.one_minus(h["beta_1"]),
+                one_minus_beta_2=s.one_minus(h["beta_2"]), epsilon=s.f64(h["epsilon"]))
+
+
+def _adam_update(p, g, slots, c, flags, m):
+    # m = m + (g-m)*(1-b1);  v = v + (g^2-v)*(1-b2);  [vhat = max(vhat, v)];  p = p - alpha*m/(sqrt(v)+eps)
+    first = slots[0] + (g - slots[0]) * c["one_minus_beta_1"]
+    second = slots[1] + (g * g - slots[1]) * c["one_minus_beta_2"]
+    new_slots = [first, second]
+    if flags["amsgrad"]:
+        second = m.maximum(slots[2], second)
+        new_slots.append(second)
+    return p - (first * c["alpha"]) / (m.sqrt(second) + c["epsilon"]), new_slots
+
+
+GRADIENT_DESCENT = Rule(
+    name="gradient_descent",
+    short="gd",
+    params=(LR,),
+    slots=(),
+    flags=(),
+    scalars=_gd_scalars,
+    update=_gd_update,
+    formula="p = p - lr*wd*p - lr*g",
+)
+
+MOMENTUM = Rule(
+    name="momentum",
+    short="momentum",
+    params=(LR, Param("momentum", closed(0, 1), None, "mu")),
+    slots=(Slot("velocity", "velocities", "momentum buffer m"),),
+    flags=("nesterov",),
+    scalars=_momentum_scalars,
+    update=_momentum_update,
+    formula="m = mu*m - lr*g;  p = p - lr*wd*p + m   (nesterov: p = p - lr*wd*p + mu*m - lr*g)",
+)
+
+ADAM = Rule(
+    name="adam",
+    short="adam",
+    params=(
+        LR,
+        Param("beta_1", closed_open(0, 1), 0.9, "decay rate of the first moment m"),
+        Param("beta_2", closed_open(0, 1), 0.999, "decay rate of the second moment v"),
+        Param("epsilon", above(0), 1e-7, "added to sqrt(v) in the denominator"),
+        Param("step", Range(1, integer=True), None, "t, the 1-based step number (Keras: iterations + 1)"),
+    ),
+    slots=(
+        Slot("m", "ms", "first moment"),
+        Slot("v", "vs", "second moment"),
+        Slot("vhat", "vhats", "amsgrad maxima of v", given="amsgrad"),
+    ),
+    flags=(),
+    scalars=_adam_scalars,
+    update=_adam_update,
+    formula=("alpha = lr*sqrt(1-beta_2^t)/(1-beta_1^t);  m = m + (g-m)*(1-beta_1);  v = v + (g^2-v)*(1-beta_2);  "
+             "[amsgrad: vhat = max(vhat, v)];  p = p - lr*wd*p - alpha*m/(sqrt(v or vhat)+epsilon)"),
+)
+
+# Every rule, by name, in the order of the C++ list (cpp/include/pyopt/rules.h).
+RULES = {rule.name: rule for rule in (GRADIENT_DESCENT, MOMENTUM, ADAM)}
