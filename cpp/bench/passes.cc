@@ -16,6 +16,7 @@
 #include "pyopt/apply.h"
 #include "pyopt/dispatch.h"
 #include "pyopt/parallel.h"
+#include "pyopt/rules.h"
 
 using namespace pyopt;
 
@@ -51,21 +52,28 @@ int main(int argc, char** argv) {
   // the update pass in the reverse chunk order a clipped step uses, and the whole clipped step
   // (a norm pass and the reverse update when n > kChunkElems; a tensor of one chunk is normed
   // inside its update instead).
-  std::vector<Case> cases = {{"norm pass (sum of squares of g)", 4,
-                              [&] { gradient_scales(t, plan, clipped, exec, clip_scales); }}};
-  const auto add_rule = [&](const std::string& rule, double bytes, auto hyper, auto apply, auto update) {
-    cases.push_back({rule + " update", bytes, [&, hyper, apply] { apply(t, hyper, unclipped, exec); }});
-    cases.push_back({rule + " update, reverse order", bytes,
-                     [&, update] { detail::update_pass(t, plan, scales, exec, update, /*after_norm_pass=*/true); }});
-    cases.push_back({rule + " clipped (norm + reverse update)", bytes + 4,
-                     [&, hyper, apply] { apply(t, hyper, clipped, exec); }});
+  std::vector<Case> cases = {
+      {"norm pass (sum of squares of g)", 4, [&] { gradient_scales(t, plan, clipped, exec, clip_scales); }}};
+  // Per rule, its defaults with a tiny lr (the values stay put over the rounds), no optional slots;
+  // nominal bytes: read g, read and write p and each slot (float32).
+  const auto add_rule = [&](auto rule) {
+    using Rule = decltype(rule);
+    auto hyper = defaults<Rule>();
+    hyper.lr = 1e-9;
+    std::size_t slots = 0;
+    for (const auto& s : Rule::kSlots) slots += !s.optional();
+    const double bytes = 4.0 * double(3 + 2 * slots);
+    const std::string name = Rule::kName;
+    cases.push_back({name + " update", bytes, [&, hyper] { apply<Rule>(t, hyper, unclipped, exec); }});
+    cases.push_back({name + " update, reverse order", bytes, [&, update = Update<Rule, float>(hyper)] {
+                       detail::update_pass(t, plan, scales, exec, update, /*after_norm_pass=*/true);
+                     }});
+    cases.push_back(
+        {name + " clipped (norm + reverse update)", bytes + 4, [&, hyper] { apply<Rule>(t, hyper, clipped, exec); }});
   };
-  const GradientDescentHyper gd{1e-9};
-  const MomentumHyper momentum{1e-9, 0.9, false};
-  const AdamHyper adam{1e-9, 0.9, 0.999, 1e-7, 1, false};
-  add_rule("gd", 12, gd, apply_gradient_descent<float>, GradientDescentUpdate<float>{gd});
-  add_rule("momentum", 20, momentum, apply_momentum<float>, MomentumUpdate<float>{momentum});
-  add_rule("adam", 28, adam, apply_adam<float>, AdamUpdate<float>{adam});
+#define PYOPT_ADD_RULE(Rule) add_rule(Rule{});
+  PYOPT_RULES(PYOPT_ADD_RULE)
+#undef PYOPT_ADD_RULE
 
   const int rounds = 12, reps = 5;
   std::vector<std::vector<double>> ms(cases.size());

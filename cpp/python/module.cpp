@@ -1,19 +1,25 @@
 // pybind11 bindings `pyopt._core`: check the NumPy buffers, release the GIL, hand raw
 // pointers to the core. All maths lives in cpp/include/pyopt.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
-#include <pybind11/numpy.h>
 
 #include <algorithm>
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "pyopt/apply.h"
 #include "pyopt/probe.h"
+#include "pyopt/rules.h"
 #include "pyopt/sparse.h"
 
 namespace py = pybind11;
@@ -35,9 +41,7 @@ ThreadPool& pool() {
 }
 
 Executor pool_executor() {
-  return [](std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& fn) {
-    pool().parallel_for(n, fn);
-  };
+  return [](std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& fn) { pool().parallel_for(n, fn); };
 }
 
 void require(const std::string& error) {
@@ -46,7 +50,8 @@ void require(const std::string& error) {
 
 std::string describe_shape(const py::array& a) {
   std::string s = "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += std::to_string(a.shape(i)) + (a.ndim() == 1 ? "," : i + 1 < a.ndim() ? ", " : "");
+  for (py::ssize_t i = 0; i < a.ndim(); ++i)
+    s += std::to_string(a.shape(i)) + (a.ndim() == 1 ? "," : i + 1 < a.ndim() ? ", " : "");
   return s + ")";
 }
 
@@ -58,7 +63,7 @@ std::string arg_name(const char* list, std::size_t index) {
 // One array argument, e.g. grads[3]. The name is built only for a message: a step can
 // have thousands of arrays, and the binding's work per array is part of every call.
 struct Arg {
-  py::array array;  // a reference, held while the GIL is released
+  py::array array;   // a reference, held while the GIL is released
   const char* list;  // a string literal: "params", "grads", ...
   std::size_t index;
   bool written;
@@ -119,8 +124,8 @@ DType check_arrays(const std::vector<Arg>& args, std::size_t per_tensor) {
       for (py::ssize_t d = a.rows_of_param ? 1 : 0; same && d < a.array.ndim(); ++d)
         same = a.array.shape(d) == param.array.shape(d);
       if (!same)
-        throw py::value_error(a.name() + " has shape " + describe_shape(a.array) + " but " + param.name() + " has shape " +
-                              describe_shape(param.array) +
+        throw py::value_error(a.name() + " has shape " + describe_shape(a.array) + " but " + param.name() +
+                              " has shape " + describe_shape(param.array) +
                               (a.rows_of_param ? " (expected (nnz,) + the parameter's row shape)" : ""));
     }
     if (!(a.array.flags() & py::array::c_style))
@@ -144,7 +149,8 @@ DType check_arrays(const std::vector<Arg>& args, std::size_t per_tensor) {
       const Arg& a = args[ranges[i].arg];
       const Arg& b = args[ranges[j].arg];
       if (a.written || b.written)
-        throw py::value_error(a.name() + " and " + b.name() + " overlap in memory; every updated array must be separate");
+        throw py::value_error(a.name() + " and " + b.name() +
+                              " overlap in memory; every updated array must be separate");
     }
   }
   return dtype;
@@ -203,20 +209,13 @@ std::vector<double> weight_decays(const py::object& wd, std::size_t n) {
   return out;
 }
 
+// None is off; a threshold that is given must be in its range (so 0 is refused, not "off").
 GradientOptions gradient_options(std::optional<double> clipnorm, std::optional<double> global_clipnorm,
                                  bool skip_nonfinite) {
-  GradientOptions o;
-  if (clipnorm) {
-    if (!(*clipnorm > 0.0)) require("clipnorm must be a finite number > 0 (or None), got " + std::to_string(*clipnorm));
-    o.clipnorm = *clipnorm;
-  }
-  if (global_clipnorm) {
-    if (!(*global_clipnorm > 0.0))
-      require("global_clipnorm must be a finite number > 0 (or None), got " + std::to_string(*global_clipnorm));
-    o.global_clipnorm = *global_clipnorm;
-  }
-  o.skip_nonfinite = skip_nonfinite;
-  require(check_gradient_options(o));
+  if (clipnorm) require(check_range(kClipnorm, *clipnorm));
+  if (global_clipnorm) require(check_range(kGlobalClipnorm, *global_clipnorm));
+  const GradientOptions o{clipnorm.value_or(0.0), global_clipnorm.value_or(0.0), skip_nonfinite};
+  require(check_gradient_options(o));  // at most one of them
   return o;
 }
 
@@ -249,14 +248,14 @@ bool run(const std::vector<Arg>& args, std::size_t per_tensor, const std::vector
   return false;
 }
 
-
 // Sparse steps: per tensor [param, values, slots...] plus an integer index array each.
 std::vector<std::vector<std::int64_t>> gather_indices(const py::object& indices, const std::vector<Arg>& args,
                                                       std::size_t per_tensor) {
   std::vector<py::handle> items = as_list(indices, "indices");
   const std::size_t n = args.size() / per_tensor;
   if (items.size() != n)
-    throw py::value_error("indices has " + std::to_string(items.size()) + " arrays but params has " + std::to_string(n));
+    throw py::value_error("indices has " + std::to_string(items.size()) + " arrays but params has " +
+                          std::to_string(n));
   std::vector<std::vector<std::int64_t>> out(n);
   for (std::size_t t = 0; t < n; ++t) {
     py::array idx = as_array(items[t], "indices", t);
@@ -264,7 +263,8 @@ std::vector<std::vector<std::int64_t>> gather_indices(const py::object& indices,
     if (kind != 'i' && kind != 'u')
       throw py::type_error(arg_name("indices", t) + " must be an integer array, got dtype " +
                            std::string(py::str(idx.dtype())));
-    if (idx.ndim() != 1) throw py::value_error(arg_name("indices", t) + " must be 1-D, got shape " + describe_shape(idx));
+    if (idx.ndim() != 1)
+      throw py::value_error(arg_name("indices", t) + " must be 1-D, got shape " + describe_shape(idx));
     const py::array& param = args[t * per_tensor].array;
     const py::array& values = args[t * per_tensor + 1].array;
     if (param.ndim() < 1) throw py::value_error(arg_name("params", t) + " must have at least one dimension");
@@ -278,9 +278,9 @@ std::vector<std::vector<std::int64_t>> gather_indices(const py::object& indices,
   return out;
 }
 
-template <template <class> class Update, class Hyper>
+template <class Rule>
 bool run_sparse(const std::vector<Arg>& args, std::size_t per_tensor, const py::object& indices,
-                const std::vector<double>& wd, const Hyper& h, const GradientOptions& opt, bool lazy) {
+                const std::vector<double>& wd, const typename Rule::Hyper& h, const GradientOptions& opt, bool lazy) {
   const DType dtype = check_arrays(args, per_tensor);
   const auto idx = gather_indices(indices, args, per_tensor);
   auto typed = [&](auto tag) {
@@ -299,7 +299,7 @@ bool run_sparse(const std::vector<Arg>& args, std::size_t per_tensor, const py::
       st.weight_decay = wd[t];
     }
     py::gil_scoped_release release;
-    return apply_sparse(tensors, lazy, opt, pool_executor(), Update<T>{h});
+    return apply_sparse<Rule>(tensors, h, lazy, opt, pool_executor());
   };
   switch (dtype) {
     case DType::float32: return typed(float{});
@@ -310,118 +310,224 @@ bool run_sparse(const std::vector<Arg>& args, std::size_t per_tensor, const py::
   return false;
 }
 
-bool gradient_descent(py::object params, py::object grads, double lr, py::object weight_decay,
-                      std::optional<double> clipnorm, std::optional<double> global_clipnorm, bool skip_nonfinite) {
-  GradientDescentHyper h{lr};
-  require(check(h));
-  const GradientOptions opt = gradient_options(clipnorm, global_clipnorm, skip_nonfinite);
-  auto args = gather({{"params", params}, {"grads", grads}}, {true, false});
-  auto wd = weight_decays(weight_decay, args.size() / 2);
-  return run(args, 2, wd, [&](const auto& tensors) { return apply_gradient_descent(tensors, h, opt, pool_executor()); });
-}
+// ------------------------------------------------------------------------------ the functions of a rule
+// Generated from the rule's trait (rules/<rule>.h), for every rule of PYOPT_RULES:
+//   <rule>(params, grads, <slot lists>, <optional slot lists>=None, *, <hyperparameters>,
+//          <flags>=False, weight_decay=0.0, clipnorm=None, global_clipnorm=None, skip_nonfinite=False)
+//   <rule>_sparse(params, values, indices, <slot lists>, <optional slot lists>=None, *, <the same>, lazy=False)
+//   check_<rule>(<hyperparameters>) -> "" when valid, else the message
+// An optional slot list given sets its flag (Adam: vhats -> amsgrad).
 
-bool momentum(py::object params, py::object grads, py::object velocities, double lr, double mu, bool nesterov,
-              py::object weight_decay, std::optional<double> clipnorm, std::optional<double> global_clipnorm,
-              bool skip_nonfinite) {
-  MomentumHyper h{lr, mu, nesterov};
-  require(check(h));
-  const GradientOptions opt = gradient_options(clipnorm, global_clipnorm, skip_nonfinite);
-  auto args = gather({{"params", params}, {"grads", grads}, {"velocities", velocities}}, {true, false, true});
-  auto wd = weight_decays(weight_decay, args.size() / 3);
-  return run(args, 3, wd, [&](const auto& tensors) { return apply_momentum(tensors, h, opt, pool_executor()); });
-}
+enum class Form { dense, sparse, check };
 
-bool adam(py::object params, py::object grads, py::object ms, py::object vs, py::object vhats, double lr,
-          double beta_1, double beta_2, double epsilon, std::int64_t step, py::object weight_decay,
-          std::optional<double> clipnorm, std::optional<double> global_clipnorm, bool skip_nonfinite) {
-  AdamHyper h{lr, beta_1, beta_2, epsilon, step, !vhats.is_none()};
-  require(check(h));
-  const GradientOptions opt = gradient_options(clipnorm, global_clipnorm, skip_nonfinite);
-  std::vector<std::pair<const char*, py::object>> lists{{"params", params}, {"grads", grads}, {"ms", ms}, {"vs", vs}};
-  std::vector<bool> written{true, false, true, true};
-  if (h.amsgrad) {
-    lists.push_back({"vhats", vhats});
-    written.push_back(true);
+// What a Python argument is.
+enum class Kind {
+  updated,        // a list of arrays written in place: params, a slot
+  gradient,       // grads or values (read)
+  indices,        // the sparse gradient's row numbers
+  optional_slot,  // a list of arrays, or None
+  real,           // a hyperparameter (float64)
+  integer,        // a hyperparameter (int64)
+  flag,
+  weight_decay,
+  clipnorm,
+  global_clipnorm,
+  skip_nonfinite,
+  lazy,
+};
+
+// The C++ type pybind11 converts an argument of kind K to (as the hand-written functions had).
+template <Kind K>
+using ArgType = std::conditional_t<
+    K == Kind::real, double,
+    std::conditional_t<K == Kind::integer, std::int64_t,
+                       std::conditional_t<K == Kind::flag || K == Kind::skip_nonfinite || K == Kind::lazy, bool,
+                                          std::conditional_t<K == Kind::clipnorm || K == Kind::global_clipnorm,
+                                                             std::optional<double>, py::object>>>>;
+
+struct PyArg {
+  const char* name;
+  Kind kind;
+  std::size_t index;  // of the rule's slot, hyperparameter or flag
+};
+
+// The Python arguments of a function of Rule, in order: kArrays positional ones (the arrays),
+// then the keyword-only ones.
+template <class Rule, Form F>
+struct Signature {
+  static constexpr std::size_t kArrays = F == Form::check ? 0 : (F == Form::sparse ? 3 : 2) + Rule::kSlots.size();
+  static constexpr std::size_t kOptions = F == Form::check ? 0 : (F == Form::sparse ? 5 : 4);
+  static constexpr std::size_t kSize =
+      kArrays + Rule::kParams.size() + (F == Form::check ? 0 : Rule::kFlags.size()) + kOptions;
+
+  static constexpr std::array<PyArg, kSize> args() {
+    std::array<PyArg, kSize> a{};
+    std::size_t i = 0;
+    if (F != Form::check) {
+      a[i++] = {"params", Kind::updated, 0};
+      a[i++] = {F == Form::sparse ? "values" : "grads", Kind::gradient, 0};
+      if (F == Form::sparse) a[i++] = {"indices", Kind::indices, 0};
+      for (std::size_t k = 0; k < Rule::kSlots.size(); ++k)
+        a[i++] = {Rule::kSlots[k].list, Rule::kSlots[k].optional() ? Kind::optional_slot : Kind::updated, k};
+    }
+    for (std::size_t k = 0; k < Rule::kParams.size(); ++k)
+      a[i++] = {Rule::kParams[k].name, Rule::kParams[k].range.integer ? Kind::integer : Kind::real, k};
+    if (F == Form::check) return a;
+    for (std::size_t k = 0; k < Rule::kFlags.size(); ++k) a[i++] = {Rule::kFlags[k].name, Kind::flag, k};
+    a[i++] = {kWeightDecay.name, Kind::weight_decay, 0};
+    a[i++] = {kClipnorm.name, Kind::clipnorm, 0};
+    a[i++] = {kGlobalClipnorm.name, Kind::global_clipnorm, 0};
+    a[i++] = {"skip_nonfinite", Kind::skip_nonfinite, 0};
+    if (F == Form::sparse) a[i++] = {"lazy", Kind::lazy, 0};
+    return a;
   }
-  auto args = gather(lists, written);
-  auto wd = weight_decays(weight_decay, args.size() / lists.size());
-  return run(args, lists.size(), wd, [&](const auto& tensors) { return apply_adam(tensors, h, opt, pool_executor()); });
-}
+  static constexpr std::array<PyArg, kSize> kArgs = args();
 
-
-bool gradient_descent_sparse(py::object params, py::object values, py::object indices, double lr,
-                             py::object weight_decay, std::optional<double> clipnorm,
-                             std::optional<double> global_clipnorm, bool skip_nonfinite, bool lazy) {
-  GradientDescentHyper h{lr};
-  require(check(h));
-  const GradientOptions opt = gradient_options(clipnorm, global_clipnorm, skip_nonfinite);
-  auto args = gather({{"params", params}, {"values", values}}, {true, false}, 1);
-  return run_sparse<GradientDescentUpdate>(args, 2, indices, weight_decays(weight_decay, args.size() / 2), h, opt,
-                                           lazy);
-}
-
-bool momentum_sparse(py::object params, py::object values, py::object indices, py::object velocities, double lr,
-                     double mu, bool nesterov, py::object weight_decay, std::optional<double> clipnorm,
-                     std::optional<double> global_clipnorm, bool skip_nonfinite, bool lazy) {
-  MomentumHyper h{lr, mu, nesterov};
-  require(check(h));
-  const GradientOptions opt = gradient_options(clipnorm, global_clipnorm, skip_nonfinite);
-  auto args = gather({{"params", params}, {"values", values}, {"velocities", velocities}}, {true, false, true}, 1);
-  return run_sparse<MomentumUpdate>(args, 3, indices, weight_decays(weight_decay, args.size() / 3), h, opt, lazy);
-}
-
-bool adam_sparse(py::object params, py::object values, py::object indices, py::object ms, py::object vs,
-                 py::object vhats, double lr, double beta_1, double beta_2, double epsilon, std::int64_t step,
-                 py::object weight_decay, std::optional<double> clipnorm, std::optional<double> global_clipnorm,
-                 bool skip_nonfinite, bool lazy) {
-  AdamHyper h{lr, beta_1, beta_2, epsilon, step, !vhats.is_none()};
-  require(check(h));
-  const GradientOptions opt = gradient_options(clipnorm, global_clipnorm, skip_nonfinite);
-  std::vector<std::pair<const char*, py::object>> lists{{"params", params}, {"values", values}, {"ms", ms}, {"vs", vs}};
-  std::vector<bool> written{true, false, true, true};
-  if (h.amsgrad) {
-    lists.push_back({"vhats", vhats});
-    written.push_back(true);
+  // The pybind11 annotation of argument I: its name, and its default where it has one.
+  template <std::size_t I>
+  static auto annotation() {
+    constexpr PyArg a = kArgs[I];
+    if constexpr (a.kind == Kind::optional_slot || a.kind == Kind::clipnorm || a.kind == Kind::global_clipnorm)
+      return py::arg(a.name) = py::none();
+    else if constexpr (a.kind == Kind::flag || a.kind == Kind::skip_nonfinite || a.kind == Kind::lazy)
+      return py::arg(a.name) = false;
+    else if constexpr (a.kind == Kind::weight_decay)
+      return py::arg(a.name) = kWeightDecay.value;
+    else
+      return py::arg(a.name);
   }
-  auto args = gather(lists, written, 1);
-  return run_sparse<AdamUpdate>(args, lists.size(), indices, weight_decays(weight_decay, args.size() / lists.size()),
-                                h, opt, lazy);
-}
+  template <std::size_t... I>
+  static auto annotations(std::index_sequence<I...>) {
+    return std::make_tuple(annotation<I>()...);
+  }
+  template <std::size_t... I>
+  static auto keyword_annotations(std::index_sequence<I...>) {
+    return std::make_tuple(py::kw_only(), annotation<kArrays + I>()...);
+  }
+  // Every annotation in order, py::kw_only() after the arrays (none for check_<rule>).
+  static auto all_annotations() {
+    if constexpr (F == Form::check)
+      return annotations(std::make_index_sequence<kSize>{});
+    else
+      return std::tuple_cat(annotations(std::make_index_sequence<kArrays>{}),
+                            keyword_annotations(std::make_index_sequence<kSize - kArrays>{}));
+  }
+};
+
+// The arguments of one call, by meaning.
+template <class Rule>
+struct Call {
+  typename Rule::Hyper hyper{};
+  std::vector<std::pair<const char*, py::object>> lists;  // params, grads or values, the slots given
+  std::vector<bool> written;                              // per list
+  py::object indices, weight_decay;
+  std::optional<double> clipnorm, global_clipnorm;
+  bool skip_nonfinite = false, lazy = false;
+
+  void take(const PyArg& a, const py::object& x) {
+    switch (a.kind) {
+      case Kind::optional_slot:
+        if (x.is_none()) return;
+        hyper.*Rule::kSlots[a.index].given.field = true;
+        [[fallthrough]];
+      case Kind::updated:
+      case Kind::gradient:
+        lists.push_back({a.name, x});
+        written.push_back(a.kind != Kind::gradient);
+        return;
+      case Kind::indices: indices = x; return;
+      default: weight_decay = x; return;
+    }
+  }
+  void take(const PyArg& a, double x) { hyper.*Rule::kParams[a.index].field = x; }
+  void take(const PyArg& a, std::int64_t x) { hyper.*Rule::kParams[a.index].field = double(x); }
+  void take(const PyArg& a, bool x) {
+    if (a.kind == Kind::flag)
+      hyper.*Rule::kFlags[a.index].field = x;
+    else if (a.kind == Kind::lazy)
+      lazy = x;
+    else
+      skip_nonfinite = x;
+  }
+  void take(const PyArg& a, std::optional<double> x) { (a.kind == Kind::clipnorm ? clipnorm : global_clipnorm) = x; }
+};
+
+template <class Rule>
+struct RuleFunctions {
+  // Checks in this order: hyperparameters, clipping, the lists, weight decay, then the arrays.
+  static bool dense(Call<Rule>& c) {
+    require(check<Rule>(c.hyper));
+    const GradientOptions opt = gradient_options(c.clipnorm, c.global_clipnorm, c.skip_nonfinite);
+    const std::size_t per_tensor = c.lists.size();
+    auto args = gather(c.lists, c.written);
+    auto wd = weight_decays(c.weight_decay, args.size() / per_tensor);
+    return run(args, per_tensor, wd,
+               [&](const auto& tensors) { return apply<Rule>(tensors, c.hyper, opt, pool_executor()); });
+  }
+  static bool sparse(Call<Rule>& c) {
+    require(check<Rule>(c.hyper));
+    const GradientOptions opt = gradient_options(c.clipnorm, c.global_clipnorm, c.skip_nonfinite);
+    const std::size_t per_tensor = c.lists.size();
+    auto args = gather(c.lists, c.written, /*rows_of_param_list=*/1);
+    auto wd = weight_decays(c.weight_decay, args.size() / per_tensor);
+    return run_sparse<Rule>(args, per_tensor, c.indices, wd, c.hyper, opt, c.lazy);
+  }
+
+  // The function of form F: one C++ parameter per Python argument, typed as pybind11 converts it.
+  template <Form F, std::size_t... I>
+  static auto function(std::index_sequence<I...>) {
+    using S = Signature<Rule, F>;
+    return [](ArgType<S::kArgs[I].kind>... values) {
+      Call<Rule> c;
+      (c.take(S::kArgs[I], values), ...);
+      if constexpr (F == Form::check)
+        return check<Rule>(c.hyper);
+      else if constexpr (F == Form::sparse)
+        return sparse(c);
+      else
+        return dense(c);
+    };
+  }
+  template <Form F>
+  static void def(py::module_& m, const std::string& name) {
+    using S = Signature<Rule, F>;
+    const auto fn = function<F>(std::make_index_sequence<S::kSize>{});
+    std::apply([&](const auto&... annotations) { m.def(name.c_str(), fn, annotations...); }, S::all_annotations());
+  }
+  static void def(py::module_& m) {
+    def<Form::dense>(m, Rule::kName);
+    def<Form::sparse>(m, std::string(Rule::kName) + "_sparse");
+    def<Form::check>(m, std::string("check_") + Rule::kName);
+  }
+
+  // The trait's tables, for tests that compare them with the Python rule table.
+  static py::dict describe() {
+    py::list params, flags, slots;
+    for (const auto& p : Rule::kParams)
+      params.append(py::dict(py::arg("name") = p.name,
+                             py::arg("default") = p.range.integer ? py::object(py::int_(std::int64_t(p.value)))
+                                                                  : py::object(py::float_(p.value)),
+                             py::arg("must_be") = range_text(p.range), py::arg("integer") = p.range.integer));
+    for (const auto& f : Rule::kFlags) flags.append(f.name);
+    for (const auto& s : Rule::kSlots)
+      slots.append(py::dict(py::arg("name") = s.name, py::arg("list") = s.list,
+                            py::arg("given_flag") = s.optional() ? py::object(py::str(s.given.name)) : py::none()));
+    return py::dict(py::arg("params") = params, py::arg("flags") = flags, py::arg("slots") = slots);
+  }
+};
 
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "pyopt compiled kernels (internal; use pyopt.kernels)";
-  using py::arg;
-  m.def("gradient_descent", &gradient_descent, arg("params"), arg("grads"), py::kw_only(), arg("lr"),
-        arg("weight_decay") = 0.0, arg("clipnorm") = py::none(), arg("global_clipnorm") = py::none(),
-        arg("skip_nonfinite") = false);
-  m.def("momentum", &momentum, arg("params"), arg("grads"), arg("velocities"), py::kw_only(), arg("lr"),
-        arg("momentum"), arg("nesterov") = false, arg("weight_decay") = 0.0, arg("clipnorm") = py::none(),
-        arg("global_clipnorm") = py::none(), arg("skip_nonfinite") = false);
-  m.def("adam", &adam, arg("params"), arg("grads"), arg("ms"), arg("vs"), arg("vhats") = py::none(), py::kw_only(),
-        arg("lr"), arg("beta_1"), arg("beta_2"), arg("epsilon"), arg("step"), arg("weight_decay") = 0.0,
-        arg("clipnorm") = py::none(), arg("global_clipnorm") = py::none(), arg("skip_nonfinite") = false);
-  m.def("gradient_descent_sparse", &gradient_descent_sparse, arg("params"), arg("values"), arg("indices"),
-        py::kw_only(), arg("lr"), arg("weight_decay") = 0.0, arg("clipnorm") = py::none(),
-        arg("global_clipnorm") = py::none(), arg("skip_nonfinite") = false, arg("lazy") = false);
-  m.def("momentum_sparse", &momentum_sparse, arg("params"), arg("values"), arg("indices"), arg("velocities"),
-        py::kw_only(), arg("lr"), arg("momentum"), arg("nesterov") = false, arg("weight_decay") = 0.0,
-        arg("clipnorm") = py::none(), arg("global_clipnorm") = py::none(), arg("skip_nonfinite") = false,
-        arg("lazy") = false);
-  m.def("adam_sparse", &adam_sparse, arg("params"), arg("values"), arg("indices"), arg("ms"), arg("vs"),
-        arg("vhats") = py::none(), py::kw_only(), arg("lr"), arg("beta_1"), arg("beta_2"), arg("epsilon"), arg("step"),
-        arg("weight_decay") = 0.0, arg("clipnorm") = py::none(), arg("global_clipnorm") = py::none(),
-        arg("skip_nonfinite") = false, arg("lazy") = false);
-  // Hyperparameter checks shared with the other front ends: "" when valid, else the message.
-  m.def("check_gradient_descent", [](double lr) { return check(GradientDescentHyper{lr}); }, py::arg("lr"));
-  m.def("check_momentum", [](double lr, double mu) { return check(MomentumHyper{lr, mu, false}); }, py::arg("lr"),
-        py::arg("momentum"));
-  m.def("check_adam",
-        [](double lr, double beta_1, double beta_2, double epsilon, std::int64_t step) {
-          return check(AdamHyper{lr, beta_1, beta_2, epsilon, step, false});
-        },
-        py::arg("lr"), py::arg("beta_1"), py::arg("beta_2"), py::arg("epsilon"), py::arg("step"));
+  // Per rule: <rule>, <rule>_sparse, check_<rule>; and rules[<rule>], its tables.
+  py::dict rules;
+#define PYOPT_DEF_RULE(Rule)   \
+  RuleFunctions<Rule>::def(m); \
+  rules[Rule::kName] = RuleFunctions<Rule>::describe();
+  PYOPT_RULES(PYOPT_DEF_RULE)
+#undef PYOPT_DEF_RULE
+  m.attr("rules") = rules;
   m.def("check_weight_decay", &check_weight_decay, py::arg("weight_decay"));
   m.def("isa", [] { return std::string(isa_name(active_isa())); }, "The instruction-set path in use.");
   m.def("supported_isas", [] {

@@ -3,11 +3,11 @@
 //
 //   pyopt_core_tests [section...]      sections: conversions plan pool checks kernels multi sparse
 //
-// Every kernel, storage type (float, double, half, bfloat16) and ISA path this CPU runs,
-// through apply_* with an inline, a reversed and a ThreadPool executor, at sizes 0..70, 1023
-// and 2^16+5, from start pointers offset by 0..3 elements, against a scalar double reference
-// written here (formulas and float16/bfloat16 rounding coded independently of the core).
-// Prints a summary line; exits 1 on any failure.
+// Every rule of PYOPT_RULES (each combination of its flags and optional slots), storage type
+// (float, double, half, bfloat16) and ISA path this CPU runs, through apply<Rule> with an inline, a reversed and a
+// ThreadPool executor, at sizes 0..70, 1023 and 2^16+5, from start pointers offset by 0..3 elements, against a scalar
+// double reference written here (formulas and float16/bfloat16 rounding coded independently of the core). Prints a
+// summary line; exits 1 on any failure.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -28,6 +28,7 @@
 #endif
 
 #include "pyopt/apply.h"
+#include "pyopt/rules.h"
 #include "pyopt/sparse.h"
 
 using namespace pyopt;
@@ -322,92 +323,169 @@ static void section_pool() {
   check(bad == 0, "concurrent parallel_for: %ld indices not run exactly once", bad.load());
 }
 
-// ------------------------------------------------------------------------------ hyperparameter checks
+// ------------------------------------------------------------------------------ the rules under test
 
-static void section_checks() {
-  check(check(AdamHyper{}).empty(), "default Adam is valid");
-  check(check(MomentumHyper{0.0, 1.0, true}).empty(), "momentum 1 is valid");
-  struct Bad {
-    std::string msg;
-    const char* name;
-  };
-  const std::vector<Bad> bad = {
-      {check(GradientDescentHyper{-1.0}), "lr"},
-      {check(GradientDescentHyper{NAN}), "lr"},
-      {check(MomentumHyper{0.1, 1.5, false}), "momentum"},
-      {check(MomentumHyper{0.1, -0.1, false}), "momentum"},
-      {check(AdamHyper{0.1, 1.0, 0.9, 1e-7, 1, false}), "beta_1"},
-      {check(AdamHyper{0.1, 0.9, INFINITY, 1e-7, 1, false}), "beta_2"},
-      {check(AdamHyper{0.1, 0.9, 0.9, 0.0, 1, false}), "epsilon"},
-      {check(AdamHyper{0.1, 0.9, 0.9, 1e-7, 0, false}), "step"},
-      {check_weight_decay(-1.0), "weight_decay"},
-      {check_gradient_options(GradientOptions{1.0, 1.0, false}), "global_clipnorm"},
-      {check_gradient_options(GradientOptions{NAN, 0.0, false}), "clipnorm"},
-  };
-  for (const Bad& b : bad)
-    check(b.msg.find(b.name) != std::string::npos, "check message '%s' should name %s", b.msg.c_str(), b.name);
+// Calls f(Rule{}) for every rule of the list.
+template <class F>
+static void for_each_rule(F&& f) {
+#define PYOPT_TEST_RULE(Rule) f(Rule{});
+  PYOPT_RULES(PYOPT_TEST_RULE)
+#undef PYOPT_TEST_RULE
 }
 
-// ------------------------------------------------------------------------------ kernels
+// Per rule, written here independently of the core: hyperparameters for the tests (flags off),
+// the initial value of slot k of an element from a normal sample x (earlier[j]: its slot j < k),
+// and the update of one element in double (p: after weight decay; *s[k]: slot k, updated in
+// place). A rule without a Reference does not compile here: add one with the rule.
+template <class Rule>
+struct Reference;
 
-enum class Rule { gd, momentum, adam };
+template <>
+struct Reference<GradientDescent> {
+  static GradientDescent::Hyper hyper() { return {0.1}; }
+  static double slot(int, double, const double*) { return 0.0; }
+  static double update(const GradientDescent::Hyper& h, double p, double g, double* const*) { return p - h.lr * g; }
+};
+
+template <>
+struct Reference<Momentum> {
+  static Momentum::Hyper hyper() { return {0.05, 0.9, false}; }
+  static double slot(int, double x, const double*) { return 0.1 * x; }
+  static double update(const Momentum::Hyper& h, double p, double g, double* const* s) {
+    double& m = *s[0];
+    m = h.momentum * m - h.lr * g;
+    return h.nesterov ? p + h.momentum * m - h.lr * g : p + m;
+  }
+};
+
+template <>
+struct Reference<Adam> {
+  static Adam::Hyper hyper() { return {0.01, 0.9, 0.999, 1e-7, 5, false}; }
+  // m: 0.1 x;  v: 0.01 x^2 (>= 0);  vhat: 0.01 x^2 + v (>= v on most elements)
+  static double slot(int k, double x, const double* earlier) {
+    return k == 0 ? 0.1 * x : k == 1 ? 0.01 * x * x : 0.01 * x * x + earlier[1];
+  }
+  static double update(const Adam::Hyper& h, double p, double g, double* const* s) {
+    const double alpha = h.lr * std::sqrt(1 - std::pow(h.beta_2, h.step)) / (1 - std::pow(h.beta_1, h.step));
+    double &m = *s[0], &v = *s[1];
+    m = h.beta_1 * m + (1 - h.beta_1) * g;
+    v = h.beta_2 * v + (1 - h.beta_2) * g * g;
+    double denom_v = v;
+    if (h.amsgrad) denom_v = *s[2] = std::max(*s[2], v);
+    return p - alpha * m / (std::sqrt(denom_v) + h.epsilon);
+  }
+};
+
+// One variant of a rule: its flags and which optional slots are given, and a weight decay.
+template <class Rule>
 struct Config {
-  Rule rule;
-  bool nesterov, amsgrad;
+  typename Rule::Hyper hyper;
   double weight_decay;
-  int slots() const { return rule == Rule::gd ? 0 : rule == Rule::momentum ? 1 : amsgrad ? 3 : 2; }
+  // The slot arrays in use: the required ones, then the optional ones given.
+  int slots() const {
+    int n = 0;
+    for (const auto& s : Rule::kSlots) n += !s.optional() || hyper.*s.given.field;
+    return n;
+  }
   std::string name() const {
-    std::string n = rule == Rule::gd ? "gd" : rule == Rule::momentum ? "momentum" : "adam";
-    if (nesterov) n += "+nesterov";
-    if (amsgrad) n += "+amsgrad";
+    std::string n = Rule::kName;
+    for (const auto& f : Rule::kFlags)
+      if (hyper.*f.field) n += std::string("+") + f.name;
+    for (const auto& s : Rule::kSlots)
+      if (s.optional() && hyper.*s.given.field) n += std::string("+") + s.given.name;
     if (weight_decay != 0.0) n += "+wd";
     return n;
   }
 };
 
-static std::vector<Config> all_configs() {
-  std::vector<Config> out;
-  for (double wd : {0.0, 0.1}) {
-    out.push_back({Rule::gd, false, false, wd});
-    for (bool n : {false, true}) out.push_back({Rule::momentum, n, false, wd});
-    for (bool a : {false, true}) out.push_back({Rule::adam, false, a, wd});
-  }
+// Every combination of the rule's flags and optional slots, without and with weight decay.
+template <class Rule>
+static std::vector<Config<Rule>> all_configs() {
+  std::vector<bool Rule::Hyper::*> switches;
+  for (const auto& f : Rule::kFlags) switches.push_back(f.field);
+  for (const auto& s : Rule::kSlots)
+    if (s.optional()) switches.push_back(s.given.field);
+  std::vector<Config<Rule>> out;
+  for (double wd : {0.0, 0.1})
+    for (size_t bits = 0; bits < (size_t(1) << switches.size()); ++bits) {
+      Config<Rule> c{Reference<Rule>::hyper(), wd};
+      for (size_t k = 0; k < switches.size(); ++k) c.hyper.*switches[k] = (bits >> k) & 1;
+      out.push_back(c);
+    }
   return out;
 }
 
-const GradientDescentHyper kGd{0.1};
-const MomentumHyper kMom{0.05, 0.9, false};
-const AdamHyper kAdam{0.01, 0.9, 0.999, 1e-7, 5, false};
+// ------------------------------------------------------------------------------ hyperparameter checks
+
+// Values just outside a range: NaN, +-Inf, and past each end.
+static std::vector<double> outside(const Range& r) {
+  std::vector<double> xs = {NAN, INFINITY, -INFINITY};
+  xs.push_back(r.low_open ? r.low : r.integer ? r.low - 1 : std::nextafter(r.low, -INFINITY));
+  if (r.high != kInf) xs.push_back(r.high_open ? r.high : std::nextafter(r.high, INFINITY));
+  return xs;
+}
+
+template <class Rule>
+static void checks_for_rule() {
+  const auto valid = defaults<Rule>();
+  check(check<Rule>(valid).empty(), "%s: the defaults are valid", Rule::kName);
+  check(check<Rule>(Reference<Rule>::hyper()).empty(), "%s: the test hyperparameters are valid", Rule::kName);
+  for (const auto& p : Rule::kParams) {
+    auto h = valid;
+    h.*p.field = p.range.low;
+    check(check<Rule>(h).empty() == !p.range.low_open, "%s: %s at its low end", Rule::kName, p.name);
+    for (double x : outside(p.range)) {
+      h.*p.field = x;
+      const std::string msg = check<Rule>(h);
+      check(msg.rfind(std::string(p.name) + " must be ", 0) == 0, "%s: %s = %g: message '%s' should name it first",
+            Rule::kName, p.name, x, msg.c_str());
+    }
+  }
+}
+
+static void section_checks() {
+  for_each_rule([](auto rule) { checks_for_rule<decltype(rule)>(); });
+  // The exact words (the Python front ends word theirs the same).
+  Momentum::Hyper mom = defaults<Momentum>();
+  mom.momentum = 1.0;
+  check(check<Momentum>(mom).empty(), "momentum 1 is valid");
+  const std::vector<std::pair<std::string, std::string>> words = {
+      {check<GradientDescent>({-1.0}), "lr must be a finite number >= 0, got -1"},
+      {check<GradientDescent>({NAN}), "lr must be a finite number >= 0, got nan"},
+      {check<Momentum>({0.1, 1.5, false}), "momentum must be in [0, 1], got 1.5"},
+      {check<Adam>({0.1, 1.0, 0.9, 1e-7, 1, false}), "beta_1 must be in [0, 1), got 1"},
+      {check<Adam>({0.1, 0.9, INFINITY, 1e-7, 1, false}), "beta_2 must be in [0, 1), got inf"},
+      {check<Adam>({0.1, 0.9, 0.9, 0.0, 1, false}), "epsilon must be a finite number > 0, got 0"},
+      {check<Adam>({0.1, 0.9, 0.9, 1e-7, 0, false}), "step must be an integer >= 1, got 0"},
+      {check_weight_decay(-0.5), "weight_decay must be a finite number >= 0, got -0.5"},
+      {check_gradient_options(GradientOptions{-1.0, 0.0, false}),
+       "clipnorm must be a finite number > 0 (or None), got -1"},
+      {check_gradient_options(GradientOptions{0.0, NAN, false}),
+       "global_clipnorm must be a finite number > 0 (or None), got nan"},
+      {check_gradient_options(GradientOptions{1.0, 1.0, false}),
+       "clipnorm and global_clipnorm are mutually exclusive: set at most one"},
+      {check_gradient_options(GradientOptions{0.0, 0.0, true}), ""},
+  };
+  for (const auto& [got, want] : words) check(got == want, "check message '%s', want '%s'", got.c_str(), want.c_str());
+}
+
+// ------------------------------------------------------------------------------ kernels
 
 // One tensor in double: param, grad, slots.
 struct RefTensor {
-  std::vector<double> a[5];  // 0 param, 1 grad, 2.. slots
+  std::vector<double> a[2 + kMaxSlots];  // 0 param, 1 grad, 2.. slots
   double weight_decay = 0.0;
 };
 
-// The formulas (Keras 3), scalar double, with gradient scale `scale` (clipping).
-static void ref_update(const Config& c, RefTensor& t, double scale) {
+// The update in double, with gradient scale `scale` (clipping) and decoupled weight decay.
+template <class Rule>
+static void ref_update(const Config<Rule>& c, RefTensor& t, double scale) {
   auto& p = t.a[0];
-  const double decay = (c.rule == Rule::gd ? kGd.lr : c.rule == Rule::momentum ? kMom.lr : kAdam.lr) * t.weight_decay;
+  const double decay = c.hyper.lr * t.weight_decay;
   for (size_t i = 0; i < p.size(); ++i) {
-    const double g = t.a[1][i] * scale;
-    const double p0 = p[i] - decay * p[i];
-    if (c.rule == Rule::gd) {
-      p[i] = p0 - kGd.lr * g;
-    } else if (c.rule == Rule::momentum) {
-      double& m = t.a[2][i];
-      m = kMom.momentum * m - kMom.lr * g;
-      p[i] = c.nesterov ? p0 + kMom.momentum * m - kMom.lr * g : p0 + m;
-    } else {
-      const double t_ = double(kAdam.step);
-      const double alpha = kAdam.lr * std::sqrt(1 - std::pow(kAdam.beta_2, t_)) / (1 - std::pow(kAdam.beta_1, t_));
-      double &m = t.a[2][i], &v = t.a[3][i];
-      m = kAdam.beta_1 * m + (1 - kAdam.beta_1) * g;
-      v = kAdam.beta_2 * v + (1 - kAdam.beta_2) * g * g;
-      double denom_v = v;
-      if (c.amsgrad) denom_v = t.a[4][i] = std::max(t.a[4][i], v);
-      p[i] = p0 - alpha * m / (std::sqrt(denom_v) + kAdam.epsilon);
-    }
+    double* s[kMaxSlots] = {};
+    for (int k = 0; k < c.slots(); ++k) s[k] = &t.a[2 + k][i];
+    p[i] = Reference<Rule>::update(c.hyper, p[i] - decay * p[i], t.a[1][i] * scale, s);
   }
 }
 
@@ -428,7 +506,8 @@ static double sum_of_squares(const std::vector<double>& g) {
   return sum + comp;
 }
 
-static void ref_step(const Config& c, std::vector<RefTensor>& ts, const GradientOptions& o) {
+template <class Rule>
+static void ref_step(const Config<Rule>& c, std::vector<RefTensor>& ts, const GradientOptions& o) {
   double global = 0;
   std::vector<double> sums;
   for (auto& t : ts) {
@@ -436,14 +515,15 @@ static void ref_step(const Config& c, std::vector<RefTensor>& ts, const Gradient
     global += sums.back();
   }
   for (size_t k = 0; k < ts.size(); ++k)
-    ref_update(c, ts[k], o.global_clipnorm > 0 ? clip_scale(global, o.global_clipnorm) : clip_scale(sums[k], o.clipnorm));
+    ref_update(c, ts[k],
+               o.global_clipnorm > 0 ? clip_scale(global, o.global_clipnorm) : clip_scale(sums[k], o.clipnorm));
 }
 
 // Storage of one tensor in T: `offset` guard elements in front of each array (start
 // pointer offset by that many elements), checked untouched afterwards.
 template <class T>
 struct Stored {
-  std::vector<T> buf[5];
+  std::vector<T> buf[2 + kMaxSlots];
   int offset = 0;
   i64 size = 0;
   T* ptr(int k) { return buf[k].data() + offset; }
@@ -481,29 +561,32 @@ template <class T>
 static bool same_stored(const std::vector<Stored<T>>& a, const std::vector<Stored<T>>& b) {
   bool same = a.size() == b.size();
   for (size_t k = 0; same && k < a.size(); ++k)
-    for (int arr = 0; arr < 5; ++arr) same = same && same_bits(a[k].buf[arr], b[k].buf[arr]);
+    for (size_t arr = 0; arr < 2 + kMaxSlots; ++arr) same = same && same_bits(a[k].buf[arr], b[k].buf[arr]);
   return same;
 }
 
 // A random tensor, already rounded to T (so the reference starts from the stored values).
-template <class T>
-static RefTensor random_tensor(const Config& c, i64 n, double wd, std::mt19937_64& rng) {
+template <class T, class Rule>
+static RefTensor random_tensor(const Config<Rule>& c, i64 n, double wd, std::mt19937_64& rng) {
   std::normal_distribution<double> normal;
   RefTensor t;
   t.weight_decay = wd;
   for (int k = 0; k < 2 + c.slots(); ++k) {
     for (i64 i = 0; i < n; ++i) {
       double x = normal(rng);
-      if (k >= 2) x = (c.rule == Rule::adam && k >= 3) ? 0.01 * x * x : 0.1 * x;
-      if (k == 4) x += t.a[3][size_t(i)];  // vhat >= v on most elements
+      if (k >= 2) {
+        double earlier[kMaxSlots] = {};
+        for (int j = 0; j < k - 2; ++j) earlier[j] = t.a[2 + j][size_t(i)];
+        x = Reference<Rule>::slot(k - 2, x, earlier);
+      }
       t.a[k].push_back(Traits<T>::to_double(Traits<T>::from_double(x)));
     }
   }
   return t;
 }
 
-template <class T>
-static bool run_apply(const Config& c, std::vector<Stored<T>>& st, const std::vector<RefTensor>& ref,
+template <class T, class Rule>
+static bool run_apply(const Config<Rule>& c, std::vector<Stored<T>>& st, const std::vector<RefTensor>& ref,
                       const GradientOptions& o, const Executor& exec) {
   std::vector<TensorSlots<T>> ts(st.size());
   for (size_t k = 0; k < st.size(); ++k) {
@@ -513,15 +596,7 @@ static bool run_apply(const Config& c, std::vector<Stored<T>>& st, const std::ve
     ts[k].size = st[k].size;
     ts[k].weight_decay = ref[k].weight_decay;
   }
-  switch (c.rule) {
-    case Rule::gd: return apply_gradient_descent(ts, kGd, o, exec);
-    case Rule::momentum: return apply_momentum(ts, MomentumHyper{kMom.lr, kMom.momentum, c.nesterov}, o, exec);
-    default: {
-      AdamHyper h = kAdam;
-      h.amsgrad = c.amsgrad;
-      return apply_adam(ts, h, o, exec);
-    }
-  }
+  return apply<Rule>(ts, c.hyper, o, exec);
 }
 
 struct NamedExecutor {
@@ -532,7 +607,8 @@ struct NamedExecutor {
 static std::vector<NamedExecutor> executors(ThreadPool& pool) {
   return {
       {"inline", run_inline},
-      {"reversed", [](i64 n, const std::function<void(i64, i64)>& fn) {
+      {"reversed",
+       [](i64 n, const std::function<void(i64, i64)>& fn) {
          for (i64 i = n - 1; i >= 0; --i) fn(i, i + 1);
        }},
       {"pool", [&pool](i64 n, const std::function<void(i64, i64)>& fn) { pool.parallel_for(n, fn); }},
@@ -541,8 +617,8 @@ static std::vector<NamedExecutor> executors(ThreadPool& pool) {
 
 // Runs one step on every ISA x executor; checks each against the reference (tolerance),
 // against the first run (bitwise), and the guards and the gradient untouched.
-template <class T>
-static void check_step(const Config& c, const std::vector<RefTensor>& initial, const std::vector<int>& offsets,
+template <class T, class Rule>
+static void check_step(const Config<Rule>& c, const std::vector<RefTensor>& initial, const std::vector<int>& offsets,
                        const GradientOptions& o, ThreadPool& pool) {
   std::vector<RefTensor> expected = initial;
   ref_step(c, expected, o);
@@ -565,8 +641,7 @@ static void check_step(const Config& c, const std::vector<RefTensor>& initial, c
       std::vector<T> flat;
       for (size_t k = 0; k < st.size(); ++k) {
         const Stored<T>& s = st[k];
-        check(same_bits(s.buf[1], before[k].buf[1]),
-              "%s: gradient written", where);
+        check(same_bits(s.buf[1], before[k].buf[1]), "%s: gradient written", where);
         for (int a = 0; a < arrays; ++a) {
           for (int i = 0; i < s.offset; ++i)
             check(std::memcmp(&s.buf[a][size_t(i)], &before[k].buf[a][size_t(i)], sizeof(T)) == 0,
@@ -589,32 +664,38 @@ static void check_step(const Config& c, const std::vector<RefTensor>& initial, c
           flat.insert(flat.end(), s.buf[a].begin() + s.offset, s.buf[a].end());
         }
       }
-      if (first.empty()) first.push_back(flat);
+      if (first.empty())
+        first.push_back(flat);
       else
-        check(same_bits(flat, first[0]),
-              "%s: not bitwise equal to the first ISA/executor", where);
+        check(same_bits(flat, first[0]), "%s: not bitwise equal to the first ISA/executor", where);
     }
   }
   set_active_isa(supported_isas().back());
 }
 
-template <class T>
-static void kernels_for_type(ThreadPool& pool) {
-  std::mt19937_64 rng(42);
+template <class T, class Rule>
+static void kernels_for_rule(ThreadPool& pool, std::mt19937_64& rng) {
   std::vector<i64> sizes;
   for (i64 n = 0; n <= 70; ++n) sizes.push_back(n);
   sizes.push_back(1023);
   sizes.push_back((1 << 16) + 5);
-  for (const Config& c : all_configs()) {
+  for (const Config<Rule>& c : all_configs<Rule>()) {
     for (i64 n : sizes) {
       for (int offset = 0; offset <= 3; ++offset) {
         if (n >= 1023 && offset != 0 && offset != 3) continue;  // large sizes: aligned and misaligned
         const RefTensor t = random_tensor<T>(c, n, c.weight_decay, rng);
         const double clip = 0.5 * std::sqrt(sum_of_squares(t.a[1])) + 1e-3;  // active for every n > 0
-        for (double clipnorm : {0.0, clip}) check_step<T>(c, {t}, {offset}, GradientOptions{clipnorm, 0.0, false}, pool);
+        for (double clipnorm : {0.0, clip})
+          check_step<T>(c, {t}, {offset}, GradientOptions{clipnorm, 0.0, false}, pool);
       }
     }
   }
+}
+
+template <class T>
+static void kernels_for_type(ThreadPool& pool) {
+  std::mt19937_64 rng(42);
+  for_each_rule([&](auto rule) { kernels_for_rule<T, decltype(rule)>(pool, rng); });
 }
 
 static void section_kernels() {
@@ -627,13 +708,12 @@ static void section_kernels() {
 
 // Several tensors per step (each from another offset, with its own weight decay), clipped
 // by their own norms or the global one; and skip_nonfinite.
-template <class T>
-static void multi_for_type(ThreadPool& pool) {
-  std::mt19937_64 rng(3);
+template <class T, class Rule>
+static void multi_for_rule(ThreadPool& pool, std::mt19937_64& rng) {
   const std::vector<i64> sizes = {17, 0, 40000, 1023, 70001, 7};
   const std::vector<int> offsets = {1, 0, 3, 2, 1, 0};
   const std::vector<double> decays = {0.0, 0.1, 0.3, 0.0, 0.05, 1.0};
-  for (const Config& c : all_configs()) {
+  for (const Config<Rule>& c : all_configs<Rule>()) {
     if (c.weight_decay == 0.0) continue;  // decays come per tensor here
     std::vector<RefTensor> ts;
     for (size_t k = 0; k < sizes.size(); ++k) ts.push_back(random_tensor<T>(c, sizes[k], decays[k], rng));
@@ -656,7 +736,7 @@ static void multi_for_type(ThreadPool& pool) {
   // A clipnorm of 0.5 is below every tensor's norm, so each scale depends on its norm.
   const std::vector<i64> edge_sizes = {17, 0, kChunkElems, kChunkElems + 1, 7};
   const std::vector<int> edge_offsets = {1, 0, 0, 3, 2};
-  for (const Config& c : all_configs()) {
+  for (const Config<Rule>& c : all_configs<Rule>()) {
     if (c.weight_decay == 0.0) continue;
     std::vector<RefTensor> ts;
     for (size_t k = 0; k < edge_sizes.size(); ++k) ts.push_back(random_tensor<T>(c, edge_sizes[k], 0.1, rng));
@@ -666,7 +746,8 @@ static void multi_for_type(ThreadPool& pool) {
       std::vector<Stored<T>> from_pass = in_update;
       const bool a = run_apply(c, in_update, ts, GradientOptions{0.5, 0.0, false}, ex.exec);
       const bool b = run_apply(c, from_pass, ts, GradientOptions{0.5, 0.0, true}, ex.exec);
-      check(a && b && same_stored(in_update, from_pass), "%s %s exec=%s: clipnorm normed in the update differs from the norm pass's", c.name().c_str(),
+      check(a && b && same_stored(in_update, from_pass),
+            "%s %s exec=%s: clipnorm normed in the update differs from the norm pass's", c.name().c_str(),
             Traits<T>::name, ex.name);
     }
   }
@@ -684,6 +765,12 @@ static void section_norms_in_update() {
           o.global_clipnorm, int(o.skip_nonfinite));
 }
 
+template <class T>
+static void multi_for_type(ThreadPool& pool) {
+  std::mt19937_64 rng(3);
+  for_each_rule([&](auto rule) { multi_for_rule<T, decltype(rule)>(pool, rng); });
+}
+
 static void section_multi() {
   ThreadPool pool(3);
   multi_for_type<float>(pool);
@@ -697,8 +784,8 @@ static void section_multi() {
 // dense-equivalent mode == the dense reference step with the densified gradient; lazy mode
 // == that step on the rows present, every other row (and its slots) bitwise untouched.
 
-template <class T>
-static bool run_sparse(const Config& c, std::vector<Stored<T>>& st, const std::vector<i64>& row_sizes,
+template <class T, class Rule>
+static bool run_sparse(const Config<Rule>& c, std::vector<Stored<T>>& st, const std::vector<i64>& row_sizes,
                        const std::vector<std::vector<i64>>& indices, const std::vector<std::vector<T>>& values,
                        const std::vector<RefTensor>& ref, bool lazy, const GradientOptions& o, const Executor& exec) {
   std::vector<SparseTensorSlots<T>> ts(st.size());
@@ -713,24 +800,14 @@ static bool run_sparse(const Config& c, std::vector<Stored<T>>& st, const std::v
     ts[k].weight_decay = ref[k].weight_decay;
     check(check_indices(ts[k].indices, ts[k].nnz, ts[k].rows).empty(), "sparse test: indices in range");
   }
-  switch (c.rule) {
-    case Rule::gd: return apply_sparse(ts, lazy, o, exec, GradientDescentUpdate<T>{kGd});
-    case Rule::momentum:
-      return apply_sparse(ts, lazy, o, exec, MomentumUpdate<T>{MomentumHyper{kMom.lr, kMom.momentum, c.nesterov}});
-    default: {
-      AdamHyper h = kAdam;
-      h.amsgrad = c.amsgrad;
-      return apply_sparse(ts, lazy, o, exec, AdamUpdate<T>{h});
-    }
-  }
+  return apply_sparse<Rule>(ts, c.hyper, lazy, o, exec);
 }
 
-template <class T>
-static void sparse_for_type(ThreadPool& pool) {
-  std::mt19937_64 rng(11);
+template <class T, class Rule>
+static void sparse_for_rule(ThreadPool& pool, std::mt19937_64& rng) {
   std::normal_distribution<double> normal;
   const std::vector<std::pair<i64, i64>> shapes = {{0, 3}, {1, 1}, {5, 17}, {300, 3}, {40, 130}, {2000, 33}};
-  for (const Config& c : all_configs()) {
+  for (const Config<Rule>& c : all_configs<Rule>()) {
     for (size_t sh = 0; sh + 1 < shapes.size(); ++sh) {
       // Two parameters per step: shapes[sh] and shapes[sh + 1].
       std::vector<RefTensor> dense;
@@ -741,7 +818,7 @@ static void sparse_for_type(ThreadPool& pool) {
       for (size_t k = sh; k <= sh + 1; ++k) {
         const auto [rows, row_size] = shapes[k];
         RefTensor t = random_tensor<T>(c, rows * row_size, c.weight_decay * double(k % 2), rng);
-        std::fill(t.a[1].begin(), t.a[1].end(), 0.0);  // the densified gradient, summed below
+        std::fill(t.a[1].begin(), t.a[1].end(), 0.0);                  // the densified gradient, summed below
         const i64 nnz = rows ? i64(rng() % size_t(2 * rows + 1)) : 0;  // duplicates likely
         std::vector<i64> idx;
         std::vector<T> val;
@@ -763,7 +840,8 @@ static void sparse_for_type(ThreadPool& pool) {
         present.push_back(pres);
       }
       for (bool lazy : {false, true}) {
-        for (const GradientOptions& o : {GradientOptions{}, GradientOptions{2.0, 0.0, false}, GradientOptions{0.0, 3.0, false}}) {
+        for (const GradientOptions& o :
+             {GradientOptions{}, GradientOptions{2.0, 0.0, false}, GradientOptions{0.0, 3.0, false}}) {
           std::vector<RefTensor> expected = dense;
           ref_step(c, expected, o);
           for (const NamedExecutor& ex : executors(pool)) {
@@ -793,16 +871,23 @@ static void sparse_for_type(ThreadPool& pool) {
                   bad += !(std::fabs(Traits<T>::to_double(got) - want) <= tol);
                 }
               }
-              check(bad == 0 && touched == 0, "sparse %s %s lazy=%d clip=%g/%g exec=%s tensor %zu (%lld x %lld): "
-                    "%ld elements off, %ld absent-row elements written", c.name().c_str(), Traits<T>::name, int(lazy),
-                    o.clipnorm, o.global_clipnorm, ex.name, k, (long long)(st[k].size / std::max<i64>(1, row_sizes[k])),
-                    (long long)row_sizes[k], bad, touched);
+              check(bad == 0 && touched == 0,
+                    "sparse %s %s lazy=%d clip=%g/%g exec=%s tensor %zu (%lld x %lld): "
+                    "%ld elements off, %ld absent-row elements written",
+                    c.name().c_str(), Traits<T>::name, int(lazy), o.clipnorm, o.global_clipnorm, ex.name, k,
+                    (long long)(st[k].size / std::max<i64>(1, row_sizes[k])), (long long)row_sizes[k], bad, touched);
             }
           }
         }
       }
     }
   }
+}
+
+template <class T>
+static void sparse_for_type(ThreadPool& pool) {
+  std::mt19937_64 rng(11);
+  for_each_rule([&](auto rule) { sparse_for_rule<T, decltype(rule)>(pool, rng); });
 }
 
 static void section_sparse() {
@@ -817,7 +902,7 @@ static void section_sparse() {
 
 int main(int argc, char** argv) {
   const std::vector<std::pair<std::string, void (*)()>> sections = {
-      {"conversions", section_conversions}, {"plan", section_plan},     {"pool", section_pool},
+      {"conversions", section_conversions}, {"plan", section_plan},       {"pool", section_pool},
       {"checks", section_checks},           {"kernels", section_kernels}, {"multi", section_multi},
       {"norms", section_norms_in_update},   {"sparse", section_sparse},
   };

@@ -4,8 +4,8 @@
 // sparse.h), which runs on TF's intra-op thread pool. All checks happen before anything is
 // written.
 //
-// One kernel class (StepOp) serves every op: the rule (GradientDescentRule, MomentumRule,
-// AdamRule) says which slots and hyperparameters it has, the gradient kind (DenseGrads for
+// One kernel class (StepOp) serves every op: the rule's trait (cpp/include/pyopt/rules/) says
+// which slots, hyperparameters and flags it has, the gradient kind (DenseGrads for
 // Pyopt>Apply*[Multi], SparseGrads for Pyopt>SparseApply*Multi) how gradients are read,
 // checked against the variables, locked for, and handed to the core.
 #define EIGEN_USE_THREADS
@@ -20,6 +20,7 @@
 
 #include "common.h"
 #include "pyopt/apply.h"
+#include "pyopt/rules.h"
 #include "pyopt/sparse.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_mgr.h"
@@ -65,11 +66,12 @@ absl::Status ReadScalar(OpKernelContext* ctx, const char* name, double* out) {
   return absl::OkStatus();
 }
 
-absl::Status ReadStep(OpKernelContext* ctx, std::int64_t* out) {
+// An int64 scalar input (an integer hyperparameter: step).
+absl::Status ReadInteger(OpKernelContext* ctx, const char* name, std::int64_t* out) {
   const Tensor* t;
-  TF_RETURN_IF_ERROR(ctx->input("step", &t));
+  TF_RETURN_IF_ERROR(ctx->input(name, &t));
   if (!TensorShapeUtils::IsScalar(t->shape()))
-    return Invalid("step must be a scalar, got shape ", t->shape().DebugString());
+    return Invalid(name, " must be a scalar, got shape ", t->shape().DebugString());
   *out = t->scalar<std::int64_t>()();
   return absl::OkStatus();
 }
@@ -79,62 +81,37 @@ std::string Name(const std::string& list, size_t i, bool multi) {
   return multi ? list + "[" + std::to_string(i) + "]" : list;
 }
 
-// The rules: their slot variables, their hyperparameters, and the core's per-slice update.
-struct GradientDescentRule {
-  using Hyper = pyopt::GradientDescentHyper;
-  template <class T>
-  using Update = pyopt::GradientDescentUpdate<T>;
-  static std::vector<std::string> Slots() { return {}; }
-  explicit GradientDescentRule(OpKernelConstruction*) {}
-  absl::Status Read(OpKernelContext*, double lr, bool, Hyper* h) const {
-    h->lr = lr;
+// A rule's hyperparameters from the op: its flags from the attrs, the flag of an optional slot
+// from whether it was given, the values from the scalar inputs (in the trait's table order).
+template <class Rule>
+class RuleInputs {
+ public:
+  using Hyper = typename Rule::Hyper;
+  explicit RuleInputs(OpKernelConstruction* c) {
+    for (const auto& f : Rule::kFlags) {
+      bool on = false;
+      OP_REQUIRES_OK(c, c->GetAttr(f.name, &on));
+      attrs_.*f.field = on;
+    }
+  }
+  absl::Status Read(OpKernelContext* ctx, bool optional_slots_given, Hyper* h) const {
+    *h = attrs_;
+    for (const auto& s : Rule::kSlots)
+      if (s.optional()) h->*s.given.field = optional_slots_given;
+    for (const auto& p : Rule::kParams) {
+      if (p.range.integer) {
+        std::int64_t x;
+        TF_RETURN_IF_ERROR(ReadInteger(ctx, p.name, &x));
+        h->*p.field = double(x);
+      } else {
+        TF_RETURN_IF_ERROR(ReadScalar(ctx, p.name, &(h->*p.field)));
+      }
+    }
     return absl::OkStatus();
   }
-  template <class T>
-  static bool Apply(const std::vector<pyopt::TensorSlots<T>>& t, const Hyper& h, const pyopt::GradientOptions& o,
-                    const pyopt::Executor& e) {
-    return pyopt::apply_gradient_descent(t, h, o, e);
-  }
-};
 
-struct MomentumRule {
-  using Hyper = pyopt::MomentumHyper;
-  template <class T>
-  using Update = pyopt::MomentumUpdate<T>;
-  static std::vector<std::string> Slots() { return {"velocity"}; }
-  explicit MomentumRule(OpKernelConstruction* c) { OP_REQUIRES_OK(c, c->GetAttr("nesterov", &nesterov)); }
-  absl::Status Read(OpKernelContext* ctx, double lr, bool, Hyper* h) const {
-    h->lr = lr;
-    h->nesterov = nesterov;
-    return ReadScalar(ctx, "momentum", &h->momentum);
-  }
-  template <class T>
-  static bool Apply(const std::vector<pyopt::TensorSlots<T>>& t, const Hyper& h, const pyopt::GradientOptions& o,
-                    const pyopt::Executor& e) {
-    return pyopt::apply_momentum(t, h, o, e);
-  }
-  bool nesterov = false;
-};
-
-struct AdamRule {
-  using Hyper = pyopt::AdamHyper;
-  template <class T>
-  using Update = pyopt::AdamUpdate<T>;
-  static std::vector<std::string> Slots() { return {"m", "v", "vhat"}; }  // vhat: 0 or N variables
-  explicit AdamRule(OpKernelConstruction*) {}
-  absl::Status Read(OpKernelContext* ctx, double lr, bool amsgrad, Hyper* h) const {
-    h->lr = lr;
-    h->amsgrad = amsgrad;
-    TF_RETURN_IF_ERROR(ReadScalar(ctx, "beta_1", &h->beta_1));
-    TF_RETURN_IF_ERROR(ReadScalar(ctx, "beta_2", &h->beta_2));
-    TF_RETURN_IF_ERROR(ReadScalar(ctx, "epsilon", &h->epsilon));
-    return ReadStep(ctx, &h->step);
-  }
-  template <class T>
-  static bool Apply(const std::vector<pyopt::TensorSlots<T>>& t, const Hyper& h, const pyopt::GradientOptions& o,
-                    const pyopt::Executor& e) {
-    return pyopt::apply_adam(t, h, o, e);
-  }
+ private:
+  Hyper attrs_{};
 };
 
 // Runs the core's chunks on TF's intra-op pool (sized by tf.config.threading): one helper
@@ -214,7 +191,7 @@ struct DenseGrads {
       tensors[i].size = grad[int(i)].NumElements();
       tensors[i].grad = reinterpret_cast<const CoreT*>(grad[int(i)].flat<T>().data());
     }
-    Rule::Apply(tensors, step.hyper, step.options, exec);
+    pyopt::apply<Rule>(tensors, step.hyper, step.options, exec);
   }
 };
 
@@ -277,11 +254,12 @@ struct SparseGrads {
     want.set_dim(0, v.dim_size(0));
     if (v.shape() != want)
       return Invalid(Name(kName, i, multi), " has shape ", v.shape().DebugString(), " but ", Name(list, i, multi),
-                     " has shape ", shape.DebugString(), "; values must have shape [nnz] + var.shape[1:] = ",
-                     want.DebugString());
+                     " has shape ", shape.DebugString(),
+                     "; values must have shape [nnz] + var.shape[1:] = ", want.DebugString());
     // "indices[k] = 7 is out of range [0, 5)" -> "indices[i][k] = 7 is out of range [0, 5) (the rows of var[i])"
     std::string e = pyopt::check_indices(indices[i].data(), std::int64_t(indices[i].size()), shape.dim_size(0));
-    if (!e.empty()) return Invalid(e.replace(0, 7, Name("indices", i, multi)), " (the rows of ", Name(list, i, multi), ")");
+    if (!e.empty())
+      return Invalid(e.replace(0, 7, Name("indices", i, multi)), " (the rows of ", Name(list, i, multi), ")");
     rows[i] = shape.dim_size(0);
     return absl::OkStatus();
   }
@@ -301,8 +279,7 @@ struct SparseGrads {
       t.row_size = 1;
       for (int d = 1; d < v.dims(); ++d) t.row_size *= v.dim_size(d);
     }
-    pyopt::apply_sparse(tensors, attrs.lazy, step.options, exec,
-                        typename Rule::template Update<CoreT>{step.hyper});
+    pyopt::apply_sparse<Rule>(tensors, step.hyper, attrs.lazy, step.options, exec);
   }
 };
 
@@ -340,7 +317,11 @@ class StepOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("use_locking", &use_locking_));
     multi_ = c->HasAttr("N");
     lists_.push_back("var");
-    for (const std::string& s : Rule::Slots()) lists_.push_back(s);
+    optional_.push_back(false);
+    for (const auto& s : Rule::kSlots) {
+      lists_.push_back(s.name);
+      optional_.push_back(s.optional());
+    }
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -351,17 +332,19 @@ class StepOp : public OpKernel {
     // The variable inputs: vars[l][i] is the flat input index of variable i of list l.
     std::vector<std::vector<int>> vars(lists_.size());
     size_t total = 0;
+    bool optional_given = false;  // the optional slots (M of each; M = 0 or n)
     for (size_t l = 0; l < lists_.size(); ++l) {
       int start, stop;
       OP_REQUIRES_OK(ctx, InputRange(lists_[l], &start, &stop));
-      OP_REQUIRES(ctx, stop - start == n || (lists_[l] == "vhat" && stop == start),
+      OP_REQUIRES(ctx, stop - start == n || (optional_[l] && stop == start),
                   Invalid(lists_[l], " has ", stop - start, " variables but ", Grads::kName, " has ", n));
       vars[l].reserve(size_t(stop - start));
       for (int i = start; i < stop; ++i) vars[l].push_back(i);
       total += vars[l].size();
+      if (optional_[l] && stop > start) optional_given = true;
     }
     StepOptions<Rule> step;
-    OP_REQUIRES_OK(ctx, ReadOptions(ctx, n, lists_.back() == "vhat" && !vars.back().empty(), &step));
+    OP_REQUIRES_OK(ctx, ReadOptions(ctx, n, optional_given, &step));
 
     // Look up every variable (once: the locks below reuse these lookups).
     std::vector<core::RefCountPtr<Var>> handles;
@@ -389,8 +372,9 @@ class StepOp : public OpKernel {
       return handles[a].get() < handles[b].get() || (handles[a].get() == handles[b].get() && a < b);
     });
     for (size_t k = 1; k < order.size(); ++k)
-      OP_REQUIRES(ctx, handles[order[k - 1]].get() != handles[order[k]].get(),
-                  Invalid(name(order[k - 1]), " and ", name(order[k]), " are the same variable; each must be separate"));
+      OP_REQUIRES(
+          ctx, handles[order[k - 1]].get() != handles[order[k]].get(),
+          Invalid(name(order[k - 1]), " and ", name(order[k]), " are the same variable; each must be separate"));
 
     // Lock all of them in address order, then check their state. As TF's own ResourceApply*
     // ops do, dense updates lock exclusively whatever use_locking says (the copy-on-write
@@ -429,11 +413,9 @@ class StepOp : public OpKernel {
 
  private:
   // Hyperparameters (checked by the core's rules), clipping options and weight decay.
-  absl::Status ReadOptions(OpKernelContext* ctx, int n, bool has_vhat, StepOptions<Rule>* step) const {
-    double lr;
-    TF_RETURN_IF_ERROR(ReadScalar(ctx, "lr", &lr));
-    TF_RETURN_IF_ERROR(rule_.Read(ctx, lr, has_vhat, &step->hyper));
-    if (const std::string e = pyopt::check(step->hyper); !e.empty()) return Invalid(e);
+  absl::Status ReadOptions(OpKernelContext* ctx, int n, bool optional_given, StepOptions<Rule>* step) const {
+    TF_RETURN_IF_ERROR(rule_.Read(ctx, optional_given, &step->hyper));
+    if (const std::string e = pyopt::check<Rule>(step->hyper); !e.empty()) return Invalid(e);
     step->options.skip_nonfinite = skip_nonfinite_;
     TF_RETURN_IF_ERROR(ReadScalar(ctx, "clipnorm", &step->options.clipnorm));
     if (multi_) TF_RETURN_IF_ERROR(ReadScalar(ctx, "global_clipnorm", &step->options.global_clipnorm));
@@ -451,8 +433,8 @@ class StepOp : public OpKernel {
       const auto flat = t->flat<double>();
       out->assign(flat.data(), flat.data() + n);
     } else {
-      return Invalid("weight_decay must be a scalar or have shape [", n,
-                     "] (one per variable), got shape ", t->shape().DebugString());
+      return Invalid("weight_decay must be a scalar or have shape [", n, "] (one per variable), got shape ",
+                     t->shape().DebugString());
     }
     for (size_t i = 0; i < out->size(); ++i) {
       std::string e = pyopt::check_weight_decay((*out)[i]);  // "weight_decay must be ..."
@@ -463,39 +445,40 @@ class StepOp : public OpKernel {
     return absl::OkStatus();
   }
 
-  Rule rule_;
+  RuleInputs<Rule> rule_;
   typename Grads::Attrs attrs_;
   std::vector<std::string> lists_;  // resource inputs: var, then the rule's slots
+  std::vector<char> optional_;      // per list: an optional slot (0 or n variables)
   bool multi_ = false;
   bool skip_nonfinite_ = false;
   bool use_locking_ = true;
 };
 
-#define PYOPT_REGISTER_RULE(OP, RULE, T)                                                                          \
-  REGISTER_KERNEL_BUILDER(Name("Pyopt>Apply" OP).Device(DEVICE_CPU).TypeConstraint<T>("T"),                     \
-                          StepOp<T, RULE, DenseGrads<T>>);                                                     \
-  REGISTER_KERNEL_BUILDER(Name("Pyopt>Apply" OP "Multi").Device(DEVICE_CPU).TypeConstraint<T>("T"),             \
-                          StepOp<T, RULE, DenseGrads<T>>);                                                     \
-  REGISTER_KERNEL_BUILDER(Name("Pyopt>SparseApply" OP "Multi")                                                  \
-                              .Device(DEVICE_CPU)                                                               \
-                              .TypeConstraint<T>("T")                                                           \
-                              .TypeConstraint<std::int32_t>("Tindices"),                                        \
-                          StepOp<T, RULE, SparseGrads<T, std::int32_t>>);                                      \
-  REGISTER_KERNEL_BUILDER(Name("Pyopt>SparseApply" OP "Multi")                                                  \
-                              .Device(DEVICE_CPU)                                                               \
-                              .TypeConstraint<T>("T")                                                           \
-                              .TypeConstraint<std::int64_t>("Tindices"),                                        \
-                          StepOp<T, RULE, SparseGrads<T, std::int64_t>>);
+// The kernels of one rule's ops (named after its trait) for one dtype.
+#define PYOPT_REGISTER_RULE_FOR(Rule, T)                                                               \
+  REGISTER_KERNEL_BUILDER(Name("Pyopt>Apply" #Rule).Device(DEVICE_CPU).TypeConstraint<T>("T"),         \
+                          StepOp<T, pyopt::Rule, DenseGrads<T>>);                                      \
+  REGISTER_KERNEL_BUILDER(Name("Pyopt>Apply" #Rule "Multi").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
+                          StepOp<T, pyopt::Rule, DenseGrads<T>>);                                      \
+  REGISTER_KERNEL_BUILDER(Name("Pyopt>SparseApply" #Rule "Multi")                                      \
+                              .Device(DEVICE_CPU)                                                      \
+                              .TypeConstraint<T>("T")                                                  \
+                              .TypeConstraint<std::int32_t>("Tindices"),                               \
+                          StepOp<T, pyopt::Rule, SparseGrads<T, std::int32_t>>);                       \
+  REGISTER_KERNEL_BUILDER(Name("Pyopt>SparseApply" #Rule "Multi")                                      \
+                              .Device(DEVICE_CPU)                                                      \
+                              .TypeConstraint<T>("T")                                                  \
+                              .TypeConstraint<std::int64_t>("Tindices"),                               \
+                          StepOp<T, pyopt::Rule, SparseGrads<T, std::int64_t>>);
 
-#define PYOPT_REGISTER_CPU(T)                                  \
-  PYOPT_REGISTER_RULE("GradientDescent", GradientDescentRule, T) \
-  PYOPT_REGISTER_RULE("Momentum", MomentumRule, T)               \
-  PYOPT_REGISTER_RULE("Adam", AdamRule, T)
+// Every rule of the list, for every dtype.
+#define PYOPT_REGISTER_RULE(Rule)                \
+  PYOPT_REGISTER_RULE_FOR(Rule, Eigen::half)     \
+  PYOPT_REGISTER_RULE_FOR(Rule, Eigen::bfloat16) \
+  PYOPT_REGISTER_RULE_FOR(Rule, float)           \
+  PYOPT_REGISTER_RULE_FOR(Rule, double)
 
-PYOPT_REGISTER_CPU(Eigen::half)
-PYOPT_REGISTER_CPU(Eigen::bfloat16)
-PYOPT_REGISTER_CPU(float)
-PYOPT_REGISTER_CPU(double)
+PYOPT_RULES(PYOPT_REGISTER_RULE)
 
 }  // namespace
 }  // namespace pyopt_tf

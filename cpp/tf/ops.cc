@@ -1,12 +1,16 @@
-// Op definitions of the pyopt TensorFlow library: names, inputs, attrs, shape functions, docs.
-// The kernels are in kernels.cc; the maths in cpp/include/pyopt (one core for every front end).
+// Op definitions of the pyopt TensorFlow library: names, inputs, attrs, shape functions, docs,
+// generated from the rule traits (cpp/include/pyopt/rules.h). The kernels are in kernels.cc;
+// the maths in cpp/include/pyopt (one core for every front end).
 //
-// Each rule has a single-tensor op and a multi-tensor op that updates N variables at once:
+// Each rule <Rule> has a single-tensor op and a multi-tensor op that updates N variables at once,
+// Pyopt>Apply<Rule>[Multi], with inputs: var, the rule's slots (an optional slot: M * resource,
+// M = 0 or N), grad, lr (any float dtype), the rule's other hyperparameters (float64; int64 for
+// an integer one such as Adam's step), weight_decay, clipnorm (and global_clipnorm for the multi
+// ops); the rule's flags are bool attrs. Today:
 //   Pyopt>ApplyGradientDescent[Multi]   var                       lr
 //   Pyopt>ApplyMomentum[Multi]          var, velocity             lr, momentum      (nesterov)
 //   Pyopt>ApplyAdam[Multi]              var, m, v, vhat(0 or N)   lr, beta_1, beta_2, epsilon, step
-// followed by the common inputs grad, weight_decay, clipnorm (and global_clipnorm for the
-// multi ops). Variables are resource variables updated in place; there are no outputs.
+// Variables are resource variables updated in place; there are no outputs.
 //
 // Row-sparse gradients (tf.IndexedSlices) have multi-tensor ops of their own,
 //   Pyopt>SparseApplyGradientDescentMulti, Pyopt>SparseApplyMomentumMulti, Pyopt>SparseApplyAdamMulti,
@@ -18,6 +22,7 @@
 #include <vector>
 
 #include "common.h"
+#include "pyopt/rules.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -32,16 +37,48 @@ using shape_inference::ShapeHandle;
 struct Arg {
   std::string name, doc;
 };
-
-struct RuleSpec {
-  std::string op;                 // e.g. "ApplyAdam"
-  std::string summary, formula;   // doc text
-  std::vector<Arg> slots;         // resource inputs after var, one per variable
-  bool vhat;                      // an optional list of resources (amsgrad)
-  std::vector<Arg> hyper;         // float64 scalar inputs after lr ("step" is int64)
-  std::vector<std::string> attrs; // extra attrs ("nesterov: bool = false")
-  std::vector<Arg> attr_docs;
+struct Input {
+  std::string name, type, doc;
 };
+
+// What the registration needs of a rule, read from its trait.
+struct RuleSpec {
+  std::string op;                   // "ApplyAdam"
+  std::string summary, formula;     // doc text
+  std::vector<Arg> slots;           // resource inputs after var, one per variable
+  std::vector<Arg> optional_slots;  // then M resources each, M = 0 or N
+  std::string optional_flag;        // what giving them means ("amsgrad")
+  std::vector<Input> hyper;         // scalar inputs after grad: lr (Tlr), then float64 or int64
+  std::vector<Arg> flags;           // bool attrs, default false
+};
+
+// A hyperparameter's doc with its range: "decay rate of the first moment m; in [0, 1)."
+template <class H>
+std::string ParamDoc(const pyopt::Param<H>& p) {
+  return std::string(p.doc) + "; " + pyopt::range_text(p.range) + (p.optional ? ", or 0 for off." : ".");
+}
+
+template <class Rule>
+RuleSpec Spec(const std::string& name) {
+  RuleSpec r;
+  r.op = "Apply" + name;
+  r.summary = Rule::kSummary;
+  r.formula = Rule::kFormula;
+  for (const auto& s : Rule::kSlots) {
+    (s.optional() ? r.optional_slots : r.slots).push_back({s.name, s.doc});
+    if (s.optional()) r.optional_flag = s.given.name;
+  }
+  for (const auto& p : Rule::kParams) {
+    const bool lr = std::string(p.name) == "lr";  // Keras keeps lr in a float32 variable
+    r.hyper.push_back({p.name,
+                       lr                ? "Tlr"
+                       : p.range.integer ? "int64"
+                                         : "double",
+                       ParamDoc(p) + (lr ? " A scalar of any float dtype." : "")});
+  }
+  for (const auto& f : Rule::kFlags) r.flags.push_back({f.name, f.doc});
+  return r;
+}
 
 std::string Indexed(const std::string& name, int i, bool multi) {
   return multi ? name + "[" + std::to_string(i) + "]" : name;
@@ -51,27 +88,28 @@ std::string Indexed(const std::string& name, int i, bool multi) {
 // shape of its gradient (sparse: [rows] + values.shape[1:], indices 1-D of length nnz);
 // hyperparameters are scalars; weight_decay is a scalar or [N].
 OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi, bool sparse) {
-  std::vector<std::string> lists{"var"};
+  std::vector<std::string> lists{"var"}, optional_lists;
   for (const Arg& s : rule.slots) lists.push_back(s.name);
+  for (const Arg& s : rule.optional_slots) optional_lists.push_back(s.name);
   // The inputs after grad, in order; all scalars but weight_decay.
-  std::vector<std::string> scalars{"lr"};
-  for (const Arg& h : rule.hyper) scalars.push_back(h.name);
+  std::vector<std::string> scalars;
+  for (const Input& h : rule.hyper) scalars.push_back(h.name);
   scalars.push_back("weight_decay");
   scalars.push_back("clipnorm");
   if (multi) scalars.push_back("global_clipnorm");
-  const bool has_vhat = rule.vhat;
+  const std::string optional_flag = rule.optional_flag;
   return [=](InferenceContext* c) -> absl::Status {
     int n = 1, m = 0;
     if (multi) TF_RETURN_IF_ERROR(c->GetAttr("N", &n));
-    if (has_vhat) TF_RETURN_IF_ERROR(c->GetAttr("M", &m));
+    if (!optional_lists.empty()) TF_RETURN_IF_ERROR(c->GetAttr("M", &m));
     if (m != 0 && m != n)
-      return Invalid("vhat has ", m, " variables but var has ", n,
-                     "; pass one per variable (amsgrad) or none");
+      return Invalid(optional_lists[0], " has ", m, " variables but var has ", n, "; pass one per variable (",
+                     optional_flag, ") or none");
     DataType dtype;
     TF_RETURN_IF_ERROR(c->GetAttr("T", &dtype));
-    // Inputs in order: the resource lists (n each), vhat (m), grad (n) or values and indices
-    // (n each), then the scalars.
-    const int grad_start = int(lists.size()) * n + m;
+    // Inputs in order: the resource lists (n each), the optional ones (m each), grad (n) or values
+    // and indices (n each), then the scalars.
+    const int grad_start = int(lists.size()) * n + int(optional_lists.size()) * m;
     const std::string grad_name = sparse ? "values" : "grad";
     // The shape every resource of variable i must have: grad's, or [rows] + values.shape[1:].
     std::vector<ShapeHandle> expected(static_cast<size_t>(n));
@@ -97,17 +135,19 @@ OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi, bool sparse) {
       const ShapeHandle grad = c->input(grad_start + i);
       ShapeHandle merged;
       if ((*data)[0].dtype != dtype)
-        return Invalid(Indexed(name, i, multi), " has dtype ", DTypeName((*data)[0].dtype),
-                       " but ", Indexed(grad_name, i, multi), " has dtype ", DTypeName(dtype));
+        return Invalid(Indexed(name, i, multi), " has dtype ", DTypeName((*data)[0].dtype), " but ",
+                       Indexed(grad_name, i, multi), " has dtype ", DTypeName(dtype));
       if (!c->Merge((*data)[0].shape, expected[size_t(i)], &merged).ok())
-        return Invalid(Indexed(name, i, multi), " has shape ", c->DebugString((*data)[0].shape),
-                       " but ", Indexed(grad_name, i, multi), " has shape ", c->DebugString(grad),
+        return Invalid(Indexed(name, i, multi), " has shape ", c->DebugString((*data)[0].shape), " but ",
+                       Indexed(grad_name, i, multi), " has shape ", c->DebugString(grad),
                        sparse ? "; values must have shape [nnz] + var.shape[1:]" : "");
       return absl::OkStatus();
     };
     for (int l = 0; l < int(lists.size()); ++l)
       for (int i = 0; i < n; ++i) TF_RETURN_IF_ERROR(check_handle(lists[size_t(l)], l * n + i, i));
-    for (int i = 0; i < m; ++i) TF_RETURN_IF_ERROR(check_handle("vhat", int(lists.size()) * n + i, i));
+    for (int l = 0; l < int(optional_lists.size()); ++l)
+      for (int i = 0; i < m; ++i)
+        TF_RETURN_IF_ERROR(check_handle(optional_lists[size_t(l)], int(lists.size()) * n + l * m + i, i));
     for (int k = 0; k < int(scalars.size()); ++k) {
       const std::string& name = scalars[size_t(k)];
       const ShapeHandle shape = c->input(grad_start + (sparse ? 2 : 1) * n + k);
@@ -117,8 +157,8 @@ OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi, bool sparse) {
         const auto dim = rank == 1 ? c->Dim(shape, 0) : shape_inference::DimensionHandle();
         const bool ok = rank == 0 || (rank == 1 && (!c->ValueKnown(dim) || c->Value(dim) == n));
         if (!ok)
-          return Invalid("weight_decay must be a scalar or have shape [", n,
-                         "] (one per variable), got shape ", c->DebugString(shape));
+          return Invalid("weight_decay must be a scalar or have shape [", n, "] (one per variable), got shape ",
+                         c->DebugString(shape));
       } else if (rank != 0) {
         return Invalid(name, " must be a scalar, got shape ", c->DebugString(shape));
       }
@@ -137,8 +177,7 @@ const char* const kSparseDoc =
 
 std::string Doc(const RuleSpec& rule, bool multi, bool sparse, const std::vector<Arg>& args) {
   std::string doc = rule.summary + (multi ? " Multi-tensor form: N variables in one op call." : "") + "\n\n" +
-                    (sparse ? kSparseDoc : "") +
-                    rule.formula +
+                    (sparse ? kSparseDoc : "") + rule.formula +
                     "\nThe gradient is first clipped: g *= c / max(||g||, c) with c = clipnorm (its own norm)" +
                     (multi ? " or c = global_clipnorm (the norm over all N gradients)" : "") +
                     "; 0 turns clipping off. Variables are updated in place under their locks, with copy-on-write: "
@@ -159,19 +198,17 @@ void Register(const RuleSpec& rule, bool multi, bool sparse = false) {
   };
   input("var", each, "the variable(s) to update (resource, dtype T).");
   for (const Arg& s : rule.slots) input(s.name, each, s.doc);
-  if (rule.vhat) input("vhat", "M * resource", "amsgrad maxima of v, one per variable; none: plain Adam.");
+  for (const Arg& s : rule.optional_slots) input(s.name, "M * resource", s.doc);
   if (sparse) {
     input("values", "N * T", "gradient rows, values[i] of shape [nnz_i] + var[i].shape[1:].");
     input("indices", "N * Tindices", "row numbers, indices[i] of shape [nnz_i], each in [0, var[i].shape[0]).");
   } else {
     input("grad", multi ? "N * T" : "T", "dense gradient(s), shaped like the variable(s).");
   }
-  input("lr", "Tlr", "learning rate, scalar (any float dtype).");
-  for (const Arg& h : rule.hyper) input(h.name, h.name == "step" ? "int64" : "double", h.doc);
-  input("weight_decay", "double",
-        "decoupled weight decay p -= lr*weight_decay*p before the update; scalar or one per variable.");
-  input("clipnorm", "double", "clip each gradient by its own L2 norm; 0 = off.");
-  if (multi) input("global_clipnorm", "double", "clip all gradients by their joint L2 norm; 0 = off.");
+  for (const Input& h : rule.hyper) input(h.name, h.type, h.doc);
+  input(pyopt::kWeightDecay.name, "double", ParamDoc(pyopt::kWeightDecay) + " A scalar or one per variable.");
+  input(pyopt::kClipnorm.name, "double", ParamDoc(pyopt::kClipnorm));
+  if (multi) input(pyopt::kGlobalClipnorm.name, "double", ParamDoc(pyopt::kGlobalClipnorm));
 
   b.Attr("T: {half, bfloat16, float, double}");
   b.Attr("Tlr: {half, bfloat16, float, double} = DT_FLOAT");
@@ -181,59 +218,33 @@ void Register(const RuleSpec& rule, bool multi, bool sparse = false) {
     b.Attr("lazy: bool = false");
     docs.push_back({"lazy", "update only the rows present (lazy Adam); false: the dense-equivalent step."});
   }
-  if (rule.vhat) b.Attr("M: int >= 0");
-  for (const std::string& a : rule.attrs) b.Attr(a);
-  for (const Arg& a : rule.attr_docs) docs.push_back(a);
+  if (!rule.optional_slots.empty()) b.Attr("M: int >= 0");
+  for (const Arg& f : rule.flags) {
+    b.Attr(f.name + ": bool = false");
+    docs.push_back(f);
+  }
   b.Attr("skip_nonfinite: bool = false");
   docs.push_back({"skip_nonfinite", "if any gradient holds NaN or Inf, skip the whole step (write nothing)."});
   b.Attr("use_locking: bool = true");
-  docs.push_back({"use_locking",
-                  sparse ? "as in TF's ResourceSparseApply* ops: true locks the variables in address order while "
-                           "updated; false takes the locks shared, so concurrent sparse steps may interleave "
-                           "(Hogwild), as may a concurrent read."
-                         : "as in TF's ResourceApply* ops: the variables are locked in address order while "
-                           "updated; a dense update of resource variables takes the locks either way."});
+  docs.push_back(
+      {"use_locking", sparse ? "as in TF's ResourceSparseApply* ops: true locks the variables in address order while "
+                               "updated; false takes the locks shared, so concurrent sparse steps may interleave "
+                               "(Hogwild), as may a concurrent read."
+                             : "as in TF's ResourceApply* ops: the variables are locked in address order while "
+                               "updated; a dense update of resource variables takes the locks either way."});
   b.SetShapeFn(ShapeFn(rule, multi, sparse));
   b.Doc(Doc(rule, multi, sparse, docs));
   b();
 }
 
+// The three ops of every rule; the op names are the traits' names.
 [[maybe_unused]] const bool kRegistered = [] {
-  const std::vector<RuleSpec> rules{
-      {"ApplyGradientDescent",
-       "Gradient descent with fused clip-by-norm and decoupled weight decay.",
-       "p = p - lr*wd*p - lr*g\n",
-       {},
-       false,
-       {},
-       {},
-       {}},
-      {"ApplyMomentum",
-       "Momentum (Keras SGD form, optionally Nesterov) with fused clip-by-norm and decoupled weight decay.",
-       "m = mu*m - lr*g;  p = p - lr*wd*p + m   (nesterov: p = p - lr*wd*p + mu*m - lr*g, with the new m)\n",
-       {{"velocity", "momentum buffer(s) m, shaped like var."}},
-       false,
-       {{"momentum", "mu, in [0, 1]."}},
-       {"nesterov: bool = false"},
-       {{"nesterov", "use the Nesterov form of the update."}}},
-      {"ApplyAdam",
-       "Adam (Keras 3 form, optionally AMSGrad) with fused clip-by-norm and decoupled weight decay.",
-       "alpha = lr*sqrt(1-beta_2^t)/(1-beta_1^t);  m = m + (g-m)*(1-beta_1);  v = v + (g^2-v)*(1-beta_2);\n"
-       "[amsgrad: vhat = max(vhat, v), used in place of v];  p = p - lr*wd*p - alpha*m/(sqrt(v)+epsilon)\n",
-       {{"m", "first moment(s), shaped like var."}, {"v", "second moment(s), shaped like var."}},
-       true,
-       {{"beta_1", "in [0, 1)."},
-        {"beta_2", "in [0, 1)."},
-        {"epsilon", "> 0."},
-        {"step", "t, the 1-based step number (Keras: iterations + 1)."}},
-       {},
-       {}},
-  };
-  for (const RuleSpec& r : rules) {
-    Register(r, false);
-    Register(r, true);
-    Register(r, true, /*sparse=*/true);
-  }
+#define PYOPT_REGISTER_OPS(Rule)             \
+  Register(Spec<pyopt::Rule>(#Rule), false); \
+  Register(Spec<pyopt::Rule>(#Rule), true);  \
+  Register(Spec<pyopt::Rule>(#Rule), true, /*sparse=*/true);
+  PYOPT_RULES(PYOPT_REGISTER_OPS)
+#undef PYOPT_REGISTER_OPS
   return true;
 }();
 

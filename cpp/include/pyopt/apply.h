@@ -2,10 +2,11 @@
 // per tensor (a read pass over the gradient for clip norms, then the fused update). With
 // clipnorm alone (not global_clipnorm, not skip_nonfinite), a tensor of at most kChunkElems
 // elements is normed by its own update instead, while its gradient is in cache.
-// Front ends fill TensorSlots with raw pointers, pick an Executor, and call apply_*.
+// Front ends fill TensorSlots with raw pointers, pick an Executor, and call apply<Rule>.
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -16,13 +17,13 @@
 
 namespace pyopt {
 
-// One tensor of a step. slots: momentum uses slots[0] (velocity); Adam uses m, v, vhat
-// (vhat only with amsgrad). All arrays hold `size` elements of T and do not overlap.
+// One tensor of a step. slots[k] is the rule's slot k (Rule::kSlots), null for an optional
+// slot that is not given. All arrays hold `size` elements of T and do not overlap.
 template <class T>
 struct TensorSlots {
   T* param = nullptr;
   const T* grad = nullptr;
-  T* slots[3] = {nullptr, nullptr, nullptr};
+  T* slots[kMaxSlots] = {};
   std::int64_t size = 0;
   double weight_decay = 0.0;
 };
@@ -65,8 +66,8 @@ bool gradient_scales(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan
   if (pass_ran) *pass_ran = false;
   const bool clip = opt.clipnorm > 0.0 || opt.global_clipnorm > 0.0;
   if (!clip && !opt.skip_nonfinite) return true;
-  const std::vector<char> in_update = allow_norms_in_update ? detail::norms_in_update(plan, tensors.size(), opt)
-                                                            : std::vector<char>(tensors.size(), 0);
+  const std::vector<char> in_update =
+      allow_norms_in_update ? detail::norms_in_update(plan, tensors.size(), opt) : std::vector<char>(tensors.size(), 0);
   const auto deferred = [&](std::int64_t t) { return in_update[size_t(t)] != 0; };
   bool any_pass = false;
   for (const Slice& sl : plan.slices) any_pass = any_pass || !deferred(sl.tensor);
@@ -88,56 +89,29 @@ bool gradient_scales(const std::vector<TensorSlots<T>>& tensors, const ChunkPlan
   // only the first skips the step (rare path, so a plain scan to tell them apart).
   if (opt.skip_nonfinite && !std::isfinite(global) && !all_finite(tensors)) return false;
   for (size_t t = 0; t < tensors.size(); ++t)
-    scales[t] = deferred(std::int64_t(t))       ? detail::kNormInUpdate
+    scales[t] = deferred(std::int64_t(t))   ? detail::kNormInUpdate
                 : opt.global_clipnorm > 0.0 ? clip_factor(global, opt.global_clipnorm)
                                             : clip_factor(sums[t], opt.clipnorm);
   return true;
 }
 
-// The per-slice update of each rule: (tensor, first element, count, grad scale) -> kernel.
-template <class T>
-struct GradientDescentUpdate {
-  GradientDescentHyper h;
+// The per-slice update of a rule: (tensor, first element, count, grad scale) -> the rule's
+// kernel on the active ISA. Rule::scalars runs once per step (here, in the constructor);
+// the tensor's decay (lr*wd) and the clip factor are set per slice.
+template <class Rule, class T>
+struct Update {
+  explicit Update(const typename Rule::Hyper& hyper) : h(hyper), step(Rule::scalars(hyper)) {}
+  typename Rule::Hyper h;
+  typename Rule::Scalars step;
   void operator()(const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) const {
-    const auto s = scalars(h, t.weight_decay, scale);
-    if (t.weight_decay != 0.0) dispatch::gradient_descent<T, true>(t.param + b, t.grad + b, n, s);
-    else dispatch::gradient_descent<T, false>(t.param + b, t.grad + b, n, s);
-  }
-};
-
-template <class T>
-struct MomentumUpdate {
-  MomentumHyper h;
-  void operator()(const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) const {
-    const auto s = scalars(h, t.weight_decay, scale);
-    T* p = t.param + b;
-    const T* g = t.grad + b;
-    T* vel = t.slots[0] + b;
-    const bool decay = t.weight_decay != 0.0;
-    if (decay && h.nesterov) dispatch::momentum<T, true, true>(p, g, vel, n, s);
-    else if (decay) dispatch::momentum<T, true, false>(p, g, vel, n, s);
-    else if (h.nesterov) dispatch::momentum<T, false, true>(p, g, vel, n, s);
-    else dispatch::momentum<T, false, false>(p, g, vel, n, s);
-  }
-};
-
-template <class T>
-struct AdamUpdate {
-  explicit AdamUpdate(const AdamHyper& hyper) : h(hyper), alpha(adam_alpha(hyper)) {}
-  AdamHyper h;
-  double alpha;  // adam_alpha(h), once per step
-  void operator()(const TensorSlots<T>& t, std::int64_t b, std::int64_t n, double scale) const {
-    const auto s = scalars(h, alpha, t.weight_decay, scale);
-    T* p = t.param + b;
-    const T* g = t.grad + b;
-    T* m = t.slots[0] + b;
-    T* v = t.slots[1] + b;
-    T* vh = h.amsgrad ? t.slots[2] + b : nullptr;
-    const bool decay = t.weight_decay != 0.0;
-    if (decay && h.amsgrad) dispatch::adam<T, true, true>(p, g, m, v, vh, n, s);
-    else if (decay) dispatch::adam<T, true, false>(p, g, m, v, vh, n, s);
-    else if (h.amsgrad) dispatch::adam<T, false, true>(p, g, m, v, vh, n, s);
-    else dispatch::adam<T, false, false>(p, g, m, v, vh, n, s);
+    typename Rule::Scalars s = step;
+    s.decay = h.lr * t.weight_decay;
+    s.grad_scale = scale;
+    T* slots[kMaxSlots] = {};
+    for (std::size_t k = 0; k < Rule::kSlots.size(); ++k) slots[k] = t.slots[k] ? t.slots[k] + b : nullptr;
+    Rule::template with_kernel<T>(h, t.weight_decay != 0.0, [&](auto kernel) {
+      dispatch::update<decltype(kernel), Rule::kSlots.size()>(t.param + b, t.grad + b, slots, n, s);
+    });
   }
 };
 
@@ -181,25 +155,13 @@ bool apply_multi(const std::vector<TensorSlots<T>>& tensors, const GradientOptio
 }
 }  // namespace detail
 
-// Each apply_* returns false (and writes nothing) when the step was skipped as non-finite.
-// Hyperparameters must have passed check(); front ends validate before calling.
-
-template <class T>
-bool apply_gradient_descent(const std::vector<TensorSlots<T>>& tensors, const GradientDescentHyper& h,
-                            const GradientOptions& opt, const Executor& exec) {
-  return detail::apply_multi(tensors, opt, exec, GradientDescentUpdate<T>{h});
-}
-
-template <class T>
-bool apply_momentum(const std::vector<TensorSlots<T>>& tensors, const MomentumHyper& h, const GradientOptions& opt,
-                    const Executor& exec) {
-  return detail::apply_multi(tensors, opt, exec, MomentumUpdate<T>{h});
-}
-
-template <class T>
-bool apply_adam(const std::vector<TensorSlots<T>>& tensors, const AdamHyper& h, const GradientOptions& opt,
-                const Executor& exec) {
-  return detail::apply_multi(tensors, opt, exec, AdamUpdate<T>{h});
+// One step of Rule on every tensor. Returns false (and writes nothing) when the step was
+// skipped as non-finite. Hyperparameters must have passed check<Rule>(); front ends validate
+// before calling.
+template <class Rule, class T>
+bool apply(const std::vector<TensorSlots<T>>& tensors, const typename Rule::Hyper& h, const GradientOptions& opt,
+           const Executor& exec) {
+  return detail::apply_multi(tensors, opt, exec, Update<Rule, T>(h));
 }
 
 }  // namespace pyopt

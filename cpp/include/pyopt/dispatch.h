@@ -1,12 +1,15 @@
-// Runtime choice of the instruction set. Each kernel of kernels.h is compiled once per
-// ISA with GCC/Clang target attributes (no -march flags at build time); the running CPU
-// picks the widest supported path once, PYOPT_ISA=baseline|avx2|avx512 can narrow it.
+// Runtime choice of the instruction set. Each rule's kernel (rules/<rule>.h) and the clip norm
+// (kernels.h) are compiled once per ISA with GCC/Clang target attributes (no -march flags at
+// build time); the running CPU picks the widest supported path once, PYOPT_ISA=baseline|avx2|avx512
+// can narrow it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels.h"
@@ -37,8 +40,8 @@ inline std::vector<Isa> supported_isas() {
 #if PYOPT_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back(Isa::avx2);
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq"))
     out.push_back(Isa::avx512);
 #endif
   return out;
@@ -74,22 +77,16 @@ inline bool set_active_isa(Isa isa) {
 }
 
 // One function per (kernel, ISA): the same always-inline body compiled for each target.
-#define PYOPT_KERNEL_VARIANTS(ATTR, ISA)                                                                    \
-  template <class T, bool Decay>                                                                            \
-  ATTR void gradient_descent_##ISA(T* p, const T* g, std::int64_t n, const GradientDescentScalars& s) {     \
-    kernels::gradient_descent<T, Decay>(p, g, n, s);                                                        \
-  }                                                                                                         \
-  template <class T, bool Decay, bool Nesterov>                                                             \
-  ATTR void momentum_##ISA(T* p, const T* g, T* vel, std::int64_t n, const MomentumScalars& s) {            \
-    kernels::momentum<T, Decay, Nesterov>(p, g, vel, n, s);                                                 \
-  }                                                                                                         \
-  template <class T, bool Decay, bool Amsgrad>                                                              \
-  ATTR void adam_##ISA(T* p, const T* g, T* m, T* v, T* vhat, std::int64_t n, const AdamScalars& s) {       \
-    kernels::adam<T, Decay, Amsgrad>(p, g, m, v, vhat, n, s);                                               \
-  }                                                                                                         \
-  template <class T>                                                                                        \
-  ATTR double sum_of_squares_##ISA(const T* g, std::int64_t n) {                                            \
-    return kernels::sum_of_squares<T>(g, n);                                                                \
+// update_<ISA> runs a rule's Kernel::run(param, grad, slots[0], ..., slots[S-1], n, s).
+#define PYOPT_KERNEL_VARIANTS(ATTR, ISA)                                                             \
+  template <class Kernel, class T, class Scalars, std::size_t... S>                                  \
+  ATTR void update_##ISA(T* param, const T* grad, T* const* slots, std::int64_t n, const Scalars& s, \
+                         std::index_sequence<S...>) {                                                \
+    Kernel::run(param, grad, slots[S]..., n, s);                                                     \
+  }                                                                                                  \
+  template <class T>                                                                                 \
+  ATTR double sum_of_squares_##ISA(const T* g, std::int64_t n) {                                     \
+    return kernels::sum_of_squares<T>(g, n);                                                         \
   }
 
 namespace dispatch {
@@ -99,32 +96,16 @@ PYOPT_KERNEL_VARIANTS(PYOPT_TARGET_AVX2, avx2)
 PYOPT_KERNEL_VARIANTS(PYOPT_TARGET_AVX512, avx512)
 #endif
 
-// The entry points: call the variant of the active ISA.
-template <class T, bool Decay>
-void gradient_descent(T* p, const T* g, std::int64_t n, const GradientDescentScalars& s) {
+// The entry points: call the variant of the active ISA. `slots` holds the rule's NumSlots
+// slot pointers (null for an optional slot that is not given).
+template <class Kernel, std::size_t NumSlots, class T, class Scalars>
+void update(T* param, const T* grad, T* const* slots, std::int64_t n, const Scalars& s) {
+  constexpr auto each_slot = std::make_index_sequence<NumSlots>{};
 #if PYOPT_X86
-  if (active_isa() == Isa::avx512) return gradient_descent_avx512<T, Decay>(p, g, n, s);
-  if (active_isa() == Isa::avx2) return gradient_descent_avx2<T, Decay>(p, g, n, s);
+  if (active_isa() == Isa::avx512) return update_avx512<Kernel>(param, grad, slots, n, s, each_slot);
+  if (active_isa() == Isa::avx2) return update_avx2<Kernel>(param, grad, slots, n, s, each_slot);
 #endif
-  gradient_descent_baseline<T, Decay>(p, g, n, s);
-}
-
-template <class T, bool Decay, bool Nesterov>
-void momentum(T* p, const T* g, T* vel, std::int64_t n, const MomentumScalars& s) {
-#if PYOPT_X86
-  if (active_isa() == Isa::avx512) return momentum_avx512<T, Decay, Nesterov>(p, g, vel, n, s);
-  if (active_isa() == Isa::avx2) return momentum_avx2<T, Decay, Nesterov>(p, g, vel, n, s);
-#endif
-  momentum_baseline<T, Decay, Nesterov>(p, g, vel, n, s);
-}
-
-template <class T, bool Decay, bool Amsgrad>
-void adam(T* p, const T* g, T* m, T* v, T* vhat, std::int64_t n, const AdamScalars& s) {
-#if PYOPT_X86
-  if (active_isa() == Isa::avx512) return adam_avx512<T, Decay, Amsgrad>(p, g, m, v, vhat, n, s);
-  if (active_isa() == Isa::avx2) return adam_avx2<T, Decay, Amsgrad>(p, g, m, v, vhat, n, s);
-#endif
-  adam_baseline<T, Decay, Amsgrad>(p, g, m, v, vhat, n, s);
+  update_baseline<Kernel>(param, grad, slots, n, s, each_slot);
 }
 
 template <class T>

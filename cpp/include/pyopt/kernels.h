@@ -1,78 +1,19 @@
-// The update rules as single fused passes over a [0, n) slice of raw pointers.
+// How the elementwise kernels are written, and the one rule-generic kernel (the clip norm).
 //
-// One definition of the maths per rule, written as a plain loop over __restrict pointers
-// so the compiler vectorises it; dispatch.h compiles it once per instruction set.
-// Vector body and scalar remainder are the same source, so every element gets the same
-// arithmetic (build with -ffp-contract=off and the results are identical on every ISA).
-// Weight decay is a template flag, not a multiply by zero, so Inf/NaN parameters are
-// not turned into NaN when weight decay is off (Keras skips the term entirely too).
+// Each rule's kernel (Rule::Kernel in rules/<rule>.h) is a single fused pass over a [0, n)
+// slice: a plain loop over __restrict pointers, so the compiler vectorises it; dispatch.h
+// compiles it once per instruction set. Vector body and scalar remainder are the same source,
+// so every element gets the same arithmetic (build with -ffp-contract=off and the results are
+// identical on every ISA). Weight decay is a template flag, not a multiply by zero, so Inf/NaN
+// parameters are not turned into NaN when weight decay is off (Keras skips the term entirely too).
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 
 #include "dtypes.h"
-#include "rules.h"
 
 namespace pyopt {
 namespace kernels {
-
-// p = p - lr*wd*p - lr*g
-template <class T, bool Decay>
-PYOPT_INLINE void gradient_descent(T* __restrict param, const T* __restrict grad, std::int64_t n,
-                                   const GradientDescentScalars& s) {
-  using C = compute_t<T>;
-  const C lr = C(s.lr), decay = C(s.decay), scale = C(s.grad_scale);
-  for (std::int64_t i = 0; i < n; ++i) {
-    const C g = load(grad[i]) * scale;
-    C p = load(param[i]);
-    if (Decay) p = p - p * decay;
-    param[i] = store<T>(p - g * lr);
-  }
-}
-
-// m = mu*m - lr*g;  p = p - lr*wd*p + m   (nesterov: + mu*m - lr*g)
-template <class T, bool Decay, bool Nesterov>
-PYOPT_INLINE void momentum(T* __restrict param, const T* __restrict grad, T* __restrict velocity, std::int64_t n,
-                           const MomentumScalars& s) {
-  using C = compute_t<T>;
-  const C lr = C(s.lr), mu = C(s.momentum), decay = C(s.decay), scale = C(s.grad_scale);
-  for (std::int64_t i = 0; i < n; ++i) {
-    const C g = load(grad[i]) * scale;
-    const C m = load(velocity[i]) * mu - g * lr;
-    velocity[i] = store<T>(m);
-    C p = load(param[i]);
-    if (Decay) p = p - p * decay;
-    param[i] = store<T>(Nesterov ? p + (m * mu - g * lr) : p + m);
-  }
-}
-
-// m = m + (g-m)*(1-b1);  v = v + (g*g-v)*(1-b2);  [vhat = max(vhat, v)]
-// p = p - lr*wd*p - (m*alpha)/(sqrt(v)+eps)
-template <class T, bool Decay, bool Amsgrad>
-PYOPT_INLINE void adam(T* __restrict param, const T* __restrict grad, T* __restrict m_slot, T* __restrict v_slot,
-                       T* __restrict vhat_slot, std::int64_t n, const AdamScalars& s) {
-  using C = compute_t<T>;
-  const C alpha = C(s.alpha), omb1 = C(s.one_minus_beta_1), omb2 = C(s.one_minus_beta_2);
-  const C eps = C(s.epsilon), decay = C(s.decay), scale = C(s.grad_scale);
-  for (std::int64_t i = 0; i < n; ++i) {
-    const C g = load(grad[i]) * scale;
-    C m = load(m_slot[i]);
-    C v = load(v_slot[i]);
-    m = m + (g - m) * omb1;
-    v = v + (g * g - v) * omb2;
-    m_slot[i] = store<T>(m);
-    v_slot[i] = store<T>(v);
-    if (Amsgrad) {
-      const C vhat_old = load(vhat_slot[i]);
-      v = vhat_old > v ? vhat_old : v;
-      vhat_slot[i] = store<T>(v);
-    }
-    C p = load(param[i]);
-    if (Decay) p = p - p * decay;
-    param[i] = store<T>(p - (m * alpha) / (std::sqrt(v) + eps));
-  }
-}
 
 // Sum of squares of a gradient slice, accumulated in double. The slice is read as kStreams
 // contiguous quarters in lock-step: with one read stream per thread the hardware prefetchers

@@ -75,8 +75,7 @@ inline ChunkPlan plan_chunks(const std::vector<std::int64_t>& sizes, std::int64_
 // out the last chunks first: right after a pass over the same data in forward order (the
 // clip-norm pass), the data it touched last is still in cache.
 template <class F>
-void for_each_slice(const ChunkPlan& plan, const Executor& exec, F&& fn,
-                    bool reverse = false) {
+void for_each_slice(const ChunkPlan& plan, const Executor& exec, F&& fn, bool reverse = false) {
   const std::int64_t chunks = plan.num_chunks();
   auto body = [&](std::int64_t k0, std::int64_t k1) {
     for (std::int64_t k = k0; k < k1; ++k) {

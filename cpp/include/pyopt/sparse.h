@@ -11,6 +11,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <numeric>
 #include <string>
@@ -23,7 +24,7 @@ namespace pyopt {
 template <class T>
 struct SparseTensorSlots {
   T* param = nullptr;
-  T* slots[3] = {nullptr, nullptr, nullptr};
+  T* slots[kMaxSlots] = {};  // as in TensorSlots
   std::int64_t rows = 0, row_size = 0;
   const T* values = nullptr;              // [nnz, row_size]
   const std::int64_t* indices = nullptr;  // [nnz]
@@ -69,11 +70,11 @@ SummedRows<T> sum_duplicate_rows(const SparseTensorSlots<T>& t) {
   return out;
 }
 
-// One sparse step with the dense rule `update` (GradientDescentUpdate, MomentumUpdate,
-// AdamUpdate) applied row by row. Indices must have passed check_indices.
-template <class T, class Update>
-bool apply_sparse(const std::vector<SparseTensorSlots<T>>& tensors, bool lazy, const GradientOptions& opt,
-                  const Executor& exec, const Update& update) {
+// One sparse step of Rule: its dense update applied row by row. Indices must have passed
+// check_indices; hyperparameters check<Rule>(). Returns false when skipped as non-finite.
+template <class Rule, class T>
+bool apply_sparse(const std::vector<SparseTensorSlots<T>>& tensors, const typename Rule::Hyper& h, bool lazy,
+                  const GradientOptions& opt, const Executor& exec) {
   std::vector<SummedRows<T>> summed;
   std::vector<TensorSlots<T>> grads(tensors.size());
   for (size_t i = 0; i < tensors.size(); ++i) {
@@ -96,7 +97,7 @@ bool apply_sparse(const std::vector<SparseTensorSlots<T>>& tensors, bool lazy, c
     auto add_row = [&](std::int64_t r, const T* grad) {
       TensorSlots<T> row;
       row.param = t.param + r * t.row_size;
-      for (int k = 0; k < 3; ++k) row.slots[k] = t.slots[k] ? t.slots[k] + r * t.row_size : nullptr;
+      for (std::size_t k = 0; k < kMaxSlots; ++k) row.slots[k] = t.slots[k] ? t.slots[k] + r * t.row_size : nullptr;
       row.grad = grad;
       row.size = t.row_size;
       row.weight_decay = t.weight_decay;
@@ -113,7 +114,7 @@ bool apply_sparse(const std::vector<SparseTensorSlots<T>>& tensors, bool lazy, c
       }
     }
   }
-  detail::update_pass(rows, plan_chunks(detail::sizes_of(rows)), row_scales, exec, update);
+  detail::update_pass(rows, plan_chunks(detail::sizes_of(rows)), row_scales, exec, Update<Rule, T>(h));
   return true;
 }
 
