@@ -17,11 +17,11 @@ namespace kernels {
 
 // Sum of squares of a gradient slice, accumulated in double. The slice is read as kStreams
 // contiguous quarters in lock-step: with one read stream per thread the hardware prefetchers
-// keep too few misses in flight (12-15 GB/s on 2 cores of an AVX2 EPYC, where the update
-// passes get 22-31), with four the norm pass gets 17-25 (tools/core_bench.sh). Each quarter
-// keeps 16 independent partial sums (vectorisable without reassociating the loop): 16 AVX2
-// registers in all, a few of which the compiler keeps on the stack; 8 per quarter measured
-// slower. All are combined in a fixed order, so the result depends only on the slice.
+// keep too few misses in flight and the norm pass falls well behind the update passes
+// (tools/core_bench.sh compares them). Each quarter keeps 16 independent partial sums
+// (vectorisable without reassociating the loop): 16 AVX2 registers in all, a few of which the
+// compiler keeps on the stack; fewer per quarter ran slower. All are combined in a fixed order,
+// so the result depends only on the slice.
 template <class T>
 PYOPT_INLINE double sum_of_squares(const T* __restrict grad, std::int64_t n) {
   constexpr int kStreams = 4;
