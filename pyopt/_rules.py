@@ -149,6 +149,9 @@ LR = Param("lr", at_least(0), doc="learning rate")
 WEIGHT_DECAY = Param("weight_decay", at_least(0), 0.0, "decoupled weight decay p -= lr*weight_decay*p")
 CLIPNORM = Param("clipnorm", above(0), None, "clip each gradient by its own L2 norm", optional=True)
 GLOBAL_CLIPNORM = Param("global_clipnorm", above(0), None, "clip all gradients by their joint L2 norm", optional=True)
+# The Keras optimizers' own (clipping by value is theirs, not the kernels').
+CLIPVALUE = Param("clipvalue", at_least(0), None, "clip each gradient element to [-clipvalue, clipvalue]",
+                  optional=True)
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,9 @@ class Rule:
     @property
     def param_names(self) -> tuple:
         return tuple(p.name for p in self.params)
+
+    def param(self, name: str) -> Param:
+        return next(p for p in self.params if p.name == name)
 
     @property
     def defaults(self) -> dict:

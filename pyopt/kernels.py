@@ -20,14 +20,18 @@ Each function returns True when the step was applied.
 
 from __future__ import annotations
 
-import numbers
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 
+from . import _rules
 from ._config import core as _load_core
+from ._rules import ADAM, GRADIENT_DESCENT, MOMENTUM, RULES
 
 _core = _load_core()
+# Each rule's _core functions: (dense, sparse).
+_CORE = {rule.name: (getattr(_core, rule.core), getattr(_core, rule.core_sparse)) for rule in RULES.values()}
+_ADAM = ADAM.defaults
 
 __all__ = [
     "gradient_descent",
@@ -38,7 +42,7 @@ __all__ = [
     "adam_multi",
 ]
 
-WeightDecay = Union[float, Sequence[float]]
+WeightDecay = float | Sequence[float]
 
 
 def gradient_descent(
@@ -46,7 +50,7 @@ def gradient_descent(
     grad: np.ndarray,
     *,
     lr: float,
-    clipnorm: Optional[float] = None,
+    clipnorm: float | None = None,
     weight_decay: float = 0.0,
     skip_nonfinite: bool = False,
 ) -> bool:
@@ -54,9 +58,8 @@ def gradient_descent(
 
     ``g = g * c / max(||g||_2, c)`` (if ``clipnorm=c``);  ``p = p - lr*wd*p - lr*g``.
     """
-    return _core.gradient_descent(
-        [param], [grad], **_hyper(lr=lr, weight_decay=weight_decay, clipnorm=clipnorm, skip_nonfinite=skip_nonfinite)
-    )
+    return _step(GRADIENT_DESCENT, [[param], [grad]], dict(lr=lr), {}, weight_decay=weight_decay, clipnorm=clipnorm,
+                 skip_nonfinite=skip_nonfinite)
 
 
 def momentum(
@@ -67,7 +70,7 @@ def momentum(
     lr: float,
     momentum: float,
     nesterov: bool = False,
-    clipnorm: Optional[float] = None,
+    clipnorm: float | None = None,
     weight_decay: float = 0.0,
     skip_nonfinite: bool = False,
 ) -> bool:
@@ -76,19 +79,8 @@ def momentum(
     ``m = momentum*m - lr*g``;  ``p = p - lr*wd*p + m``
     (Nesterov: ``p = p - lr*wd*p + momentum*m - lr*g`` with the updated ``m``).
     """
-    return _core.momentum(
-        [param],
-        [grad],
-        [velocity],
-        **_hyper(
-            lr=lr,
-            momentum=momentum,
-            nesterov=nesterov,
-            weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            skip_nonfinite=skip_nonfinite,
-        ),
-    )
+    return _step(MOMENTUM, [[param], [grad], [velocity]], dict(lr=lr, momentum=momentum), dict(nesterov=nesterov),
+                 weight_decay=weight_decay, clipnorm=clipnorm, skip_nonfinite=skip_nonfinite)
 
 
 def adam(
@@ -98,12 +90,12 @@ def adam(
     v: np.ndarray,
     *,
     lr: float,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-7,
+    beta_1: float = _ADAM["beta_1"],
+    beta_2: float = _ADAM["beta_2"],
+    epsilon: float = _ADAM["epsilon"],
     step: int,
-    vhat: Optional[np.ndarray] = None,
-    clipnorm: Optional[float] = None,
+    vhat: np.ndarray | None = None,
+    clipnorm: float | None = None,
     weight_decay: float = 0.0,
     skip_nonfinite: bool = False,
 ) -> bool:
@@ -117,23 +109,9 @@ def adam(
         vhat = max(vhat, v)                       # amsgrad, when vhat is given
         p = p - lr*wd*p - alpha * m / (sqrt(v or vhat) + epsilon)
     """
-    return _core.adam(
-        [param],
-        [grad],
-        [m],
-        [v],
-        None if vhat is None else [vhat],
-        **_hyper(
-            lr=lr,
-            beta_1=beta_1,
-            beta_2=beta_2,
-            epsilon=epsilon,
-            step=step,
-            weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            skip_nonfinite=skip_nonfinite,
-        ),
-    )
+    return _step(ADAM, [[param], [grad], [m], [v], None if vhat is None else [vhat]],
+                 dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step), {},
+                 weight_decay=weight_decay, clipnorm=clipnorm, skip_nonfinite=skip_nonfinite)
 
 
 def gradient_descent_multi(
@@ -141,8 +119,8 @@ def gradient_descent_multi(
     grads: Sequence[np.ndarray],
     *,
     lr: float,
-    clipnorm: Optional[float] = None,
-    global_clipnorm: Optional[float] = None,
+    clipnorm: float | None = None,
+    global_clipnorm: float | None = None,
     weight_decay: WeightDecay = 0.0,
     skip_nonfinite: bool = False,
 ) -> bool:
@@ -151,17 +129,9 @@ def gradient_descent_multi(
     ``weight_decay`` is one value or one per parameter. ``global_clipnorm=c`` scales
     all gradients by ``c / max(sqrt(sum_i ||g_i||^2), c)``.
     """
-    return _core.gradient_descent(
-        _list(params, "params"),
-        _list(grads, "grads"),
-        **_hyper(
-            lr=lr,
-            weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            global_clipnorm=global_clipnorm,
-            skip_nonfinite=skip_nonfinite,
-        ),
-    )
+    return _step(GRADIENT_DESCENT, [_list(params, "params"), _list(grads, "grads")], dict(lr=lr), {},
+                 weight_decay=weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
+                 skip_nonfinite=skip_nonfinite)
 
 
 def momentum_multi(
@@ -172,26 +142,15 @@ def momentum_multi(
     lr: float,
     momentum: float,
     nesterov: bool = False,
-    clipnorm: Optional[float] = None,
-    global_clipnorm: Optional[float] = None,
+    clipnorm: float | None = None,
+    global_clipnorm: float | None = None,
     weight_decay: WeightDecay = 0.0,
     skip_nonfinite: bool = False,
 ) -> bool:
     """:func:`momentum` on every tensor in one call (see :func:`gradient_descent_multi`)."""
-    return _core.momentum(
-        _list(params, "params"),
-        _list(grads, "grads"),
-        _list(velocities, "velocities"),
-        **_hyper(
-            lr=lr,
-            momentum=momentum,
-            nesterov=nesterov,
-            weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            global_clipnorm=global_clipnorm,
-            skip_nonfinite=skip_nonfinite,
-        ),
-    )
+    return _step(MOMENTUM, [_list(params, "params"), _list(grads, "grads"), _list(velocities, "velocities")],
+                 dict(lr=lr, momentum=momentum), dict(nesterov=nesterov), weight_decay=weight_decay,
+                 clipnorm=clipnorm, global_clipnorm=global_clipnorm, skip_nonfinite=skip_nonfinite)
 
 
 def adam_multi(
@@ -201,35 +160,22 @@ def adam_multi(
     vs: Sequence[np.ndarray],
     *,
     lr: float,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-7,
+    beta_1: float = _ADAM["beta_1"],
+    beta_2: float = _ADAM["beta_2"],
+    epsilon: float = _ADAM["epsilon"],
     step: int,
-    vhats: Optional[Sequence[np.ndarray]] = None,
-    clipnorm: Optional[float] = None,
-    global_clipnorm: Optional[float] = None,
+    vhats: Sequence[np.ndarray] | None = None,
+    clipnorm: float | None = None,
+    global_clipnorm: float | None = None,
     weight_decay: WeightDecay = 0.0,
     skip_nonfinite: bool = False,
 ) -> bool:
     """:func:`adam` on every tensor in one call (amsgrad when ``vhats`` is given)."""
-    return _core.adam(
-        _list(params, "params"),
-        _list(grads, "grads"),
-        _list(ms, "ms"),
-        _list(vs, "vs"),
-        None if vhats is None else _list(vhats, "vhats"),
-        **_hyper(
-            lr=lr,
-            beta_1=beta_1,
-            beta_2=beta_2,
-            epsilon=epsilon,
-            step=step,
-            weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            global_clipnorm=global_clipnorm,
-            skip_nonfinite=skip_nonfinite,
-        ),
-    )
+    return _step(ADAM, [_list(params, "params"), _list(grads, "grads"), _list(ms, "ms"), _list(vs, "vs"),
+                        None if vhats is None else _list(vhats, "vhats")],
+                 dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step), {},
+                 weight_decay=weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
+                 skip_nonfinite=skip_nonfinite)
 
 
 def _list(arrays, name: str) -> list:
@@ -238,79 +184,38 @@ def _list(arrays, name: str) -> list:
     return list(arrays)
 
 
-# --- Hyperparameter types ---------------------------------------------------------------
-# Checked here, before the core is called, so that a wrong type raises "lr must be a real
-# number, got str: '0.1'" instead of pybind11's "incompatible function arguments" dump of
-# the whole signature. Only types (and what the core's C types can hold) are checked here;
-# the ranges are checked by the core, whose messages name the argument too. bool is not a
-# number (lr=True is a mistake); the flags take bool or numpy.bool_.
-
-_INT64_MAX = 2**63 - 1
+# --- Checks and the core call ------------------------------------------------------------
+# Every hyperparameter and option is checked here by the rule table (pyopt._rules) before the
+# core is called, so that a wrong type raises "lr must be a real number, got str: '0.1'"
+# instead of pybind11's "incompatible function arguments" dump of the whole signature, and
+# a value out of range the core's words. bool is not a number (lr=True is a mistake); the
+# flags take bool or numpy.bool_. Arrays (dtypes, shapes, counts, overlaps) are the core's.
 
 
-def _show(value) -> str:
-    """``type: repr`` for messages, the repr cut to 80 characters."""
-    try:
-        text = repr(value)
-    except Exception:  # e.g. an int too long for str()
-        text = "..."
-    return f"{type(value).__name__}: {text if len(text) <= 80 else text[:77] + '...'}"
-
-
-def _real(name: str, value, what: str = "a real number") -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be {what}, got {_show(value)}")
-    try:
-        return float(value)
-    except OverflowError:  # an int beyond the float64 range
-        raise ValueError(f"{name} must be a finite number, got {_show(value)}") from None
-
-
-def _optional_real(name: str, value):
-    return None if value is None else _real(name, value, "a real number or None")
-
-
-def _weight_decay(name: str, value):
+def _weight_decay(value):
     """A number, or one per tensor (list, tuple or 1-d array); the core checks the count."""
     if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 1):
-        return [_real(f"{name}[{i}]", w) for i, w in enumerate(value)]
-    return _real(name, value, "a real number or a list of real numbers")
+        return [_rules.check(_rules.WEIGHT_DECAY, w, name=f"weight_decay[{i}]") for i, w in enumerate(value)]
+    return _rules.check(_rules.WEIGHT_DECAY, value, what="a real number or a list of real numbers")
 
 
-def _step(name: str, value) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {_show(value)}")
-    if not -_INT64_MAX - 1 <= int(value) <= _INT64_MAX:  # the core's int64; >= 1 is checked there
-        raise ValueError(f"{name} must be an int in [1, 2**63 - 1], got {_show(value)}")
-    return int(value)
+def _clip(param, value):
+    return None if value is None else _rules.check(param, value, what="a real number or None")
 
 
-def _flag(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {_show(value)}")
-    return bool(value)
-
-
-_HYPER_TYPES = {
-    "lr": _real,
-    "momentum": _real,
-    "beta_1": _real,
-    "beta_2": _real,
-    "epsilon": _real,
-    "step": _step,
-    "weight_decay": _weight_decay,
-    "clipnorm": _optional_real,
-    "global_clipnorm": _optional_real,
-    "nesterov": _flag,
-    "skip_nonfinite": _flag,
-    "lazy": _flag,
-}
-
-
-def _hyper(**hyper) -> dict:
-    """The keyword arguments of a core call: each hyperparameter type-checked by its name
-    (TypeError/ValueError starting with the name) and converted to what the core takes."""
-    return {name: _HYPER_TYPES[name](name, value) for name, value in hyper.items()}
+def _step(rule, arrays: list, hyper: dict, flags: dict, *, weight_decay, clipnorm, global_clipnorm=None,
+          skip_nonfinite, lazy=None, sparse=False) -> bool:
+    """One call of the rule's _core function (``sparse``: its row-sparse one, with ``lazy``):
+    ``arrays`` positional, the hyperparameters, flags and options checked, by keyword."""
+    kwargs = {param.name: _rules.check(param, hyper[param.name]) for param in rule.params}
+    kwargs.update((name, _rules.check_flag(name, value)) for name, value in flags.items())
+    kwargs.update(weight_decay=_weight_decay(weight_decay), clipnorm=_clip(_rules.CLIPNORM, clipnorm),
+                  skip_nonfinite=_rules.check_flag("skip_nonfinite", skip_nonfinite))
+    if sparse:
+        kwargs["lazy"] = _rules.check_flag("lazy", lazy)
+    else:
+        kwargs["global_clipnorm"] = _clip(_rules.GLOBAL_CLIPNORM, global_clipnorm)
+    return _CORE[rule.name][sparse](*arrays, **kwargs)
 
 
 # --- Row-sparse gradients -------------------------------------------------------------
@@ -324,24 +229,25 @@ def _hyper(**hyper) -> dict:
 def gradient_descent_sparse(param, values, indices, *, lr, clipnorm=None, weight_decay=0.0, lazy=False,
                             skip_nonfinite=False) -> bool:
     """:func:`gradient_descent` with a row-sparse gradient ``(values, indices)``."""
-    return _core.gradient_descent_sparse([param], [values], [indices], **_hyper(
-        lr=lr, weight_decay=weight_decay, clipnorm=clipnorm, skip_nonfinite=skip_nonfinite, lazy=lazy))
+    return _step(GRADIENT_DESCENT, [[param], [values], [indices]], dict(lr=lr), {}, weight_decay=weight_decay,
+                 clipnorm=clipnorm, skip_nonfinite=skip_nonfinite, lazy=lazy, sparse=True)
 
 
 def momentum_sparse(param, values, indices, velocity, *, lr, momentum, nesterov=False, clipnorm=None,
                     weight_decay=0.0, lazy=False, skip_nonfinite=False) -> bool:
     """:func:`momentum` with a row-sparse gradient ``(values, indices)``."""
-    return _core.momentum_sparse([param], [values], [indices], [velocity], **_hyper(
-        lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, clipnorm=clipnorm,
-        skip_nonfinite=skip_nonfinite, lazy=lazy))
+    return _step(MOMENTUM, [[param], [values], [indices], [velocity]], dict(lr=lr, momentum=momentum),
+                 dict(nesterov=nesterov), weight_decay=weight_decay, clipnorm=clipnorm,
+                 skip_nonfinite=skip_nonfinite, lazy=lazy, sparse=True)
 
 
-def adam_sparse(param, values, indices, m, v, *, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step, vhat=None,
-                clipnorm=None, weight_decay=0.0, lazy=False, skip_nonfinite=False) -> bool:
+def adam_sparse(param, values, indices, m, v, *, lr, beta_1=_ADAM["beta_1"], beta_2=_ADAM["beta_2"],
+                epsilon=_ADAM["epsilon"], step, vhat=None, clipnorm=None, weight_decay=0.0, lazy=False,
+                skip_nonfinite=False) -> bool:
     """:func:`adam` with a row-sparse gradient ``(values, indices)``; ``lazy=True`` is lazy Adam."""
-    return _core.adam_sparse([param], [values], [indices], [m], [v], None if vhat is None else [vhat], **_hyper(
-        lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step, weight_decay=weight_decay,
-        clipnorm=clipnorm, skip_nonfinite=skip_nonfinite, lazy=lazy))
+    return _step(ADAM, [[param], [values], [indices], [m], [v], None if vhat is None else [vhat]],
+                 dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step), {},
+                 weight_decay=weight_decay, clipnorm=clipnorm, skip_nonfinite=skip_nonfinite, lazy=lazy, sparse=True)
 
 
 __all__ += ["gradient_descent_sparse", "momentum_sparse", "adam_sparse"]

@@ -45,9 +45,6 @@ are ordered by automatic control dependencies, not returned to a TF1 graph.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 from ._deps import missing
 
 try:
@@ -56,35 +53,15 @@ try:
 except ImportError as exc:
     raise missing("pyopt.legacy", exc) from exc
 
+from . import _rules
 from . import ops as pyopt_ops
+from ._rules import ADAM, MOMENTUM
 
 __all__ = ["Adam", "GradientDescent", "Momentum"]
 
-_FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 _register = tf_keras.saving.register_keras_serializable(package="pyopt.legacy")
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def _number(name: str, value, low: float, high: float = math.inf, *, low_open=False, high_open=False) -> float:
-    """``float(value)`` if it is a real number in the interval, else a TypeError/ValueError naming it."""
-    if not _is_number(value):
-        raise TypeError(f"{name} must be a Python number, got {type(value).__name__}: {value!r}")
-    value = float(value)
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
-    if not (math.isfinite(value) and above and below):
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
-    return value
-
-
-def _bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}: {value!r}")
-    return value
+# The learning-rate decay of the legacy base class: lr / (1 + decay*iterations).
+_DECAY = _rules.Param("decay", _rules.at_least(0), 0.0, "learning-rate decay")
 
 
 class _PyoptLegacyOptimizer(tf_keras.optimizers.legacy.Optimizer):
@@ -95,29 +72,26 @@ class _PyoptLegacyOptimizer(tf_keras.optimizers.legacy.Optimizer):
     """
 
     _HAS_AGGREGATE_GRAD = True
-    #: Hyperparameters pyopt's kernels take as Python floats: name -> (low, high, high_open).
+    #: Hyperparameters pyopt's kernels take as Python floats: name -> the rule table's parameter.
     _CONSTANT_HYPERS: dict = {}
 
     def __init__(self, name, learning_rate, *, backend, **kwargs):
         self._backend = pyopt_ops.check_backend(backend)
-        for key in ("clipnorm", "global_clipnorm"):
-            if kwargs.get(key) is not None:
-                _number(key, kwargs[key], 0.0, low_open=True)
-        if kwargs.get("clipvalue") is not None:
-            _number("clipvalue", kwargs["clipvalue"], 0.0)
+        for param in (_rules.CLIPNORM, _rules.GLOBAL_CLIPNORM, _rules.CLIPVALUE):
+            if kwargs.get(param.name) is not None:
+                _rules.check(param, kwargs[param.name])
         if "decay" in kwargs:
-            _number("decay", kwargs["decay"], 0.0)
+            _rules.check(_DECAY, kwargs["decay"])
         super().__init__(name, **kwargs)
         learning_rate = kwargs.get("lr", learning_rate)
-        if isinstance(learning_rate, bool) or _is_number(learning_rate):
-            learning_rate = _number("learning_rate", learning_rate, 0.0)
+        if isinstance(learning_rate, bool) or _rules.is_number(learning_rate):
+            learning_rate = _rules.check(_rules.LR, learning_rate, name="learning_rate")
         self._set_hyper("learning_rate", learning_rate)  # or a schedule, a callable, a tensor
         self._set_hyper("decay", self._initial_decay)
 
     def _set_hyper(self, name, value):
         if name in self._CONSTANT_HYPERS:
-            low, high, high_open = self._CONSTANT_HYPERS[name]
-            value = _number(name, value, low, high, high_open=high_open)
+            value = _rules.check(self._CONSTANT_HYPERS[name], value)
         super()._set_hyper(name, value)
 
     def _constant_hyper(self, name: str) -> float:
@@ -149,16 +123,16 @@ class _PyoptLegacyOptimizer(tf_keras.optimizers.legacy.Optimizer):
 
     def _coefficients(self, var, apply_state) -> dict:
         var_dtype = var.dtype.base_dtype
-        if var_dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"pyopt.legacy.{type(self).__name__} updates float16, bfloat16, float32 and float64 "
-                            f"variables; {var.name} is {var_dtype.name}")
+        error = _rules.dtype_error(var.name, var_dtype.name)
+        if error:
+            raise TypeError(error)
         return (apply_state or {}).get((var.device, var_dtype)) or self._fallback_apply_state(var.device, var_dtype)
 
     @property
     def _fused_clipnorm(self):
         """The clipnorm pyopt's op applies to dense gradients (None: the base class clips)."""
         c = self._clipnorm
-        return float(c) if _is_number(c) and 0.0 < c < math.inf else None
+        return float(c) if _rules.is_number(c) and _rules.CLIPNORM.range.contains(c) else None
 
     def _transform_gradients(self, grads_and_vars):
         # As the base class, except that a numeric clipnorm of dense gradients is left to
@@ -234,13 +208,13 @@ class Momentum(_PyoptLegacyOptimizer):
       **kwargs: ``decay``, ``clipvalue``, ``global_clipnorm``, ``lr`` (the base class's).
     """
 
-    _CONSTANT_HYPERS = {"momentum": (0.0, 1.0, False)}
+    _CONSTANT_HYPERS = {"momentum": MOMENTUM.param("momentum")}
 
     def __init__(self, learning_rate=0.01, beta=0.9, nesterov=False, clipnorm=None, name="Momentum", *,
                  backend="auto", **kwargs):
         super().__init__(name, learning_rate, backend=backend, clipnorm=clipnorm, **kwargs)
-        self._set_hyper("momentum", _number("beta", beta, 0.0, 1.0))
-        self.nesterov = _bool("nesterov", nesterov)
+        self._set_hyper("momentum", _rules.check(MOMENTUM.param("momentum"), beta, name="beta"))
+        self.nesterov = _rules.check_flag("nesterov", nesterov)
 
     @property
     def beta(self):
@@ -293,21 +267,22 @@ class Adam(_PyoptLegacyOptimizer):
         ``decay``, ``lr`` (the base class's).
     """
 
-    _CONSTANT_HYPERS = {"beta_1": (0.0, 1.0, True), "beta_2": (0.0, 1.0, True)}
+    _CONSTANT_HYPERS = {"beta_1": ADAM.param("beta_1"), "beta_2": ADAM.param("beta_2")}
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, name="Adam", *,
                  backend="auto", **kwargs):
         super().__init__(name, learning_rate, backend=backend, **kwargs)
         self._set_hyper("beta_1", beta_1)
         self._set_hyper("beta_2", beta_2)
-        self.epsilon = _number("epsilon", epsilon or tf_keras.backend.epsilon(), 0.0, low_open=True)
-        self.amsgrad = _bool("amsgrad", amsgrad)
+        self.epsilon = _rules.check(ADAM.param("epsilon"), epsilon or tf_keras.backend.epsilon())
+        self.amsgrad = _rules.check_flag("amsgrad", amsgrad)
 
     def _create_slots(self, var_list):
-        # m for all variables, then v, then vhat: the order of legacy Adam's slot variables
-        for slot in ("m", "v", "vhat") if self.amsgrad else ("m", "v"):
-            for var in var_list:
-                self.add_slot(var, slot)
+        # m for all variables, then v, then vhat: the order of legacy Adam's slot variables (the table's names)
+        for slot in ADAM.slots:
+            if self.amsgrad or not slot.optional:
+                for var in var_list:
+                    self.add_slot(var, slot.name)
 
     def _apply(self, grad, var, apply_state, clipnorm):
         c = self._coefficients(var, apply_state)
