@@ -55,11 +55,18 @@ def check_backend(backend: str) -> str:
 
 def fused_unsupported_reason(variables, grads) -> str | None:
     """Why the fused ops cannot run this step, or None if they can."""
+    variables, grads = list(variables), list(grads)
+    return _unsupported_reason(variables, grads, lambda: _fused_module().variables_reason(variables))
+
+
+def _unsupported_reason(variables, grads, variables_reason) -> str | None:
+    """:func:`fused_unsupported_reason`, with what the variables alone say from ``variables_reason()``."""
     if _loader.forced_fallback():
         return f"{_loader.ENV_BACKEND}=tf forces the pure-TF backend"
     if in_xla_context():
         return "inside an XLA-compiled function (custom ops have no XLA kernel)"
-    return _fused_module().supports(list(variables), list(grads))
+    fused = _fused_module()
+    return fused.library_reason() or variables_reason() or fused.gradients_reason(variables, grads)
 
 
 def resolve_backend(backend: str, variables, grads) -> str:
@@ -154,8 +161,7 @@ def _check_hyper(rule, hyper: dict) -> dict:
             out[param.name] = _rules.check(param, value, what=f"{kind} or a scalar tensor")
             continue
         shape = getattr(value, "shape", None)
-        rank = None if shape is None else tf.TensorShape(shape).rank
-        if rank not in (None, 0):
+        if shape is not None and shape != () and tf.TensorShape(shape).rank not in (None, 0):
             raise ValueError(f"{param.name} must be a scalar, got shape {tf.TensorShape(shape).as_list()}")
         out[param.name] = value
     return out
@@ -233,27 +239,32 @@ def _check_sparse(variables, grads) -> None:
                              "row-sparse gradients need a variable of rank >= 1")
 
 
-def _check_dtypes_and_shapes(variables, grads, slots) -> None:
-    """Same checks on both backends, before anything runs: every variable has a supported
-    dtype; a gradient (or slot) has its variable's dtype and, where shapes are known when the
-    step is built, its shape. ``slots``: (list name, list or None) pairs."""
-    for i, (var, grad) in enumerate(zip(variables, grads, strict=True)):
-        var_dtype, var_shape = tf.as_dtype(var.dtype), tf.TensorShape(var.shape)
-        error = _rules.dtype_error(f"variables[{i}]", var_dtype.name)
+def _check_slots(variables, slots) -> list:
+    """Every variable has a supported dtype and each of its slots its dtype and (where known)
+    shape. ``slots``: (list name, list or None) pairs. Returns each variable's (dtype, shape)."""
+    out = []
+    for i, var in enumerate(variables):
+        dtype, shape = tf.as_dtype(var.dtype), tf.TensorShape(var.shape)
+        error = _rules.dtype_error(f"variables[{i}]", dtype.name)
         if error:
             raise TypeError(error)
-        values = grad.values if _is_sparse(grad) else grad
-        named = [(f"grads[{i}]", values, not _is_sparse(grad))]
-        named += [(f"{name}[{i}]", items[i], True) for name, items in slots if items is not None]
-        for name, x, check_shape in named:
-            dtype = getattr(x, "dtype", None)
-            if dtype is not None and tf.as_dtype(dtype) != var_dtype:
-                raise TypeError(f"{name} has dtype {tf.as_dtype(dtype).name} but variables[{i}] has dtype "
-                                f"{var_dtype.name}")
-            shape = tf.TensorShape(getattr(x, "shape", None))
-            if check_shape and not shape.is_compatible_with(var_shape):
-                raise ValueError(f"{name} has shape {shape.as_list()} but variables[{i}] has shape "
-                                 f"{var_shape.as_list()}")
+        for name, items in slots:
+            if items is not None:
+                _check_like(f"{name}[{i}]", items[i], i, dtype, shape)
+        out.append((dtype, shape))
+    return out
+
+
+def _check_like(name, x, i, dtype, shape, check_shape=True) -> None:
+    """``x`` has the dtype of ``variables[i]`` and, where known when the step is built, its shape."""
+    x_dtype = getattr(x, "dtype", None)
+    if x_dtype is not None and x_dtype != dtype and tf.as_dtype(x_dtype) != dtype:
+        raise TypeError(f"{name} has dtype {tf.as_dtype(x_dtype).name} but variables[{i}] has dtype {dtype.name}")
+    if check_shape:
+        x_shape = getattr(x, "shape", None)
+        if x_shape != shape and not tf.TensorShape(x_shape).is_compatible_with(shape):
+            raise ValueError(f"{name} has shape {tf.TensorShape(x_shape).as_list()} but variables[{i}] has shape "
+                             f"{shape.as_list()}")
 
 
 def _groups(variables, grads) -> list:
@@ -268,70 +279,120 @@ def _groups(variables, grads) -> list:
 # --------------------------------------------------------------------------- the step
 
 
-# Plain Python over tensors (no data-dependent control flow): autograph need not convert it,
-# nor recurse from here into the loader (which it cannot parse where stdlib sources are absent).
-@tf.autograph.experimental.do_not_convert
-def _apply(rule, backend: str, variables, grads, slot_lists, hyper: dict, flags: dict, **options) -> str:
-    """Validate, pick the backend, and run one step of ``rule`` (a :class:`pyopt._rules.Rule`).
+class Step:
+    """A step of one rule (a :class:`pyopt._rules.Rule`) over fixed variables and slots.
 
-    ``slot_lists`` follow ``rule.slots`` (None: an optional slot not given); ``hyper`` and
-    ``flags`` by name; ``options`` the keywords of :meth:`StepOptions.build`. On the fused
-    path one op runs per (device, dtype, dense/sparse) group; a global_clipnorm spanning
-    several groups is applied to the gradients first so every group sees the joint norm
-    (likewise the skip_nonfinite test).
+    Built once, it checks what does not change from step to step: the lists (``slot_lists``
+    follow ``rule.slots``; None: an optional slot not given), that they hold distinct
+    variables of a supported dtype with slots like them, the flags (by name), the backend
+    and the options (the keywords of :meth:`StepOptions.build`). Each call checks the
+    gradients and the hyperparameters (by name), picks the backend and runs the step;
+    it returns the backend that ran it. The ``*_multi`` functions build one per call; the
+    Keras optimizers keep one per set of variables.
+
+    On the fused path one op runs per (device, dtype, dense/sparse) group; a global_clipnorm
+    spanning several groups is applied to the gradients first so every group sees the joint
+    norm (likewise the skip_nonfinite test).
     """
-    hyper = _check_hyper(rule, hyper)
-    flags = {name: _rules.check_flag(name, value) for name, value in flags.items()}
-    variables, grads = _as_list(variables, "variables"), _as_list(grads, "grads")
-    slot_lists = [None if items is None and slot.optional else _as_list(items, slot.list)
-                  for slot, items in zip(rule.slots, slot_lists, strict=True)]
-    named_slots = [(slot.list, items) for slot, items in zip(rule.slots, slot_lists, strict=True)]
-    for slot, items in zip(rule.slots, slot_lists, strict=True):
-        if slot.optional:
-            flags[slot.given] = items is not None
-    n = _check_lengths([("variables", variables), ("grads", grads), *named_slots])
-    options = StepOptions.build(n, **options)
-    _check_variables([("variables", variables), *named_slots])
-    _check_sparse(variables, grads)
-    _check_dtypes_and_shapes(variables, grads, named_slots)
-    if n == 0:
-        return "tf"
-    chosen = resolve_backend(backend, variables, grads)
-    if chosen == "tf":
-        # Every op of the step (reads included) waits for the checks of tensor hyperparameters.
-        with tf.control_dependencies(_hyper_asserts(rule, hyper)):
-            _tf_math.apply(rule, variables, grads, slot_lists, hyper, flags, options)
+
+    def __init__(self, rule, variables, slot_lists, *, flags=None, backend: str = "auto", **options):
+        self.rule = rule
+        self.backend = check_backend(backend)
+        self.flags = {name: _rules.check_flag(name, value) for name, value in (flags or {}).items()}
+        self.variables = _as_list(variables, "variables")
+        self.slot_lists = [None if items is None and slot.optional else _as_list(items, slot.list)
+                           for slot, items in zip(rule.slots, slot_lists, strict=True)]
+        for slot, items in zip(rule.slots, self.slot_lists, strict=True):
+            if slot.optional:
+                self.flags[slot.given] = items is not None
+        named_slots = [(slot.list, items) for slot, items in zip(rule.slots, self.slot_lists, strict=True)]
+        n = _check_lengths([("variables", self.variables), *named_slots])
+        self.options = StepOptions.build(n, **options)
+        _check_variables([("variables", self.variables), *named_slots])
+        self._like = _check_slots(self.variables, named_slots)
+        self._variables_reason = None  # what the variables say against the fused ops: (reason,) once asked
+        self._op_calls: dict = {}  # which gradients are sparse -> [(indices, OpCall)]
+
+    def __call__(self, grads, hyper: dict) -> str:
+        return self._run(grads, hyper)
+
+    # Plain Python over tensors (no data-dependent control flow): autograph need not convert
+    # it, nor recurse from here into the loader (which it cannot parse where stdlib sources
+    # are absent).
+    @tf.autograph.experimental.do_not_convert
+    def _run(self, grads, hyper: dict) -> str:
+        hyper = _check_hyper(self.rule, hyper)
+        grads = _as_list(grads, "grads")
+        _check_lengths([("variables", self.variables), ("grads", grads)])
+        _check_sparse(self.variables, grads)
+        for i, (grad, (dtype, shape)) in enumerate(zip(grads, self._like, strict=True)):
+            sparse = _is_sparse(grad)
+            _check_like(f"grads[{i}]", grad.values if sparse else grad, i, dtype, shape, check_shape=not sparse)
+        if not self.variables:
+            return "tf"
+        chosen = self._resolve(grads)
+        if chosen == "tf":
+            # Every op of the step (reads included) waits for the checks of tensor hyperparameters.
+            with tf.control_dependencies(_hyper_asserts(self.rule, hyper)):
+                _tf_math.apply(self.rule, self.variables, grads, self.slot_lists, hyper, self.flags, self.options)
+            return chosen
+        sparse = tuple(_is_sparse(g) for g in grads)
+        calls = self._op_calls.get(sparse) or self._build_op_calls(sparse)
+        if len(calls) > 1 and any(sparse):
+            # Several op calls: check every index first, so that a bad one writes nothing.
+            with tf.control_dependencies(_tf_math.index_checks(self.variables, grads)):
+                self._run_fused(calls, grads, hyper)
+        else:
+            self._run_fused(calls, grads, hyper)
         return chosen
-    groups = _groups(variables, grads)
-    if len(groups) > 1 and any(sparse for sparse, _ in groups):
-        # Several op calls: check every index first, so that a bad one writes nothing.
-        with tf.control_dependencies(_tf_math.index_checks(variables, grads)):
-            _run_fused(rule, groups, variables, grads, slot_lists, hyper, flags, options)
-    else:
-        _run_fused(rule, groups, variables, grads, slot_lists, hyper, flags, options)
-    return chosen
 
+    def _resolve(self, grads) -> str:
+        """The backend of this step: as :func:`resolve_backend`, the variables' part asked once."""
+        if self.backend == "tf" or _loader.forced_fallback():
+            return "tf"
+        reason = _unsupported_reason(self.variables, grads, self._reason_of_variables)
+        if reason is None:
+            return "fused"
+        if self.backend == "fused":
+            raise FusedBackendError(f"backend='fused' cannot run this step: {reason}")
+        return "tf"
 
-def _run_fused(rule, groups, variables, grads, slot_lists, hyper, flags, options) -> None:
-    if len(groups) > 1 and (options.global_clipnorm or options.skip_nonfinite):
-        grads, ok = _tf_math.scaled_gradients(grads, options.global_clipnorm, options.skip_nonfinite)
-        options = replace(options, global_clipnorm=None, skip_nonfinite=False)
-        _tf_math.run_if(ok, lambda: _run_groups(rule, groups, variables, grads, slot_lists, hyper, flags, options))
-    else:
-        _run_groups(rule, groups, variables, grads, slot_lists, hyper, flags, options)
+    def _reason_of_variables(self):
+        if self._variables_reason is None:
+            self._variables_reason = (_fused_module().variables_reason(self.variables),)
+        return self._variables_reason[0]
 
+    def _build_op_calls(self, sparse: tuple) -> list:
+        """One :class:`~pyopt.ops._fused.OpCall` per (device, dtype, sparse) group. With several
+        groups, a joint norm (global_clipnorm) or skip test is done before the calls."""
+        groups: dict = {}
+        for i, var in enumerate(self.variables):
+            groups.setdefault((getattr(var, "device", ""), var.dtype, sparse[i]), []).append(i)
+        options = self.options
+        if len(groups) > 1:
+            options = replace(options, global_clipnorm=None, skip_nonfinite=False)
+        op_call = _fused_module().OpCall
+        calls = []
+        for (_, _, is_sparse), idx in groups.items():
+            def pick(items, idx=idx):
+                return None if items is None else [items[i] for i in idx]
 
-def _run_groups(rule, groups, variables, grads, slot_lists, hyper, flags, options) -> list:
-    """One fused op call per group: the dense op, or the sparse op for IndexedSlices."""
-    run = _fused_module().run
-    ops = []
-    for sparse, idx in groups:
-        def pick(items, idx=idx):
-            return None if items is None else [items[i] for i in idx]
+            calls.append((idx, op_call(self.rule, pick(self.variables), [pick(s) for s in self.slot_lists],
+                                       self.flags, options.pick(idx), sparse=is_sparse)))
+        if len(self._op_calls) >= 4:  # a new pattern of sparse gradients: rarely more than one
+            self._op_calls.clear()
+        self._op_calls[sparse] = calls
+        return calls
 
-        ops.append(run(rule, pick(variables), pick(grads), [pick(s) for s in slot_lists], hyper, flags,
-                       options.pick(idx), sparse=sparse))
-    return [op for op in ops if op is not None]
+    def _run_fused(self, calls, grads, hyper) -> None:
+        def run_all(grads):
+            return [call([grads[i] for i in idx], hyper) for idx, call in calls]
+
+        if len(calls) > 1 and (self.options.global_clipnorm or self.options.skip_nonfinite):
+            grads, ok = _tf_math.scaled_gradients(grads, self.options.global_clipnorm, self.options.skip_nonfinite)
+            _tf_math.run_if(ok, lambda: run_all(grads))
+        else:
+            run_all(grads)
 
 
 def gradient_descent_multi(variables: Sequence, grads: Sequence, *, lr, weight_decay=0.0,
@@ -359,9 +420,9 @@ def gradient_descent_multi(variables: Sequence, grads: Sequence, *, lr, weight_d
     slots (lazy Adam). Clipping uses the norm of the summed gradient. An index outside
     ``[0, rows)`` raises InvalidArgumentError and nothing is written.
     """
-    return _apply(GRADIENT_DESCENT, backend, variables, grads, [], dict(lr=lr), {}, weight_decay=weight_decay,
-                  clipnorm=clipnorm, global_clipnorm=global_clipnorm, skip_nonfinite=skip_nonfinite,
-                  use_locking=use_locking, lazy=lazy)
+    step = Step(GRADIENT_DESCENT, variables, [], backend=backend, weight_decay=weight_decay, clipnorm=clipnorm,
+                global_clipnorm=global_clipnorm, skip_nonfinite=skip_nonfinite, use_locking=use_locking, lazy=lazy)
+    return step(grads, dict(lr=lr))
 
 
 def momentum_multi(variables: Sequence, grads: Sequence, velocities: Sequence, *, lr, momentum: float,
@@ -373,9 +434,10 @@ def momentum_multi(variables: Sequence, grads: Sequence, velocities: Sequence, *
 
     IndexedSlices gradients and ``lazy``: as in :func:`gradient_descent_multi`.
     """
-    return _apply(MOMENTUM, backend, variables, grads, [velocities], dict(lr=lr, momentum=momentum),
-                  dict(nesterov=nesterov), weight_decay=weight_decay, clipnorm=clipnorm,
-                  global_clipnorm=global_clipnorm, skip_nonfinite=skip_nonfinite, use_locking=use_locking, lazy=lazy)
+    step = Step(MOMENTUM, variables, [velocities], flags=dict(nesterov=nesterov), backend=backend,
+                weight_decay=weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
+                skip_nonfinite=skip_nonfinite, use_locking=use_locking, lazy=lazy)
+    return step(grads, dict(lr=lr, momentum=momentum))
 
 
 _ADAM = ADAM.defaults
@@ -395,7 +457,6 @@ def adam_multi(variables: Sequence, grads: Sequence, ms: Sequence, vs: Sequence,
     ``vhats`` given means amsgrad. Returns the backend used. IndexedSlices gradients and
     ``lazy`` (``True``: lazy Adam): as in :func:`gradient_descent_multi`.
     """
-    return _apply(ADAM, backend, variables, grads, [ms, vs, vhats],
-                  dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step), {},
-                  weight_decay=weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
-                  skip_nonfinite=skip_nonfinite, use_locking=use_locking, lazy=lazy)
+    adam = Step(ADAM, variables, [ms, vs, vhats], backend=backend, weight_decay=weight_decay, clipnorm=clipnorm,
+                global_clipnorm=global_clipnorm, skip_nonfinite=skip_nonfinite, use_locking=use_locking, lazy=lazy)
+    return adam(grads, dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step))

@@ -1,13 +1,13 @@
 """Thin calls into pyopt's fused TensorFlow ops (``_pyopt_ops.so``, see ``cpp/tf/ops.cc``).
 
-:func:`run` updates a list of resource variables of one dtype on the CPU in ONE call of a
-rule's multi-tensor op (``Pyopt>Apply<Rule>Multi``), clipping fused in; with ``sparse=True``
-the gradients are row-sparse (``tf.IndexedSlices``, e.g. from ``Embedding`` layers) and the
-op is ``Pyopt>SparseApply<Rule>Multi``: duplicate rows summed, ``options.lazy`` False the
-dense-equivalent step, True only the rows present. The caller (``_api.py``) has validated
-the call (list lengths, hyperparameters, options), checked :func:`supports` and grouped the
-variables by device, dtype and gradient kind. It works eagerly and inside ``tf.function``;
-it returns the op in graph mode and None eagerly.
+An :class:`OpCall` updates a list of resource variables of one dtype on the CPU in ONE call
+of a rule's multi-tensor op (``Pyopt>Apply<Rule>Multi``), clipping fused in; with
+``sparse=True`` the gradients are row-sparse (``tf.IndexedSlices``, e.g. from ``Embedding``
+layers) and the op is ``Pyopt>SparseApply<Rule>Multi``: duplicate rows summed,
+``options.lazy`` False the dense-equivalent step, True only the rows present. The caller
+(``_api.py``) has validated the call (list lengths, hyperparameters, options), checked
+:func:`supports` and grouped the variables by device, dtype and gradient kind. It works
+eagerly and inside ``tf.function``; it returns the op in graph mode and None eagerly.
 
 Variables may be ``tf.Variable`` (resource variables) or Keras 3 ``keras.Variable`` objects
 (which wrap a ``tf.Variable``). Hyperparameters go in as float64 scalars (exact for Python
@@ -39,10 +39,19 @@ def supports(variables, grads) -> str | None:
     ``tf.IndexedSlices`` with int32/int64 indices, and one supported dtype (float16,
     bfloat16, float32, float64) for all variables and gradients.
     """
+    return library_reason() or variables_reason(variables) or gradients_reason(variables, grads)
+
+
+def library_reason() -> str | None:
     if _loader.load() is None:
         return f"the fused op library is unavailable ({_loader.unavailable_reason()})"
+    return None
+
+
+def variables_reason(variables) -> str | None:
+    """What of the variables alone keeps the fused ops from a step (None: nothing)."""
     dtype = None
-    for i, (var, grad) in enumerate(zip(variables, grads, strict=True)):
+    for i, var in enumerate(variables):
         tf_var = tf_variable(var)
         if tf_var is None or not hasattr(tf_var, "handle"):
             return f"variables[{i}] is a {type(var).__name__}, not a resource variable"
@@ -50,15 +59,23 @@ def supports(variables, grads) -> str | None:
             return f"variables[{i}] is on {tf_var.device}; the fused ops have CPU kernels only"
         if tf_var.dtype not in SUPPORTED_DTYPES:
             return _rules.dtype_error(f"variables[{i}]", tf_var.dtype.name)
-        if isinstance(grad, tf.IndexedSlices) and grad.indices.dtype not in (tf.int32, tf.int64):
-            return f"grads[{i}] is a tf.IndexedSlices with {grad.indices.dtype.name} indices; int32 or int64 needed"
-        if grad is None or getattr(grad, "dtype", None) != tf_var.dtype:
-            got = getattr(getattr(grad, "dtype", None), "name", type(grad).__name__)
-            return f"grads[{i}] has dtype {got} but variables[{i}] has dtype {tf_var.dtype.name}"
         if dtype is None:
             dtype = tf_var.dtype
         elif tf_var.dtype != dtype:
             return f"mixed dtypes: variables[{i}] is {tf_var.dtype.name} but variables[0] is {dtype.name}"
+    return None
+
+
+def gradients_reason(variables, grads) -> str | None:
+    """What of the gradients keeps the fused ops from a step (None: nothing); the variables
+    are resource variables (:func:`variables_reason` found nothing)."""
+    for i, (var, grad) in enumerate(zip(variables, grads, strict=True)):
+        dtype = tf_variable(var).dtype
+        if isinstance(grad, tf.IndexedSlices) and grad.indices.dtype not in (tf.int32, tf.int64):
+            return f"grads[{i}] is a tf.IndexedSlices with {grad.indices.dtype.name} indices; int32 or int64 needed"
+        if grad is None or getattr(grad, "dtype", None) != dtype:
+            got = getattr(getattr(grad, "dtype", None), "name", type(grad).__name__)
+            return f"grads[{i}] has dtype {got} but variables[{i}] has dtype {dtype.name}"
     return None
 
 
@@ -69,10 +86,6 @@ def _ops():
     return ops
 
 
-def _handles(variables) -> list:
-    return [tf_variable(var).handle for var in variables]
-
-
 def _tensor_or_none(x) -> tf.Tensor | None:
     """``x`` as a tensor if it is a tensor or a (TF or Keras) variable, else None."""
     tf_var = tf_variable(x)
@@ -81,21 +94,76 @@ def _tensor_or_none(x) -> tf.Tensor | None:
     return x if isinstance(x, tf.Tensor) else None
 
 
-def _f64(x) -> tf.Tensor:
-    t = _tensor_or_none(x)
-    return tf.constant(float(x), tf.float64) if t is None else tf.cast(t, tf.float64)
+def _as(t: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    return t if t.dtype == dtype else tf.cast(t, dtype)
 
 
-def _lr(lr) -> tf.Tensor:
-    t = _tensor_or_none(lr)
-    if t is None:
-        return tf.constant(float(lr), tf.float64)
-    return t if t.dtype in SUPPORTED_DTYPES else tf.cast(t, tf.float64)
+class OpCall:
+    """One call of ``rule``'s multi-tensor op on fixed variables and slots, for any number of steps.
 
+    ``rule`` is a :class:`pyopt._rules.Rule`; ``slot_lists`` follow ``rule.slots`` (None: an
+    optional slot not given, M = 0); ``flags`` by name; ``options`` a
+    :class:`pyopt.ops._api.StepOptions` with one weight decay per variable; ``sparse``:
+    IndexedSlices gradients, through ``rule.fused_sparse_op`` with ``lazy=options.lazy``.
+    Calling it with the gradients and the hyperparameters (by name: numbers, tensors or
+    variables) runs the op. Each hyperparameter goes in as float64 (int64 for an integer one;
+    ``lr`` in its own float dtype), exact for Python floats.
 
-def _int64(x) -> tf.Tensor:
-    t = _tensor_or_none(x)
-    return tf.constant(int(x), tf.int64) if t is None else tf.cast(t, tf.int64)
+    Executing eagerly, the inputs that do not change from step to step (handles, weight
+    decays, thresholds, flags) are made once, and a number hyperparameter's tensor is kept
+    while its value stays; in a graph they are made in the graph being built.
+    """
+
+    def __init__(self, rule, variables, slot_lists, flags: dict, options, *, sparse: bool):
+        self.rule, self.variables, self.slot_lists, self.flags = rule, variables, slot_lists, flags
+        self.options, self.sparse = options, sparse
+        self._eager_inputs = None
+        self._numbers: dict = {}  # name -> (the last number, its eager tensor)
+
+    def _fixed_inputs(self) -> dict:
+        args = dict(var=[tf_variable(v).handle for v in self.variables])
+        for slot, items in zip(self.rule.slots, self.slot_lists, strict=True):
+            args[slot.name] = [] if items is None else [tf_variable(v).handle for v in items]
+        for flag in self.rule.flags:
+            args[flag] = self.flags[flag]
+        args.update(
+            weight_decay=tf.constant(self.options.weight_decay, tf.float64),
+            clipnorm=tf.constant(self.options.clipnorm or 0.0, tf.float64),
+            global_clipnorm=tf.constant(self.options.global_clipnorm or 0.0, tf.float64),
+            skip_nonfinite=self.options.skip_nonfinite,
+            use_locking=self.options.use_locking,
+        )
+        if self.sparse:
+            args["lazy"] = self.options.lazy
+        return args
+
+    def _scalar(self, name: str, value, dtype: tf.DType, eager: bool) -> tf.Tensor:
+        """A hyperparameter as a scalar of ``dtype`` (``lr``: of its own float dtype)."""
+        t = _tensor_or_none(value)
+        if t is not None:
+            return t if name == "lr" and t.dtype in SUPPORTED_DTYPES else _as(t, dtype)
+        if not eager:
+            return tf.constant(value, dtype)
+        kept = self._numbers.get(name)
+        if kept is None or kept[0] != value:
+            kept = self._numbers[name] = (value, tf.constant(value, dtype))
+        return kept[1]
+
+    def __call__(self, grads, hyper: dict):
+        eager = tf.executing_eagerly()
+        if not eager:
+            args = self._fixed_inputs()
+        else:
+            if self._eager_inputs is None:
+                self._eager_inputs = self._fixed_inputs()
+            args = dict(self._eager_inputs)
+        for param in self.rule.params:
+            integer = param.range.integer
+            args[param.name] = self._scalar(param.name, hyper[param.name], tf.int64 if integer else tf.float64, eager)
+        if self.sparse:
+            args.update(_sparse_inputs(grads))
+            return getattr(_ops(), self.rule.fused_sparse_op)(**args)
+        return getattr(_ops(), self.rule.fused_op)(grad=[tf.convert_to_tensor(g) for g in grads], **args)
 
 
 def _sparse_inputs(grads) -> dict:
@@ -113,30 +181,5 @@ def _sparse_inputs(grads) -> dict:
 
 
 def run(rule, variables, grads, slot_lists, hyper: dict, flags: dict, options, *, sparse: bool):
-    """One call of ``rule``'s multi-tensor op (``rule.fused_op``; ``rule.fused_sparse_op``
-    when ``sparse``, for IndexedSlices gradients, with ``lazy=options.lazy``).
-
-    ``rule`` is a :class:`pyopt._rules.Rule`; ``slot_lists`` follow ``rule.slots`` (None: an
-    optional slot not given, M = 0); ``hyper`` and ``flags`` by name (numbers, tensors or
-    variables); ``options`` a :class:`pyopt.ops._api.StepOptions` with one weight decay per
-    variable. Each hyperparameter goes in as float64 (int64 for an integer one; ``lr`` in its
-    own float dtype), exact for Python floats.
-    """
-    args = dict(var=_handles(variables), lr=_lr(hyper["lr"]))
-    for slot, items in zip(rule.slots, slot_lists, strict=True):
-        args[slot.name] = [] if items is None else _handles(items)
-    for param in rule.params[1:]:
-        args[param.name] = (_int64 if param.range.integer else _f64)(hyper[param.name])
-    for flag in rule.flags:
-        args[flag] = bool(flags[flag])
-    args.update(
-        weight_decay=tf.constant(options.weight_decay, tf.float64),
-        clipnorm=_f64(options.clipnorm or 0.0),
-        global_clipnorm=_f64(options.global_clipnorm or 0.0),
-        skip_nonfinite=options.skip_nonfinite,
-        use_locking=options.use_locking,
-    )
-    if sparse:
-        args.update(_sparse_inputs(grads), lazy=options.lazy)
-        return getattr(_ops(), rule.fused_sparse_op)(**args)
-    return getattr(_ops(), rule.fused_op)(grad=[tf.convert_to_tensor(g) for g in grads], **args)
+    """One call of ``rule``'s op (see :class:`OpCall`)."""
+    return OpCall(rule, variables, slot_lists, flags, options, sparse=sparse)(grads, hyper)

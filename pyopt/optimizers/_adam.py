@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import keras
 
-from .. import ops as pyopt_ops
-from ._base import PyoptOptimizer, _Default, check_number
+from .. import _rules
+from .._rules import ADAM
+from ._base import PyoptOptimizer, _Default
+
+_LR = _Default(0.001)  # Keras's default, told apart from a learning_rate the caller gives
 
 
 @keras.saving.register_keras_serializable(package="pyopt")
@@ -28,21 +31,22 @@ class Adam(PyoptOptimizer, keras.optimizers.Adam):
     are Keras's.
     """
 
-    def __init__(self, learning_rate=_Default(0.001), beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, *,
+    def __init__(self, learning_rate=_LR, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, *,
                  lr=None, backend="auto", skip_nonfinite=False, **kwargs):
         super().__init__(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=amsgrad, lr=lr,
                          backend=backend, skip_nonfinite=skip_nonfinite, **kwargs)
-        # Keras checks none of these; as floats, for the update call
-        self.beta_1 = check_number("beta_1", beta_1, high=1.0, high_open=True)
-        self.beta_2 = check_number("beta_2", beta_2, high=1.0, high_open=True)
-        self.epsilon = check_number("epsilon", epsilon, low_open=True)  # the core divides by sqrt(v)+eps
-        if not isinstance(amsgrad, bool):
-            raise TypeError(f"amsgrad must be a bool, got {type(amsgrad).__name__}")
+        # Keras checks none of these; as floats, for the update call (the core divides by sqrt(v)+eps)
+        self.beta_1, self.beta_2, self.epsilon = (_rules.check(ADAM.param(name), value) for name, value in
+                                                  (("beta_1", beta_1), ("beta_2", beta_2), ("epsilon", epsilon)))
+        _rules.check_flag("amsgrad", amsgrad)
 
-    def _apply_rule(self, variables, grads, learning_rate, **options):
-        slot_lists = [self._momentums, self._velocities] + ([self._velocity_hats] if self.amsgrad else [])
-        ms, vs, *vhats = self._slots(variables, *slot_lists)
-        return pyopt_ops.adam_multi(
-            variables, grads, ms, vs, vhats=vhats[0] if vhats else None, lr=learning_rate, beta_1=self.beta_1,
-            beta_2=self.beta_2, epsilon=self.epsilon, step=self.iterations + 1, backend=self._backend, **options,
-        )
+    def _rule(self):
+        return ADAM
+
+    def _slot_lists(self, variables):
+        # Keras's m, v and (amsgrad) vhat: the table's slots, in its order
+        ms, vs = self._slots(variables, self._momentums, self._velocities)
+        return [ms, vs, self._slots(variables, self._velocity_hats)[0] if self.amsgrad else None]
+
+    def _hyperparameters(self, learning_rate, step):
+        return dict(lr=learning_rate, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, step=step)

@@ -13,9 +13,12 @@ passes::
     _backend_update_step(grads, variables)    # update_step(g, p) per variable
 
 Outside ``tf.distribute`` strategies, :class:`PyoptOptimizer` overrides that step: clipnorm,
-global_clipnorm, weight decay and the update run as ONE ``pyopt.ops.*_multi`` call, one
-fused op per (device, dtype) group of variables, or the same maths as plain TF ops
-(``backend="tf"``, under XLA, or when the op library is missing). ``clipvalue`` stays
+global_clipnorm, weight decay and the update run as ONE ``pyopt.ops`` step of the rule
+(:mod:`pyopt._rules`), one fused op per (device, dtype) group of variables, or the same
+maths as plain TF ops (``backend="tf"``, under XLA, or when the op library is missing).
+The step's checks of the variables, slots and options run once per set of variables
+(a :class:`pyopt.ops._api.Step` kept until they change); each call checks the gradients
+and hyperparameters. ``clipvalue`` stays
 Keras's own pass; gradient accumulation and EMA are Keras's, around the fused call.
 ``_clip_gradients`` and ``_apply_weight_decay`` are Keras's and do their work when called.
 Under a strategy, Keras's step runs unchanged and ``update_step`` updates one variable
@@ -24,14 +27,16 @@ with the same ``pyopt.ops`` rule.
 
 from __future__ import annotations
 
-import math
-import numbers
+from dataclasses import replace
 
 import keras
 import tensorflow as tf
 from keras import ops as keras_ops
 
+from .. import _rules
 from .. import ops as pyopt_ops
+from ..ops._api import Step
+from ..ops._variables import tf_variable
 
 
 class _Default(float):
@@ -42,24 +47,13 @@ class _Default(float):
     """
 
 
-def _is_number(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def check_number(name: str, value, *, low: float = 0.0, high: float = math.inf, high_open: bool = False,
-                 low_open: bool = False) -> float:
-    """``float(value)`` if it is a real number in ``[low, high]`` (``(low``, ``high)`` when open), else a clear error."""
-    if not _is_number(value):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}: {value!r}")
-    value = float(value)
-    above_low = low < value if low_open else low <= value
-    if not (math.isfinite(value) and above_low and (value < high if high_open else value <= high)):
-        if high == math.inf:
-            bounds = f"{'>' if low_open else '>='} {low:g}"
-        else:
-            bounds = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be a finite number {bounds}, got {value!r}")
-    return value
+# Keras's base-class options, which pyopt checks where Keras does not: 0 (or None) is off.
+_KERAS_OPTIONS = (
+    replace(_rules.CLIPNORM, range=_rules.at_least(0)),
+    replace(_rules.GLOBAL_CLIPNORM, range=_rules.at_least(0)),
+    _rules.CLIPVALUE,
+    _rules.WEIGHT_DECAY,
+)
 
 
 def _learning_rate(learning_rate, lr):
@@ -68,29 +62,44 @@ def _learning_rate(learning_rate, lr):
         if not isinstance(learning_rate, _Default):
             raise ValueError("pass the learning rate as learning_rate or as its alias lr, not both")
         learning_rate = lr
-    return float(learning_rate) if _is_number(learning_rate) else learning_rate
+    return float(learning_rate) if _rules.is_number(learning_rate) else learning_rate
 
 
 def _check_base_arguments(learning_rate, kwargs: dict) -> None:
     """Clear errors for base-optimizer numbers that Keras accepts and then ignores or fails on later."""
-    if _is_number(learning_rate):
-        check_number("learning_rate", learning_rate)
-    for name in ("clipnorm", "global_clipnorm", "clipvalue", "weight_decay"):
-        if kwargs.get(name) is not None:
-            check_number(name, kwargs[name])
-
-
-def tf_variable(variable):
-    """The ``tf.Variable`` behind a Keras variable (what ``pyopt.ops`` and TF's ops update)."""
-    return variable.value if isinstance(variable, keras.Variable) else variable
+    if _rules.is_number(learning_rate):
+        _rules.check(_rules.LR, learning_rate, name="learning_rate")
+    for param in _KERAS_OPTIONS:
+        if kwargs.get(param.name) is not None:
+            _rules.check(param, kwargs[param.name])
 
 
 def _dense(grad, dtype):
     """The gradient in the variable's dtype. IndexedSlices (Embedding gradients) stay sparse:
     pyopt.ops runs the fused sparse op (by default the step of the densified gradient, as Keras)."""
+    if grad.dtype == dtype:
+        return grad
     if isinstance(grad, tf.IndexedSlices):
         return tf.IndexedSlices(tf.cast(grad.values, dtype), grad.indices, grad.dense_shape)
     return tf.cast(grad, dtype)
+
+
+class _KeptStep:
+    """The step of one list of variables, kept between steps: a plain object, in which Keras's
+    attribute tracking finds no variables to add to the optimizer's."""
+
+    __slots__ = ("variables", "built_from", "step")
+
+    def __init__(self, variables: tuple, built_from: tuple, step: Step):
+        self.variables, self.built_from, self.step = variables, built_from, step
+
+
+def _next_step(iterations):
+    """``iterations + 1`` as a tensor of its dtype (int64), by raw ops (a Keras variable's ``+``
+    goes through Keras's op dispatch)."""
+    var = tf_variable(iterations)
+    read = tf.raw_ops.ReadVariableOp(resource=var.handle, dtype=var.dtype)
+    return tf.raw_ops.AddV2(x=read, y=tf.constant(1, var.dtype))
 
 
 class PyoptOptimizer(keras.optimizers.Optimizer):
@@ -128,8 +137,10 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
           of ``clipnorm`` / ``global_clipnorm`` / ``clipvalue``, unknown arguments, ...)
           raises Keras's own error: Keras's constructor runs before pyopt's checks.
 
-    Subclasses implement ``_apply_rule(variables, grads, learning_rate, **options)``: one
-    ``pyopt.ops.*_multi`` call over ``tf.Variable`` lists, returning the backend that ran.
+    Subclasses name their rule and its inputs: ``_rule()`` (a row of :mod:`pyopt._rules`),
+    ``_flags()``, ``_slot_lists(variables)`` (Keras's slot variables of ``variables``, one
+    list per slot of the rule, None for an optional slot not kept) and
+    ``_hyperparameters(learning_rate, step)`` (by name).
     """
 
     def __init__(self, learning_rate, *, lr=None, backend="auto", skip_nonfinite=False, lazy=False, **kwargs):
@@ -137,13 +148,11 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
         super().__init__(learning_rate=learning_rate, **kwargs)  # Keras's checks, with its messages, first
         _check_base_arguments(learning_rate, kwargs)
         pyopt_ops.check_backend(backend)
-        for name, flag in (("skip_nonfinite", skip_nonfinite), ("lazy", lazy)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         self._backend = backend
-        self.skip_nonfinite = skip_nonfinite
-        self.lazy = lazy
+        self.skip_nonfinite = _rules.check_flag("skip_nonfinite", skip_nonfinite)
+        self.lazy = _rules.check_flag("lazy", lazy)
         self.last_backend = None
+        self._kept_step = None
 
     @property
     def backend(self) -> str:
@@ -173,7 +182,8 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
             acc_grads = [self._accumulated_gradients[self._get_variable_index(v)] for v in trainable_variables]
 
             def update():
-                self._fused_update([(g + acc) / steps for g, acc in zip(grads, acc_grads)], trainable_variables)
+                mean = [(g + acc) / steps for g, acc in zip(grads, acc_grads, strict=True)]
+                self._fused_update(mean, trainable_variables)
                 self._backend_reset_gradient_accumulators()
 
             keras_ops.cond((self._iterations + 1) % steps == 0, update,
@@ -195,33 +205,54 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
         """clipnorm / global_clipnorm, ``p = p - lr*wd*p`` and the rule's update of every variable, one call."""
         if self.clipvalue:
             grads = self._clip_gradients(grads)  # clip by value is Keras's own pass
-        variables = [tf_variable(v) for v in trainable_variables]
+        step = self._step(trainable_variables)
+        # t = iterations + 1, iterations counting updates (calls // gradient_accumulation_steps)
+        t = self.iterations + 1 if self.gradient_accumulation_steps else _next_step(self._iterations)
+        self.last_backend = step([_dense(g, v.dtype) for g, v in zip(grads, step.variables, strict=True)],
+                                 self._hyperparameters(self.learning_rate, t))
+
+    def _step(self, trainable_variables) -> Step:
+        """The :class:`~pyopt.ops._api.Step` of these variables with the current rule and options,
+        built (and checked) when either changed since the last step."""
         wd = self.weight_decay or 0.0
-        self.last_backend = self._apply_rule(
-            variables,
-            [_dense(g, v.dtype) for g, v in zip(grads, variables)],
-            _lr_value(self.learning_rate),
-            weight_decay=[wd if wd and self._use_weight_decay(v) else 0.0 for v in variables],
-            clipnorm=self._clip_option("clipnorm"),
-            global_clipnorm=self._clip_option("global_clipnorm"),
-            skip_nonfinite=self.skip_nonfinite,
-            lazy=self.lazy,
-        )
+        built_from = (self._rule(), self._flags(), wd, self._clip_option("clipnorm"),
+                      self._clip_option("global_clipnorm"), self.skip_nonfinite, self.lazy)
+        kept = self._kept_step
+        if (kept is not None and kept.built_from == built_from and len(kept.variables) == len(trainable_variables)
+                and all(a is b for a, b in zip(kept.variables, trainable_variables, strict=True))):
+            return kept.step
+        rule, flags, _, clipnorm, global_clipnorm, skip_nonfinite, lazy = built_from
+        step = Step(rule, [tf_variable(v) for v in trainable_variables], self._slot_lists(trainable_variables),
+                    flags=flags, backend=self._backend,
+                    weight_decay=[wd if wd and self._use_weight_decay(v) else 0.0 for v in trainable_variables],
+                    clipnorm=clipnorm, global_clipnorm=global_clipnorm, skip_nonfinite=skip_nonfinite, lazy=lazy)
+        self._kept_step = _KeptStep(tuple(trainable_variables), built_from, step)
+        return step
 
     def update_step(self, gradient, variable, learning_rate):
         """One variable (the ``tf.distribute`` path): Keras has already clipped and decayed.
 
         With ``skip_nonfinite`` a variable whose own gradient is not finite is left alone.
         """
-        variable = tf_variable(variable)
-        self.last_backend = self._apply_rule([variable], [_dense(gradient, variable.dtype)], _lr_value(learning_rate),
-                                             skip_nonfinite=self.skip_nonfinite, lazy=self.lazy)
+        step = Step(self._rule(), [tf_variable(variable)], self._slot_lists([variable]), flags=self._flags(),
+                    backend=self._backend, skip_nonfinite=self.skip_nonfinite, lazy=self.lazy)
+        self.last_backend = step([_dense(gradient, step.variables[0].dtype)],
+                                 self._hyperparameters(learning_rate, self.iterations + 1))
 
-    def _apply_rule(self, variables, grads, learning_rate, **options) -> str:
+    def _rule(self) -> _rules.Rule:
+        raise NotImplementedError
+
+    def _flags(self) -> dict:
+        return {}
+
+    def _slot_lists(self, variables) -> list:
+        raise NotImplementedError
+
+    def _hyperparameters(self, learning_rate, step) -> dict:
         raise NotImplementedError
 
     def _slots(self, variables, *slot_lists):
-        """For each list of slot variables, the ``tf.Variable`` slots of ``variables``, in order."""
+        """For each list of Keras slot variables, those of ``variables`` (as ``tf.Variable``), in order."""
         idx = [self._get_variable_index(v) for v in variables]
         return [[tf_variable(slots[i]) for i in idx] for slots in slot_lists]
 
@@ -229,8 +260,3 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(backend=self._backend, skip_nonfinite=self.skip_nonfinite, lazy=self.lazy)
         return config
-
-
-def _lr_value(learning_rate):
-    """A Python number as is, anything else (variable, schedule output) as a tensor."""
-    return learning_rate if _is_number(learning_rate) else tf.convert_to_tensor(learning_rate)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import keras
 
-from .. import ops as pyopt_ops
-from ._base import PyoptOptimizer, _Default, _is_number, check_number
+from .. import _rules
+from .._rules import GRADIENT_DESCENT, MOMENTUM
+from ._base import PyoptOptimizer, _Default
+
+_LR = _Default(0.01)  # Keras's default, told apart from a learning_rate the caller gives
+
+_MU = MOMENTUM.param("momentum")
 
 
 @keras.saving.register_keras_serializable(package="pyopt")
@@ -22,22 +27,25 @@ class SGD(PyoptOptimizer, keras.optimizers.SGD):
     Other keyword arguments are Keras's.
     """
 
-    def __init__(self, learning_rate=_Default(0.01), momentum=0.0, nesterov=False, *, lr=None, backend="auto",
+    def __init__(self, learning_rate=_LR, momentum=0.0, nesterov=False, *, lr=None, backend="auto",
                  skip_nonfinite=False, **kwargs):
         # Keras refuses a momentum that is no float in [0, 1] with its own message; ints are taken as floats
-        super().__init__(learning_rate, momentum=float(momentum) if _is_number(momentum) else momentum,
+        super().__init__(learning_rate, momentum=float(momentum) if _rules.is_number(momentum) else momentum,
                          nesterov=nesterov, lr=lr, backend=backend, skip_nonfinite=skip_nonfinite, **kwargs)
-        check_number("momentum", self.momentum, high=1.0)  # NaN passes Keras's check
-        if not isinstance(nesterov, bool):
-            raise TypeError(f"nesterov must be a bool, got {type(nesterov).__name__}")
+        _rules.check(_MU, self.momentum)  # NaN passes Keras's check
+        _rules.check_flag("nesterov", nesterov)
 
-    def _apply_rule(self, variables, grads, learning_rate, **options):
-        if self.momentum == 0:
-            return pyopt_ops.gradient_descent_multi(variables, grads, lr=learning_rate, backend=self._backend,
-                                                    **options)
-        (velocities,) = self._slots(variables, self.momentums)
-        return pyopt_ops.momentum_multi(variables, grads, velocities, lr=learning_rate, momentum=self.momentum,
-                                        nesterov=self.nesterov, backend=self._backend, **options)
+    def _rule(self):
+        return GRADIENT_DESCENT if self.momentum == 0 else MOMENTUM
+
+    def _flags(self):
+        return {} if self.momentum == 0 else dict(nesterov=self.nesterov)
+
+    def _slot_lists(self, variables):
+        return [] if self.momentum == 0 else self._slots(variables, self.momentums)  # Keras's velocities
+
+    def _hyperparameters(self, learning_rate, step):
+        return dict(lr=learning_rate) if self.momentum == 0 else dict(lr=learning_rate, momentum=self.momentum)
 
 
 @keras.saving.register_keras_serializable(package="pyopt")
@@ -47,7 +55,7 @@ class GradientDescent(SGD):
     ``GradientDescent(lr, clipnorm=None)``; every other ``SGD`` keyword works too.
     """
 
-    def __init__(self, learning_rate=_Default(0.01), clipnorm=None, *, lr=None, **kwargs):
+    def __init__(self, learning_rate=_LR, clipnorm=None, *, lr=None, **kwargs):
         super().__init__(learning_rate, momentum=0.0, clipnorm=clipnorm, lr=lr, **kwargs)
 
     def get_config(self):
@@ -64,8 +72,8 @@ class Momentum(SGD):
     nesterov=nesterov, clipnorm=clipnorm)``; every other ``SGD`` keyword works too.
     """
 
-    def __init__(self, learning_rate=_Default(0.01), beta=0.9, clipnorm=None, nesterov=False, *, lr=None, **kwargs):
-        super().__init__(learning_rate, momentum=check_number("beta", beta, high=1.0), nesterov=nesterov,
+    def __init__(self, learning_rate=_LR, beta=0.9, clipnorm=None, nesterov=False, *, lr=None, **kwargs):
+        super().__init__(learning_rate, momentum=_rules.check(_MU, beta, name="beta"), nesterov=nesterov,
                          clipnorm=clipnorm, lr=lr, **kwargs)
 
     @property
