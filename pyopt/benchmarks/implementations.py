@@ -15,12 +15,12 @@ installed, a combination that does not exist.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 
-from .workloads import BETA_1, BETA_2, CLIP, EPSILON, LR, MOMENTUM, DTYPES, SLOTS_PER_RULE
+from .workloads import BETA_1, BETA_2, CLIP, DTYPES, EPSILON, LR, MOMENTUM, SLOTS_PER_RULE, TABLE_ROWS, hyper
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -87,25 +87,23 @@ def _pyopt_ops_updater(backend: str):
                     raise Unavailable(f"pyopt fused ops: {reason}")
         except ImportError as exc:
             raise Unavailable(f"pyopt fused ops not importable: {exc}") from exc
-        kw = dict(_clip_kwargs(clip), backend=backend)
-        if rule == "gd":
-            return lambda grads: po.gradient_descent_multi(variables, grads, lr=LR, **kw)
-        if rule == "momentum":
-            ms = _zeros_like(variables)
-            return lambda grads: po.momentum_multi(variables, grads, ms, lr=LR, momentum=MOMENTUM, **kw)
-        ms, vs = _zeros_like(variables), _zeros_like(variables)
-        t = tf.Variable(0, dtype=tf.int64)
+        from pyopt.ops._api import Step
+
+        # What pyopt.ops.<rule>_multi does per call: a Step of the rule's table row, called once.
+        row = TABLE_ROWS[rule]
+        slots = [None if slot.optional else _zeros_like(variables) for slot in row.slots]
+        t = tf.Variable(0, dtype=tf.int64) if "step" in row.param_names else None
 
         def apply(grads):
-            po.adam_multi(variables, grads, ms, vs, lr=LR, beta_1=BETA_1, beta_2=BETA_2, epsilon=EPSILON,
-                          step=t.assign_add(1), **kw)
+            step = Step(row, variables, slots, backend=backend, **_clip_kwargs(clip))
+            step(grads, hyper(rule, None if t is None else t.assign_add(1)))
 
         return apply
 
     return make
 
 
-def _keras_optimizer(module_name: str, backend: Optional[str]):
+def _keras_optimizer(module_name: str, backend: str | None):
     """Keras' (or pyopt's drop-in) SGD / Adam, ``apply_gradients`` per step."""
 
     def make(rule, clip, variables):
@@ -126,7 +124,7 @@ def _keras_optimizer(module_name: str, backend: Optional[str]):
         if backend == "fused":
             _require_fused(variables)
         opt.build(variables)
-        return lambda grads: opt.apply_gradients(zip(grads, variables))
+        return lambda grads: opt.apply_gradients(zip(grads, variables, strict=True))
 
     return make
 
@@ -165,7 +163,7 @@ class ChapterGradientDescent:
         pass
 
     def apply_gradients(self, grads, variables):
-        for g, var in zip(_chapter_clip(grads, self.clipnorm, self.global_clipnorm), variables):
+        for g, var in zip(_chapter_clip(grads, self.clipnorm, self.global_clipnorm), variables, strict=True):
             var.assign_sub(self.lr * g)
 
 
@@ -180,7 +178,8 @@ class ChapterMomentum(ChapterGradientDescent):
         self.velocities = _zeros_like(variables)
 
     def apply_gradients(self, grads, variables):
-        for g, var, m in zip(_chapter_clip(grads, self.clipnorm, self.global_clipnorm), variables, self.velocities):
+        clipped = _chapter_clip(grads, self.clipnorm, self.global_clipnorm)
+        for g, var, m in zip(clipped, variables, self.velocities, strict=True):
             m.assign(self.beta * m - self.lr * g)
             var.assign_add(m)
 
@@ -202,7 +201,7 @@ class ChapterAdam(ChapterGradientDescent):
         t = self.t.assign_add(1.0)
         alpha = self.lr * tf.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
         for g, var, m, v in zip(_chapter_clip(grads, self.clipnorm, self.global_clipnorm), variables, self.ms,
-                                self.vs):
+                                self.vs, strict=True):
             m.assign(self.beta_1 * m + (1 - self.beta_1) * g)
             v.assign(self.beta_2 * v + (1 - self.beta_2) * g * g)
             var.assign_sub(tf.cast(alpha, var.dtype) * m / (tf.sqrt(v) + self.epsilon))
@@ -224,14 +223,16 @@ def _tf_raw_updater(rule, clip, variables):
     const = lambda x: tf.constant(x, dtype)  # noqa: E731
     if rule == "gd":
         def apply(grads):
-            for g, var in zip(_chapter_clip(grads, kw.get("clipnorm"), kw.get("global_clipnorm")), variables):
+            clipped = _chapter_clip(grads, kw.get("clipnorm"), kw.get("global_clipnorm"))
+            for g, var in zip(clipped, variables, strict=True):
                 tf.raw_ops.ResourceApplyGradientDescent(var=var.handle, alpha=const(LR), delta=g)
         return apply
     if rule == "momentum":
         ms = _zeros_like(variables)
 
         def apply(grads):
-            for g, var, m in zip(_chapter_clip(grads, kw.get("clipnorm"), kw.get("global_clipnorm")), variables, ms):
+            clipped = _chapter_clip(grads, kw.get("clipnorm"), kw.get("global_clipnorm"))
+            for g, var, m in zip(clipped, variables, ms, strict=True):
                 tf.raw_ops.ResourceApplyKerasMomentum(var=var.handle, accum=m.handle, lr=const(LR), grad=g,
                                                       momentum=const(MOMENTUM))
         return apply
@@ -242,7 +243,7 @@ def _tf_raw_updater(rule, clip, variables):
         step = t.assign_add(1.0)
         b1p, b2p = tf.cast(BETA_1**step, dtype), tf.cast(BETA_2**step, dtype)
         for g, var, m, v in zip(_chapter_clip(grads, kw.get("clipnorm"), kw.get("global_clipnorm")), variables, ms,
-                                vs):
+                                vs, strict=True):
             tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, beta1_power=b1p, beta2_power=b2p,
                                          lr=const(LR), beta1=const(BETA_1), beta2=const(BETA_2),
                                          epsilon=const(EPSILON), grad=g)
@@ -256,7 +257,7 @@ class TFImpl:
     make_updater: Callable
     keras_variables: bool = False
     jit_compile: bool = False
-    max_tensors: Optional[int] = None  # above this, skip: the first step (tracing / compiling) takes minutes
+    max_tensors: int | None = None  # above this, skip: the first step (tracing / compiling) takes minutes
     too_many_reason: str = ""
 
     kind = "tf"
@@ -315,21 +316,16 @@ def _call_floor_updater(rule, clip, variables):
 def _pyopt_numpy_runner(rule, clip, data) -> Runner:
     import pyopt.kernels as pk
 
+    # What pyopt.kernels.<rule>_multi does: its checks and the rule's _core call, by the table row.
+    row = TABLE_ROWS[rule]
     ps = [p.copy() for p in data.params]
-    gs = data.grads
-    kw = _clip_kwargs(clip)
-    if rule == "gd":
-        step = lambda: pk.gradient_descent_multi(ps, gs, lr=LR, **kw)  # noqa: E731
-    elif rule == "momentum":
-        ms = [np.zeros_like(p) for p in ps]
-        step = lambda: pk.momentum_multi(ps, gs, ms, lr=LR, momentum=MOMENTUM, **kw)  # noqa: E731
-    else:
-        ms, vs = [np.zeros_like(p) for p in ps], [np.zeros_like(p) for p in ps]
-        t = [0]
+    slots = [None if slot.optional else [np.zeros_like(p) for p in ps] for slot in row.slots]
+    kw = dict(dict(clipnorm=None, global_clipnorm=None), **_clip_kwargs(clip))
+    t = [0]
 
-        def step():
-            t[0] += 1
-            pk.adam_multi(ps, gs, ms, vs, lr=LR, beta_1=BETA_1, beta_2=BETA_2, epsilon=EPSILON, step=t[0], **kw)
+    def step():
+        t[0] += 1
+        pk._step(row, [ps, data.grads, *slots], hyper(rule, t[0]), {}, weight_decay=0.0, skip_nonfinite=False, **kw)
 
     return Runner(step, _numpy_sample(ps))
 
@@ -362,14 +358,14 @@ def _numpy_runner(rule, clip, data) -> Runner:
             scales = [CLIP / max(total, CLIP)] * len(gs)
         else:
             scales = [CLIP / max(n, CLIP) for n in norms]
-        for g, out, s in zip(gs, gtmps, scales):
+        for g, out, s in zip(gs, gtmps, scales, strict=True):
             np.multiply(g, s, out=out)
         return gtmps
 
     def step():
         t[0] += 1
         alpha = LR * np.sqrt(1 - BETA_2 ** t[0]) / (1 - BETA_1 ** t[0])
-        for p, g, m, v, tmp in zip(ps, clipped(), ms, vs, tmps):
+        for p, g, m, v, tmp in zip(ps, clipped(), ms, vs, tmps, strict=True):
             if rule == "gd":  # p -= lr*g
                 np.multiply(g, LR, out=tmp)
                 p -= tmp
@@ -456,7 +452,7 @@ def _torch_runner(rule, clip, data) -> Runner:
     the same memory traffic, the same first step)."""
     torch = torch_module()
     params = [torch.nn.Parameter(torch_tensor(p)) for p in data.params]
-    for p, g in zip(params, data.grads):
+    for p, g in zip(params, data.grads, strict=True):
         p.grad = torch_tensor(g)
     opt = torch_optimizer(rule, params)
 

@@ -11,24 +11,35 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Optional
 
 import ml_dtypes
 import numpy as np
 
-RULES = ("gd", "momentum", "adam")
+from .._rules import ADAM
+from .._rules import RULES as RULE_TABLE
+
+# The rules by their short names ("gd", "momentum", "adam"), from the rule table.
+TABLE_ROWS = {rule.short: rule for rule in RULE_TABLE.values()}
+RULES = tuple(TABLE_ROWS)
 CLIPS = (None, "clipnorm", "global_clipnorm")
 LR = 1e-2
 MOMENTUM = 0.9
-BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7
+BETA_1, BETA_2, EPSILON = (ADAM.defaults[name] for name in ("beta_1", "beta_2", "epsilon"))
 CLIP = 1.0
+# The hyperparameters every benchmark runs with (step: 1, 2, ... per step taken).
+HYPER = {"lr": LR, "momentum": MOMENTUM, "beta_1": BETA_1, "beta_2": BETA_2, "epsilon": EPSILON}
 
-SLOTS_PER_RULE = {"gd": 0, "momentum": 1, "adam": 2}  # velocity; m and v
+SLOTS_PER_RULE = {short: len(rule.required_slots) for short, rule in TABLE_ROWS.items()}  # velocity; m and v
 
-# Bytes moved per float32 element, nominal (clipping's extra read of g not counted):
-# gd reads p, g and writes p; momentum reads p, g, m and writes p, m; adam reads p, g, m, v
-# and writes p, m, v.
-BYTES_PER_F32_ELEMENT = {"gd": 12, "momentum": 20, "adam": 28}
+# Bytes moved per float32 element, nominal (clipping's extra read of g not counted): p and g
+# read and p written, each slot read and written (gd 12, momentum 20, adam 28).
+BYTES_PER_F32_ELEMENT = {short: 4 * (3 + 2 * n) for short, n in SLOTS_PER_RULE.items()}
+
+
+def hyper(rule: str, step=None) -> dict:
+    """The hyperparameters of ``rule`` (a short name) by the table's names; ``step`` for Adam's t."""
+    row = TABLE_ROWS[rule]
+    return {name: step if name == "step" else HYPER[name] for name in row.param_names}
 
 DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64),
           "bfloat16": np.dtype(ml_dtypes.bfloat16)}
@@ -105,7 +116,7 @@ SWEEP_SIZES_GD_MOMENTUM = (1 << 10, 1 << 20, 1 << 24, 1 << 26)
 FLOOR_IMPL = "tf_call_floor"
 
 
-def case_impls(workload: Workload, rule: str, clip) -> Optional[tuple]:
+def case_impls(workload: Workload, rule: str, clip) -> tuple | None:
     """The implementations a case runs (None: all of them; the call floor see runs_call_floor)."""
     if clip is not None or workload.kind == "dtype" and rule != "adam":
         return CORE_IMPLS

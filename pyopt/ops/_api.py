@@ -298,7 +298,11 @@ class Step:
     def __init__(self, rule, variables, slot_lists, *, flags=None, backend: str = "auto", **options):
         self.rule = rule
         self.backend = check_backend(backend)
-        self.flags = {name: _rules.check_flag(name, value) for name, value in (flags or {}).items()}
+        flags = dict(flags or {})
+        unknown = sorted(set(flags) - set(rule.flags))
+        if unknown:
+            raise TypeError(f"{rule.name} has no flag {', '.join(unknown)}")
+        self.flags = {name: _rules.check_flag(name, flags.get(name, False)) for name in rule.flags}
         self.variables = _as_list(variables, "variables")
         self.slot_lists = [None if items is None and slot.optional else _as_list(items, slot.list)
                            for slot, items in zip(rule.slots, slot_lists, strict=True)]
