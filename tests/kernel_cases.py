@@ -1,18 +1,21 @@
 """Shared helpers of the kernel tests: random inputs, and one way to call each NumPy kernel.
 
 Rules are named as in ``reference.SLOTS``: ``gradient_descent``, ``momentum``, ``adam`` and
-``adam_amsgrad`` (Adam with a ``vhat`` slot). ``call``/``call_multi`` take the same
-arguments as ``reference.step``/``reference.step_multi``, so a test can run both sides with
-one set of keyword arguments.
+``adam_amsgrad`` (Adam with a ``vhat`` slot), each a row of the rule table
+(:func:`table_row`). ``call``/``call_multi`` take the same arguments as
+``reference.step``/``reference.step_multi``, so a test can run both sides with one set of
+keyword arguments; they reach each rule's function through its table row (its name, its
+slots: required ones positional, an optional one by keyword).
 """
 
 from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
+from reference import SLOTS
 
 from pyopt import kernels
-from reference import SLOTS
+from pyopt._rules import RULES
 
 DTYPES = {
     "float32": np.dtype(np.float32),
@@ -48,16 +51,29 @@ def random_state(rule: str, shape, dtype, rng: np.random.Generator) -> tuple:
     return cast(param), cast(grad), [cast(s) for s in slots]
 
 
+def table_row(rule: str):
+    """The rule table's row of a rule of reference.SLOTS."""
+    return RULES["adam" if rule == "adam_amsgrad" else rule]
+
+
+def slot_arguments(rule: str, slots, keyword) -> tuple:
+    """``(positional, keywords)``: the required slots in order, then each optional one given
+    (those of ``slots`` past the required ones) by ``keyword(slot)`` (its name or its list)."""
+    row = table_row(rule)
+    n = len(row.required_slots)
+    return list(slots[:n]), {keyword(slot): x for slot, x in zip(row.slots[n:], slots[n:])}
+
+
 def call(rule: str, param, grad, slots=(), **kw) -> bool:
     """Runs the single-tensor NumPy kernel of ``rule`` in place."""
-    if rule == "gradient_descent":
-        return kernels.gradient_descent(param, grad, **kw)
-    if rule == "momentum":
-        return kernels.momentum(param, grad, *slots, **kw)
-    if rule == "adam":
-        return kernels.adam(param, grad, *slots, **kw)
-    m, v, vhat = slots
-    return kernels.adam(param, grad, m, v, vhat=vhat, **kw)
+    positional, optional = slot_arguments(rule, slots, lambda slot: slot.name)
+    return getattr(kernels, table_row(rule).name)(param, grad, *positional, **optional, **kw)
+
+
+def call_sparse(rule: str, param, values, indices, slots=(), **kw) -> bool:
+    """Runs the row-sparse NumPy kernel of ``rule`` in place."""
+    positional, optional = slot_arguments(rule, slots, lambda slot: slot.name)
+    return getattr(kernels, f"{table_row(rule).name}_sparse")(param, values, indices, *positional, **optional, **kw)
 
 
 def call_multi(rule: str, params, grads, slots=None, **kw) -> bool:
@@ -68,13 +84,8 @@ def call_multi(rule: str, params, grads, slots=None, **kw) -> bool:
 
 def call_multi_lists(rule: str, params, grads, per_slot, **kw) -> bool:
     """Runs the multi-tensor NumPy kernel; ``per_slot[k]`` is the list of slot k of every tensor."""
-    if rule == "gradient_descent":
-        return kernels.gradient_descent_multi(params, grads, **kw)
-    if rule == "momentum":
-        return kernels.momentum_multi(params, grads, *per_slot, **kw)
-    if rule == "adam":
-        return kernels.adam_multi(params, grads, *per_slot, **kw)
-    return kernels.adam_multi(params, grads, per_slot[0], per_slot[1], vhats=per_slot[2], **kw)
+    positional, optional = slot_arguments(rule, per_slot, lambda slot: slot.list)
+    return getattr(kernels, f"{table_row(rule).name}_multi")(params, grads, *positional, **optional, **kw)
 
 
 def copies(arrays) -> list:

@@ -14,10 +14,8 @@ import re
 
 import numpy as np
 import pytest
-
 import reference as ref
-from kernel_cases import HYPER, call, call_multi, call_multi_lists, random_state, same_bits
-from pyopt import kernels
+from kernel_cases import HYPER, call, call_multi, call_multi_lists, call_sparse, random_state, same_bits
 
 SLOT_ARG = {"velocity": "velocities", "m": "ms", "v": "vs", "vhat": "vhats"}  # names in messages
 RULES = list(ref.SLOTS)
@@ -66,16 +64,6 @@ class Call:
     def arrays(self) -> list:
         lists = [self.params, self.grads, *self.slots, [self.indices]]
         return [a for lst in lists if isinstance(lst, list) for a in lst if isinstance(a, np.ndarray)]
-
-
-def call_sparse(rule, param, values, indices, slots, **kw) -> bool:
-    """Runs the row-sparse NumPy kernel of ``rule`` in place."""
-    if rule == "gradient_descent":
-        return kernels.gradient_descent_sparse(param, values, indices, **kw)
-    if rule == "momentum":
-        return kernels.momentum_sparse(param, values, indices, *slots, **kw)
-    vhat = slots[2] if rule == "adam_amsgrad" else None
-    return kernels.adam_sparse(param, values, indices, slots[0], slots[1], vhat=vhat, **kw)
 
 
 def expect_clean_error(c: Call, exc, pattern):

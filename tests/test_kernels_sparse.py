@@ -7,9 +7,9 @@ every other row and its slots untouched.
 
 import numpy as np
 import pytest
-
 import reference
-from kernel_cases import DTYPES, HYPER, random_state
+from kernel_cases import DTYPES, HYPER, call_sparse, random_state
+
 from pyopt import kernels
 
 # float32/float64: same maths as the dense kernels, compared with the float64 reference.
@@ -17,13 +17,7 @@ RTOL = {"float32": 2e-5, "float64": 1e-12, "float16": 4e-3, "bfloat16": 3e-2}
 
 
 def _call(rule, param, values, indices, slots, **kw):
-    hyper = dict(HYPER[rule], **kw)
-    if rule == "gradient_descent":
-        return kernels.gradient_descent_sparse(param, values, indices, **hyper)
-    if rule == "momentum":
-        return kernels.momentum_sparse(param, values, indices, slots[0], **hyper)
-    vhat = slots[2] if rule == "adam_amsgrad" else None
-    return kernels.adam_sparse(param, values, indices, slots[0], slots[1], vhat=vhat, **hyper)
+    return call_sparse(rule, param, values, indices, slots, **dict(HYPER[rule], **kw))
 
 
 def _densify(values, indices, rows):

@@ -17,9 +17,11 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from test_tf_ops import snapshot  # noqa: E402
+from test_tf_sparse import call  # noqa: E402
+
 from pyopt import _loader, _rules, ops  # noqa: E402
 from pyopt._rules import RULES  # noqa: E402
-from test_tf_ops import snapshot  # noqa: E402
 
 BACKENDS = ["tf"] + (["fused"] if _loader._try_load() is not None else [])
 MODES = ["eager", "tf.function"]
@@ -164,21 +166,16 @@ BAD_TENSORS = [
     ("adam", "step", -5, r"step must be an integer >= 1, got\]? \[?-5"),
 ]
 VALID = dict(lr=0.1, momentum=0.9, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step=3)
-NAMES = {"gradient_descent": ("lr",), "momentum": ("lr", "momentum"),
-         "adam": ("lr", "beta_1", "beta_2", "epsilon", "step")}
+NAMES = {name: rule.param_names for name, rule in RULES.items()}
 
 
 def _step(rule, hyper, backend, variables=None):
     """One step of ``rule`` on fresh float64 variables (or ``variables``): (variables, call)."""
     variables = variables or _vars([1.0, -2.0, 3.0], [0.1, 0.2, -0.3], [0.01, 0.02, 0.03])
-    v, m, s = variables
+    v, *slots = variables
     g = [tf.constant([0.5, -1.0, 2.0], tf.float64)]
-    if rule == "gradient_descent":
-        return variables, lambda: ops.gradient_descent_multi([v], g, lr=hyper["lr"], backend=backend)
-    if rule == "momentum":
-        return variables, lambda: ops.momentum_multi([v], g, [m], lr=hyper["lr"], momentum=hyper["momentum"],
-                                                     backend=backend)
-    return variables, lambda: ops.adam_multi([v], g, [m], [s], backend=backend, **{k: hyper[k] for k in NAMES[rule]})
+    slot_lists = [[x] for x in slots[:len(RULES[rule].required_slots)]]
+    return variables, lambda: call(rule, [v], g, slot_lists, backend=backend, **{k: hyper[k] for k in NAMES[rule]})
 
 
 def _tensor(name, value, variable=False):

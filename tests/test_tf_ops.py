@@ -31,6 +31,7 @@ tf = pytest.importorskip("tensorflow")
 
 import reference as ref  # noqa: E402
 from kernel_cases import DTYPES, HYPER, call_multi, random_state  # noqa: E402
+
 from pyopt import _loader  # noqa: E402
 from pyopt._rules import RULES  # noqa: E402
 

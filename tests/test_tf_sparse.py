@@ -27,9 +27,10 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 import reference as ref  # noqa: E402
-from kernel_cases import DTYPES, HYPER, random_state  # noqa: E402
+from kernel_cases import DTYPES, HYPER, call_sparse, random_state, slot_arguments, table_row  # noqa: E402
+
 import pyopt.ops as po  # noqa: E402
-from pyopt import _loader, kernels  # noqa: E402
+from pyopt import _loader  # noqa: E402
 
 OPS = _loader._try_load()
 NEEDS_OPS = pytest.mark.skipif(OPS is None, reason=f"no op library: {_loader.unavailable_reason()}")
@@ -144,14 +145,10 @@ class Case:
 
 
 def call(rule, variables, grads, slot_vars, *, backend, **hyper):
-    """One pyopt.ops *_multi call of ``rule`` (a key of reference.SLOTS)."""
-    hyper = dict(HYPER[rule], **hyper)
-    if rule == "gradient_descent":
-        return po.gradient_descent_multi(variables, grads, backend=backend, **hyper)
-    if rule == "momentum":
-        return po.momentum_multi(variables, grads, slot_vars[0], backend=backend, **hyper)
-    vhats = slot_vars[2] if rule == "adam_amsgrad" else None
-    return po.adam_multi(variables, grads, slot_vars[0], slot_vars[1], vhats=vhats, backend=backend, **hyper)
+    """One pyopt.ops *_multi call of ``rule`` (a key of reference.SLOTS), through its table row."""
+    positional, optional = slot_arguments(rule, slot_vars, lambda slot: slot.list)
+    function = getattr(po, f"{table_row(rule).name}_multi")
+    return function(variables, grads, *positional, **optional, backend=backend, **dict(HYPER[rule], **hyper))
 
 
 OPTIONS = [
@@ -203,12 +200,7 @@ def test_fused_equals_numpy_kernels_bitwise(rule, lazy, dtype):
         p, slots = case.params[i].copy(), [s.copy() for s in case.slots[i]]
         args = dict(HYPER[rule], clipnorm=0.7, weight_decay=WD[i], lazy=lazy)
         vals, idx = case.values[i], case.indices[i]
-        if rule == "gradient_descent":
-            kernels.gradient_descent_sparse(p, vals, idx, **args)
-        elif rule == "momentum":
-            kernels.momentum_sparse(p, vals, idx, slots[0], **args)
-        else:
-            kernels.adam_sparse(p, vals, idx, slots[0], slots[1], vhat=slots[2] if len(slots) == 3 else None, **args)
+        call_sparse(rule, p, vals, idx, slots, **args)
         for got, want in zip([case.vars[i], *(lst[i] for lst in case.slot_vars)], [p, *slots]):
             assert same_bits(got.numpy(), want)
 
