@@ -7,7 +7,7 @@ float64 and the elementwise update. It mirrors the rule's C++ trait
 (``cpp/include/pyopt/rules/<rule>.h``): the same names, ranges and messages.
 
 Checks of Python numbers live here once: :func:`check` (type and range of one value,
-TypeError/ValueError starting with the argument's name) and :meth:`Range.error` (the C++
+TypeError/ValueError starting with the argument's name) and :meth:`Param.error` (the C++
 core's words, ``"beta_1 must be in [0, 1), got 1.5"``); :func:`dtype_error` words a
 variable of an unsupported dtype. This module imports neither TensorFlow nor ``pyopt._core``.
 """
@@ -176,7 +176,8 @@ class Rule:
     and keywords of the NumPy functions (default False).
 
     ``scalars(h, s)``: the per-step scalars in float64 from the hyperparameters ``h`` (by
-    name; numbers or tensors), with ``s`` the float64 scalar maths (:mod:`pyopt.ops._tf_math`).
+    name; numbers or tensors), with ``s`` the float64 scalar maths (:mod:`pyopt.ops._tf_math`);
+    ``lr`` among them (the weight decay ``p = p - lr*wd*p`` uses it).
     ``update(p, g, slots, c, flags, m)``: the new ``(p, slots)`` of one tensor, ``p`` already
     weight-decayed, ``g`` clipped, ``c`` the scalars in the compute dtype, ``flags`` by name
     (an optional slot's flag included), ``m`` the elementwise maths (``sqrt``, ``maximum``).
@@ -189,7 +190,6 @@ class Rule:
     flags: tuple
     scalars: Callable
     update: Callable
-    formula: str
 
     @property
     def param_names(self) -> tuple:
@@ -262,9 +262,9 @@ def _momentum_update(p, g, slots, c, flags, m):
 
 def _adam_scalars(h, s):
     # alpha = lr*sqrt(1-b2^t)/(1-b1^t)
-    t = s.f64(h["step"])
-    alpha = s.f64(h["lr"]) * s.sqrt(1.0 - s.pow(s.f64(h["beta_2"]), t)) / (1.0 - s.pow(s.f64(h["beta_1"]), t))
-    return dict(lr=s.f64(h["lr"]), alpha=alpha, one_minus_beta_1=s.one_minus(h["beta_1"]),
+    lr, t = s.f64(h["lr"]), s.f64(h["step"])
+    alpha = lr * s.sqrt(1.0 - s.pow(s.f64(h["beta_2"]), t)) / (1.0 - s.pow(s.f64(h["beta_1"]), t))
+    return dict(lr=lr, alpha=alpha, one_minus_beta_1=s.one_minus(h["beta_1"]),
                 one_minus_beta_2=s.one_minus(h["beta_2"]), epsilon=s.f64(h["epsilon"]))
 
 
@@ -287,7 +287,6 @@ GRADIENT_DESCENT = Rule(
     flags=(),
     scalars=_gd_scalars,
     update=_gd_update,
-    formula="p = p - lr*wd*p - lr*g",
 )
 
 MOMENTUM = Rule(
@@ -298,7 +297,6 @@ MOMENTUM = Rule(
     flags=("nesterov",),
     scalars=_momentum_scalars,
     update=_momentum_update,
-    formula="m = mu*m - lr*g;  p = p - lr*wd*p + m   (nesterov: p = p - lr*wd*p + mu*m - lr*g)",
 )
 
 ADAM = Rule(
@@ -319,8 +317,6 @@ ADAM = Rule(
     flags=(),
     scalars=_adam_scalars,
     update=_adam_update,
-    formula=("alpha = lr*sqrt(1-beta_2^t)/(1-beta_1^t);  m = m + (g-m)*(1-beta_1);  v = v + (g^2-v)*(1-beta_2);  "
-             "[amsgrad: vhat = max(vhat, v)];  p = p - lr*wd*p - alpha*m/(sqrt(v or vhat)+epsilon)"),
 )
 
 # Every rule, by name, in the order of the C++ list (cpp/include/pyopt/rules.h).

@@ -61,7 +61,7 @@ def slot_arguments(rule: str, slots, keyword) -> tuple:
     (those of ``slots`` past the required ones) by ``keyword(slot)`` (its name or its list)."""
     row = table_row(rule)
     n = len(row.required_slots)
-    return list(slots[:n]), {keyword(slot): x for slot, x in zip(row.slots[n:], slots[n:])}
+    return list(slots[:n]), {keyword(slot): x for slot, x in zip(row.slots[n:], slots[n:], strict=False)}
 
 
 def call(rule: str, param, grad, slots=(), **kw) -> bool:

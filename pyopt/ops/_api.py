@@ -93,8 +93,8 @@ def resolve_backend(backend: str, variables, grads) -> str:
 
 @dataclass(frozen=True)
 class StepOptions:
-    """How a step runs besides the rule's hyperparameters; built and validated once per call
-    by :meth:`build`, then passed to the backend as it is.
+    """How a step runs besides the rule's hyperparameters: checked once by :meth:`build` (when a
+    :class:`Step` is made), then passed to the backend as it is.
 
     ``lazy`` concerns IndexedSlices gradients only (True: only the rows present move);
     whether a gradient is dense or sparse is the gradient's, and the fused ops are told
@@ -234,7 +234,7 @@ def _check_sparse(variables, grads) -> None:
         if grad.indices.dtype not in (tf.int32, tf.int64):
             raise TypeError(f"grads[{i}] is a tf.IndexedSlices with {grad.indices.dtype.name} indices; "
                             "int32 or int64 needed")
-        if var.shape.rank == 0:
+        if tf.TensorShape(var.shape).rank == 0:
             raise ValueError(f"grads[{i}] is a tf.IndexedSlices but variables[{i}] is a scalar; "
                              "row-sparse gradients need a variable of rank >= 1")
 
@@ -265,15 +265,6 @@ def _check_like(name, x, i, dtype, shape, check_shape=True) -> None:
         if x_shape != shape and not tf.TensorShape(x_shape).is_compatible_with(shape):
             raise ValueError(f"{name} has shape {tf.TensorShape(x_shape).as_list()} but variables[{i}] has shape "
                              f"{shape.as_list()}")
-
-
-def _groups(variables, grads) -> list:
-    """``(sparse, indices)`` of the variables grouped by (device, dtype, sparse gradient), in
-    first-seen order."""
-    groups: dict = {}
-    for i, (var, grad) in enumerate(zip(variables, grads, strict=True)):
-        groups.setdefault((getattr(var, "device", ""), var.dtype, _is_sparse(grad)), []).append(i)
-    return [(key[2], idx) for key, idx in groups.items()]
 
 
 # --------------------------------------------------------------------------- the step
