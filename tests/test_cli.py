@@ -158,11 +158,12 @@ def test_unwritable_outputs_are_one_line(capsys, tmp_path):
 
 def test_train_reports_a_fused_step_that_cannot_run(monkeypatch, capsys):
     from pyopt import ops
+    from pyopt.ops._api import Step
 
     def refuse(*args, **kwargs):
         raise ops.FusedBackendError("backend='fused' cannot run this step: simulated")
 
-    monkeypatch.setattr(ops, "adam_multi", refuse)
+    monkeypatch.setattr(Step, "__call__", refuse)  # the step of every pyopt optimizer
     status, out, err = _run_main(["train", "--optimizer", "adam", "--backend", "fused", "--epochs", "1",
                                   "--no-progress"], capsys)
     assert status == 1 and "simulated" in err and "Traceback" not in err
