@@ -24,4 +24,11 @@ def __getattr__(name):
     raise AttributeError(f"module 'pyopt' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "FusedOpsUnavailableWarning", "config", "show_config", "set_num_threads", *sorted(_LAZY - {"legacy"})]
+__all__ = [
+    "__version__",
+    "FusedOpsUnavailableWarning",
+    "config",
+    "show_config",
+    "set_num_threads",
+    *sorted(_LAZY - {"legacy"}),
+]

@@ -88,8 +88,11 @@ def _cpu_details(cpuinfo: str = "/proc/cpuinfo", cache_dir: str = "/sys/devices/
     chip's), where Linux tells them. Machines sold under one name ("AMD EPYC") differ in
     generation, bandwidth and caches, and benchmark ratios with them."""
     fields = _first_processor(cpuinfo)
-    parts = [f"{label} {fields[key]}" for key, label in (("cpu family", "family"), ("model", "model"),
-                                                         ("stepping", "stepping")) if key in fields]
+    parts = [
+        f"{label} {fields[key]}"
+        for key, label in (("cpu family", "family"), ("model", "model"), ("stepping", "stepping"))
+        if key in fields
+    ]
     details = {"cpu_signature": ", ".join(parts)} if parts else {}
     levels = {}
     try:

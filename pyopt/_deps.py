@@ -7,9 +7,7 @@ and the benchmark report's libraries from the ``demo`` / ``bench`` extras.
 
 from __future__ import annotations
 
-TENSORFLOW_HINT = (
-    "pip install 'pyopt[tensorflow-cpu]' (or 'pyopt[tensorflow]'), or install any TensorFlow 2.21 build"
-)
+TENSORFLOW_HINT = "pip install 'pyopt[tensorflow-cpu]' (or 'pyopt[tensorflow]'), or install any TensorFlow 2.21 build"
 # module -> how to get it
 _HINTS = {
     "tensorflow": TENSORFLOW_HINT,

@@ -131,9 +131,7 @@ def _load_checked(path: str):
     except ImportError as exc:
         raise _Unavailable(f"TensorFlow cannot be imported ({exc})") from None
     if _major_minor(running) != _major_minor(_built_with):
-        raise _Unavailable(
-            f"the op library was built for TensorFlow {_built_with} but TensorFlow {running} is running"
-        )
+        raise _Unavailable(f"the op library was built for TensorFlow {_built_with} but TensorFlow {running} is running")
     import tensorflow as tf
 
     try:

@@ -45,7 +45,7 @@ def show(value) -> str:
 
 
 def dtype_error(name: str, dtype_name: str) -> str | None:
-    """"variables[0] has dtype int32; supported: ..." (the words of pyopt._core), or None."""
+    """ "variables[0] has dtype int32; supported: ..." (the words of pyopt._core), or None."""
     if dtype_name in SUPPORTED_DTYPES:
         return None
     return f"{name} has dtype {dtype_name}; supported: {', '.join(SUPPORTED_DTYPES)}"
@@ -67,8 +67,7 @@ class Range:
         if self.high == math.inf:
             kind = "an integer" if self.integer else "a finite number"
             return f"{kind} {'>' if self.low_open else '>='} {_fmt(self.low)}"
-        return (f"in {'(' if self.low_open else '['}{_fmt(self.low)}, {_fmt(self.high)}"
-                f"{')' if self.high_open else ']'}")
+        return f"in {'(' if self.low_open else '['}{_fmt(self.low)}, {_fmt(self.high)}{')' if self.high_open else ']'}"
 
     def contains(self, x, both=lambda a, b: a and b):
         """Whether ``x`` (a float; a tensor with ``both=tf.logical_and``) lies in the range; False
@@ -108,8 +107,10 @@ class Param:
         """The message for a number outside the range (the core's words), else None."""
         if self.range.contains(x):
             return None
-        return (f"{name or self.name} must be {self.range.text}{' (or None)' if self.optional else ''}, "
-                f"got {_fmt(float(x))}")
+        return (
+            f"{name or self.name} must be {self.range.text}{' (or None)' if self.optional else ''}, "
+            f"got {_fmt(float(x))}"
+        )
 
 
 def check(param: Param, value, *, name: str | None = None, what: str | None = None):
@@ -150,8 +151,9 @@ WEIGHT_DECAY = Param("weight_decay", at_least(0), 0.0, "decoupled weight decay p
 CLIPNORM = Param("clipnorm", above(0), None, "clip each gradient by its own L2 norm", optional=True)
 GLOBAL_CLIPNORM = Param("global_clipnorm", above(0), None, "clip all gradients by their joint L2 norm", optional=True)
 # The Keras optimizers' own (clipping by value is theirs, not the kernels').
-CLIPVALUE = Param("clipvalue", at_least(0), None, "clip each gradient element to [-clipvalue, clipvalue]",
-                  optional=True)
+CLIPVALUE = Param(
+    "clipvalue", at_least(0), None, "clip each gradient element to [-clipvalue, clipvalue]", optional=True
+)
 
 
 @dataclass(frozen=True)
@@ -264,8 +266,13 @@ def _adam_scalars(h, s):
     # alpha = lr*sqrt(1-b2^t)/(1-b1^t)
     lr, t = s.f64(h["lr"]), s.f64(h["step"])
     alpha = lr * s.sqrt(1.0 - s.pow(s.f64(h["beta_2"]), t)) / (1.0 - s.pow(s.f64(h["beta_1"]), t))
-    return dict(lr=lr, alpha=alpha, one_minus_beta_1=s.one_minus(h["beta_1"]),
-                one_minus_beta_2=s.one_minus(h["beta_2"]), epsilon=s.f64(h["epsilon"]))
+    return dict(
+        lr=lr,
+        alpha=alpha,
+        one_minus_beta_1=s.one_minus(h["beta_1"]),
+        one_minus_beta_2=s.one_minus(h["beta_2"]),
+        epsilon=s.f64(h["epsilon"]),
+    )
 
 
 def _adam_update(p, g, slots, c, flags, m):

@@ -47,8 +47,19 @@ FUSED = ("pyopt_op", "pyopt_keras")
 FLOOR = "tf_call_floor"  # pyopt.benchmarks.workloads.FLOOR_IMPL: a tf.function call that updates nothing
 BOUND = "bandwidth bound"  # the implementation column of a target that bounds what any implementation can reach
 RULE_NAMES = {"gd": "gradient descent", "momentum": "momentum", "adam": "Adam"}
-IMPL_ORDER = ("pyopt_op", "pyopt_keras", "pyopt_numpy", "pyopt_tf", "keras", "keras_xla", "chapter", "tf_raw",
-              "numpy", "torch", FLOOR)
+IMPL_ORDER = (
+    "pyopt_op",
+    "pyopt_keras",
+    "pyopt_numpy",
+    "pyopt_tf",
+    "keras",
+    "keras_xla",
+    "chapter",
+    "tf_raw",
+    "numpy",
+    "torch",
+    FLOOR,
+)
 
 
 # --------------------------------------------------------------------------- running
@@ -64,8 +75,20 @@ def suites_dir() -> Path:
 def suite_command(suites: Path, json_path: Path, quick: bool, impls, pytest_args) -> list:
     """The pytest command line of a run: the package's own pytest.ini (which loads its plugin)
     with its directory as rootdir, so no configuration around the installation applies."""
-    cmd = [sys.executable, "-m", "pytest", str(suites), "-c", str(suites / "pytest.ini"), "--rootdir", str(suites),
-           "--benchmark-only", f"--benchmark-json={json_path}", "-q", "-rfEs"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(suites),
+        "-c",
+        str(suites / "pytest.ini"),
+        "--rootdir",
+        str(suites),
+        "--benchmark-only",
+        f"--benchmark-json={json_path}",
+        "-q",
+        "-rfEs",
+    ]
     cmd += ["--quick"] if quick else []
     cmd += [f"--impl={name}" for name in impls or ()]
     return cmd + list(pytest_args)
@@ -94,9 +117,26 @@ def run_suites(json_path: Path, quick: bool, impls, pytest_args) -> int:
 
 # The columns of medians.json: what the report reads of a row before comparing rows (a field a
 # case lacks, e.g. a probe's first step, is null: the report reads every optional field with .get).
-CASE_FIELDS = ("impl", "label", "rule", "clip", "workload", "kind", "dtype", "n_tensors", "n_elements",
-               "bytes_per_step", "steps_per_call", "train", "median_s", "rounds", "gbps", "first_step_s",
-               "page_faults_per_step", "note")
+CASE_FIELDS = (
+    "impl",
+    "label",
+    "rule",
+    "clip",
+    "workload",
+    "kind",
+    "dtype",
+    "n_tensors",
+    "n_elements",
+    "bytes_per_step",
+    "steps_per_call",
+    "train",
+    "median_s",
+    "rounds",
+    "gbps",
+    "first_step_s",
+    "page_faults_per_step",
+    "note",
+)
 # What machine_lines reads of pytest-benchmark's machine info (the rest, e.g. the CPU's flags, is dropped).
 MACHINE_FIELDS = ("pyopt", "versions", "loadavg_at_end", "loadavg_at_start", "quick", "python_version", "datetime")
 
@@ -109,8 +149,10 @@ def read(json_path: Path) -> tuple[list, dict]:
     if isinstance(raw, dict) and raw.get("format") == MEDIANS_FORMAT:
         return [dict(zip(raw["columns"], case)) for case in raw["cases"]], dict(raw["machine"])
     if not (isinstance(raw, dict) and "benchmarks" in raw):
-        raise ValueError(f"{json_path} is neither pytest-benchmark's JSON (no 'benchmarks') nor a medians file "
-                         f"(format {MEDIANS_FORMAT!r})")
+        raise ValueError(
+            f"{json_path} is neither pytest-benchmark's JSON (no 'benchmarks') nor a medians file "
+            f"(format {MEDIANS_FORMAT!r})"
+        )
     rows = []
     for b in raw["benchmarks"]:
         info = dict(b.get("extra_info") or {})
@@ -118,8 +160,13 @@ def read(json_path: Path) -> tuple[list, dict]:
             continue
         stats = b["stats"]
         per_call = int(info.get("steps_per_call") or 1)  # times are per step: a call ran this many
-        info.update(name=b["name"], median_s=stats["median"] / per_call, iqr_s=stats["iqr"] / per_call,
-                    rounds=stats["rounds"], steps_per_call=per_call)
+        info.update(
+            name=b["name"],
+            median_s=stats["median"] / per_call,
+            iqr_s=stats["iqr"] / per_call,
+            rounds=stats["rounds"],
+            steps_per_call=per_call,
+        )
         info["gbps"] = info["bytes_per_step"] / info["median_s"] / 1e9
         rows.append(info)
     machine = dict(raw.get("machine_info") or {}, datetime=raw.get("datetime"), commit=raw.get("commit_info", {}))
@@ -200,8 +247,13 @@ def _enrich(rows) -> None:
 
 def _find(rows, impl, rule, workload, clip=None, train=False):
     for r in rows:
-        if (r["impl"], r["rule"], r["workload"], r.get("clip"), bool(r.get("train"))) == (impl, rule, workload, clip,
-                                                                                           train):
+        if (r["impl"], r["rule"], r["workload"], r.get("clip"), bool(r.get("train"))) == (
+            impl,
+            rule,
+            workload,
+            clip,
+            train,
+        ):
             return r
     return None
 
@@ -212,8 +264,18 @@ def evaluate_targets(rows) -> list:
 
     def add(target, impl, value, threshold, higher_is_better=True, unit="x", note=""):
         passed = None if value is None else (value >= threshold if higher_is_better else value <= threshold)
-        out.append(dict(target=target, impl=impl, measured=value, threshold=threshold, unit=unit,
-                        op=">=" if higher_is_better else "<=", passed=passed, note=note))
+        out.append(
+            dict(
+                target=target,
+                impl=impl,
+                measured=value,
+                threshold=threshold,
+                unit=unit,
+                op=">=" if higher_is_better else "<=",
+                passed=passed,
+                note=note,
+            )
+        )
 
     def ratio(impl, rule, workload, key, clip=None, train=False):
         r = _find(rows, impl, rule, workload, clip, train)
@@ -237,22 +299,49 @@ def evaluate_targets(rows) -> list:
     def dense_targets(rule, label_ref, keras_threshold, raw_threshold, label=""):
         name = RULE_NAMES[rule]
         for impl in FUSED:
-            add(f"dense {name} 16M vs Keras built-in{label}", impl, ratio(impl, rule, "dense_16M", "x_keras"),
-                keras_threshold)
-            add(f"dense {name} 16M vs {label_ref}{label}", impl, ratio(impl, rule, "dense_16M", "x_tf_raw"),
-                raw_threshold)
-        add(f"dense {name} 16M: Keras built-in time / (the step's bytes at the best bandwidth seen), the bound "
-            f"for any implementation{label}", BOUND, bandwidth_bound("keras", rule, "dense_16M"), keras_threshold)
-        add(f"dense {name} 16M: {label_ref} time / (the step's bytes at the best bandwidth seen), the bound for "
-            f"any implementation{label}", BOUND, bandwidth_bound("tf_raw", rule, "dense_16M"), raw_threshold)
+            add(
+                f"dense {name} 16M vs Keras built-in{label}",
+                impl,
+                ratio(impl, rule, "dense_16M", "x_keras"),
+                keras_threshold,
+            )
+            add(
+                f"dense {name} 16M vs {label_ref}{label}",
+                impl,
+                ratio(impl, rule, "dense_16M", "x_tf_raw"),
+                raw_threshold,
+            )
+        add(
+            f"dense {name} 16M: Keras built-in time / (the step's bytes at the best bandwidth seen), the bound "
+            f"for any implementation{label}",
+            BOUND,
+            bandwidth_bound("keras", rule, "dense_16M"),
+            keras_threshold,
+        )
+        add(
+            f"dense {name} 16M: {label_ref} time / (the step's bytes at the best bandwidth seen), the bound for "
+            f"any implementation{label}",
+            BOUND,
+            bandwidth_bound("tf_raw", rule, "dense_16M"),
+            raw_threshold,
+        )
 
     dense_targets("adam", "ResourceApplyAdam", 5.0, 1.5)
     for impl in (*FUSED, "pyopt_numpy"):
         mine, torch = _find(rows, impl, "adam", "dense_16M"), _find(rows, "torch", "adam", "dense_16M")
-        add("dense Adam 16M vs torch fused Adam", impl,
-            None if mine is None or torch is None else torch["median_s"] / mine["median_s"], 1.0)
-        add("dense Adam 16M, fraction of bandwidth probe", impl, ratio(impl, "adam", "dense_16M", "probe_fraction"),
-            0.85, unit="%")
+        add(
+            "dense Adam 16M vs torch fused Adam",
+            impl,
+            None if mine is None or torch is None else torch["median_s"] / mine["median_s"],
+            1.0,
+        )
+        add(
+            "dense Adam 16M, fraction of bandwidth probe",
+            impl,
+            ratio(impl, "adam", "dense_16M", "probe_fraction"),
+            0.85,
+            unit="%",
+        )
 
     def floor_and_bytes_estimate(rule, workload):
         """Keras's time over an estimate of the least a TF implementation can take: the call (or
@@ -271,18 +360,40 @@ def evaluate_targets(rows) -> list:
         and over the floor plus the step's bytes (an estimated ceiling, see above)."""
         for impl in FUSED:
             add(f"{label} vs Keras built-in", impl, ratio(impl, rule, workload, "x_keras"), threshold)
-        add(f"{label}: Keras built-in time / call floor (the bound at one step per call)", FLOOR,
-            ratio(FLOOR, rule, workload, "x_keras"), threshold)
-        add(f"{label}: Keras built-in time / (call floor + the step's bytes at the best bandwidth seen), "
-            "an estimated ceiling", FLOOR, floor_and_bytes_estimate(rule, workload), threshold)
+        add(
+            f"{label}: Keras built-in time / call floor (the bound at one step per call)",
+            FLOOR,
+            ratio(FLOOR, rule, workload, "x_keras"),
+            threshold,
+        )
+        add(
+            f"{label}: Keras built-in time / (call floor + the step's bytes at the best bandwidth seen), "
+            "an estimated ceiling",
+            FLOOR,
+            floor_and_bytes_estimate(rule, workload),
+            threshold,
+        )
         looped = f"{workload}_{steps_per_call}_per_call"
         for impl in FUSED:
-            add(f"{label} vs Keras built-in, {steps_per_call} steps per call", impl,
-                ratio(impl, rule, looped, "x_keras"), threshold)
-        add(f"{label}, {steps_per_call} steps per call: Keras built-in time / loop floor (the bound there)",
-            FLOOR, ratio(FLOOR, rule, looped, "x_keras"), threshold)
-        add(f"{label}, {steps_per_call} steps per call: Keras built-in time / (loop floor + the step's bytes at "
-            "the best bandwidth seen), an estimated ceiling", FLOOR, floor_and_bytes_estimate(rule, looped), threshold)
+            add(
+                f"{label} vs Keras built-in, {steps_per_call} steps per call",
+                impl,
+                ratio(impl, rule, looped, "x_keras"),
+                threshold,
+            )
+        add(
+            f"{label}, {steps_per_call} steps per call: Keras built-in time / loop floor (the bound there)",
+            FLOOR,
+            ratio(FLOOR, rule, looped, "x_keras"),
+            threshold,
+        )
+        add(
+            f"{label}, {steps_per_call} steps per call: Keras built-in time / (loop floor + the step's bytes at "
+            "the best bandwidth seen), an estimated ceiling",
+            FLOOR,
+            floor_and_bytes_estimate(rule, looped),
+            threshold,
+        )
 
     small_steps("Adam 200 x 10K tensors", "adam", "many_200x10K", 10, 3.5)
     for rule in ("adam", "gd", "momentum"):
@@ -297,15 +408,26 @@ def evaluate_targets(rows) -> list:
             # when the unclipped step runs at full bandwidth; less where it does not.
             moved = round(r["bytes_per_step"] / r["n_elements"])
             clipped = moved + _itemsize(r)
-            add(f"{r['clip']} {RULE_NAMES[r['rule']]} {r['workload']} vs unclipped (bytes ratio beyond the caches: "
-                f"{clipped / moved:.2f}x, {clipped} vs {moved} bytes/element)", r["impl"],
-                r.get("clip_overhead"), 1.2, higher_is_better=False)
+            add(
+                f"{r['clip']} {RULE_NAMES[r['rule']]} {r['workload']} vs unclipped (bytes ratio beyond the caches: "
+                f"{clipped / moved:.2f}x, {clipped} vs {moved} bytes/element)",
+                r["impl"],
+                r.get("clip_overhead"),
+                1.2,
+                higher_is_better=False,
+            )
     for r in sorted(rows, key=_sort_key):
         if r["impl"] in FUSED and r["kind"] == "dense" and not r.get("clip") and r["n_elements"] >= 1 << 22:
             param_bytes = r["n_elements"] * 4
             frac = r["page_faults_per_step"] * PAGE_BYTES / param_bytes
-            add(f"per-step allocation, {RULE_NAMES[r['rule']]} {r['workload']} (page-faulted bytes / model bytes)",
-                r["impl"], frac, 0.01, higher_is_better=False, unit="")
+            add(
+                f"per-step allocation, {RULE_NAMES[r['rule']]} {r['workload']} (page-faulted bytes / model bytes)",
+                r["impl"],
+                frac,
+                0.01,
+                higher_is_better=False,
+                unit="",
+            )
     return out
 
 
@@ -315,8 +437,16 @@ def evaluate_targets(rows) -> list:
 def _sort_key(r) -> tuple:
     kinds = ("dense", "dtype", "many", "mlp", "train", "probe")
     impl = IMPL_ORDER.index(r["impl"]) if r["impl"] in IMPL_ORDER else len(IMPL_ORDER)
-    return (kinds.index(r["kind"]) if r["kind"] in kinds else 9, ("gd", "momentum", "adam", "probe").index(r["rule"]),
-            r.get("clip") or "", r["dtype"], r["n_elements"], r["workload"], impl, r["impl"])
+    return (
+        kinds.index(r["kind"]) if r["kind"] in kinds else 9,
+        ("gd", "momentum", "adam", "probe").index(r["rule"]),
+        r.get("clip") or "",
+        r["dtype"],
+        r["n_elements"],
+        r["workload"],
+        impl,
+        r["impl"],
+    )
 
 
 def _num(x, digits=3) -> str:
@@ -365,8 +495,10 @@ def print_targets(targets) -> None:
 
 
 def cases_table(rows, only=None) -> str:
-    head = ("| case | implementation | ms/step | GB/s | % probe | x Keras | x TF op | first step (s) | "
-            "faults/step | rounds |")
+    head = (
+        "| case | implementation | ms/step | GB/s | % probe | x Keras | x TF op | first step (s) | "
+        "faults/step | rounds |"
+    )
     lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=_sort_key):
         if r["kind"] == "probe" or (only and not only(r)):
@@ -377,12 +509,25 @@ def cases_table(rows, only=None) -> str:
         train = bool(r.get("train"))
         frac = r.get("probe_fraction")
         label = r["label"] + (" (see note)" if r.get("note") else "")
-        lines.append(" | ".join([
-            f"| {case}", label, _num(r["median_s"] * 1e3), "" if train else _num(r["gbps"]),
-            "" if frac is None else f"{frac:.0%}", _num(r.get("x_keras")), _num(r.get("x_tf_raw")),
-            _num(r.get("first_step_s"), 2), f"{r.get('page_faults_per_step', 0):.0f}", f"{r['rounds']} |"]))
-    notes = sorted({f"- {r['label']}, {r['workload']}: {r['note']}" for r in rows if r.get("note") and
-                    (not only or only(r))})
+        lines.append(
+            " | ".join(
+                [
+                    f"| {case}",
+                    label,
+                    _num(r["median_s"] * 1e3),
+                    "" if train else _num(r["gbps"]),
+                    "" if frac is None else f"{frac:.0%}",
+                    _num(r.get("x_keras")),
+                    _num(r.get("x_tf_raw")),
+                    _num(r.get("first_step_s"), 2),
+                    f"{r.get('page_faults_per_step', 0):.0f}",
+                    f"{r['rounds']} |",
+                ]
+            )
+        )
+    notes = sorted(
+        {f"- {r['label']}, {r['workload']}: {r['note']}" for r in rows if r.get("note") and (not only or only(r))}
+    )
     return "\n".join(lines + ([""] + ["Notes:"] + notes if notes else []))
 
 
@@ -399,18 +544,36 @@ def machine_lines(machine) -> str:
     load = machine.get("loadavg_at_end", machine.get("loadavg_at_start"))  # older runs: same value, misnamed
     commit = machine.get("commit", {})
     items = [
-        ("CPU", ", ".join(str(x) for x in (cfg.get("cpu", machine.get("cpu", {}).get("brand_raw", "?")),
-                                             f"{cfg.get('cores', '?')} cores", cfg.get("cpu_signature"),
-                                             cfg.get("last_level_cache")) if x)),
+        (
+            "CPU",
+            ", ".join(
+                str(x)
+                for x in (
+                    cfg.get("cpu", machine.get("cpu", {}).get("brand_raw", "?")),
+                    f"{cfg.get('cores', '?')} cores",
+                    cfg.get("cpu_signature"),
+                    cfg.get("last_level_cache"),
+                )
+                if x
+            ),
+        ),
         ("pyopt ISA path", f"{cfg.get('isa', '?')} (supported: {cfg.get('supported_isas', '?')})"),
         ("pyopt NumPy threads", cfg.get("numpy_threads", "?")),
-        ("TF op library", ", ".join(f"{k}={v}" for k, v in cfg.items() if k.startswith(("tf", "ops", "fused",
-                                                                                        "library")))),
+        (
+            "TF op library",
+            ", ".join(f"{k}={v}" for k, v in cfg.items() if k.startswith(("tf", "ops", "fused", "library"))),
+        ),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)),
         ("Python", cfg.get("python", machine.get("python_version", "?"))),
-        ("load average (1, 5, 15 min) at the end of the run", "" if load is None else ", ".join(f"{x:.2f}" for x in load)),
-        ("run finished", f"{machine.get('datetime', '?')}, commit {str(commit.get('id', '?'))[:10]}"
-                f"{' (dirty tree)' if commit.get('dirty') else ''}, {'--quick' if machine.get('quick') else 'full'}"),
+        (
+            "load average (1, 5, 15 min) at the end of the run",
+            "" if load is None else ", ".join(f"{x:.2f}" for x in load),
+        ),
+        (
+            "run finished",
+            f"{machine.get('datetime', '?')}, commit {str(commit.get('id', '?'))[:10]}"
+            f"{' (dirty tree)' if commit.get('dirty') else ''}, {'--quick' if machine.get('quick') else 'full'}",
+        ),
     ]
     return "\n".join(f"- {k}: {v}" for k, v in items if v not in ("", None))
 
@@ -454,16 +617,20 @@ def plot(rows, path: Path) -> bool:
     return True
 
 
-LEGEND = ("Median of rounds per case, per optimizer step. GB/s counts the bytes a step must move: 28 (Adam), 20 "
-          "(momentum), 12 (gradient descent) per float32 element (scaled by the item size for other dtypes; "
-          "clipping's extra read of the gradient not counted). \"k steps per call\": k steps in a loop inside one "
-          "tf.function call (as Keras' steps_per_execution), times still per step. Train steps: forward, "
-          "backward and update of a plain-variable MLP on a batch of 32 in one tf.function (torch: the same "
-          "maths), no GB/s.")
-CASES_LEGEND = ("% probe: of the best STREAM-like probe at the first size at or above the step's float32-equivalent "
-                "element count, in the same run; x Keras / x TF op: speedup over the Keras built-in / TF's "
-                "ResourceApply* ops in the same case; faults/step: minor page faults per step (fresh pages for "
-                "temporaries).")
+LEGEND = (
+    "Median of rounds per case, per optimizer step. GB/s counts the bytes a step must move: 28 (Adam), 20 "
+    "(momentum), 12 (gradient descent) per float32 element (scaled by the item size for other dtypes; "
+    'clipping\'s extra read of the gradient not counted). "k steps per call": k steps in a loop inside one '
+    "tf.function call (as Keras' steps_per_execution), times still per step. Train steps: forward, "
+    "backward and update of a plain-variable MLP on a batch of 32 in one tf.function (torch: the same "
+    "maths), no GB/s."
+)
+CASES_LEGEND = (
+    "% probe: of the best STREAM-like probe at the first size at or above the step's float32-equivalent "
+    "element count, in the same run; x Keras / x TF op: speedup over the Keras built-in / TF's "
+    "ResourceApply* ops in the same case; faults/step: minor page faults per step (fresh pages for "
+    "temporaries)."
+)
 
 # The headline: the questions a user asks first, one row per rule and workload (label, rule,
 # clip, workload, train step); a row appears where the run measured it.
@@ -483,17 +650,26 @@ HEADLINE_CASES = (
 )
 # The MLP's update moves 1.9 KB (Adam): its time is the call's, its GB/s says nothing.
 NO_GBPS_WORKLOADS = ("mlp_13_4_1", "mlp_13_4_1_100_per_call")
-HEADLINE_IMPLS = {"pyopt_keras": "pyopt Keras", "pyopt_op": "pyopt op", "pyopt_numpy": "pyopt NumPy",
-                  "keras": "Keras", "keras_xla": "Keras XLA", "tf_raw": "TF op", "torch": "torch"}
+HEADLINE_IMPLS = {
+    "pyopt_keras": "pyopt Keras",
+    "pyopt_op": "pyopt op",
+    "pyopt_numpy": "pyopt NumPy",
+    "keras": "Keras",
+    "keras_xla": "Keras XLA",
+    "tf_raw": "TF op",
+    "torch": "torch",
+}
 # pyopt's speedups like for like: the Keras optimizers (apply_gradients in a tf.function), the
 # ops (in a tf.function), the eager array kernels.
 HEADLINE_SPEEDUPS = (("pyopt_keras", "keras"), ("pyopt_op", "tf_raw"), ("pyopt_numpy", "torch"))
-HEADLINE_LEGEND = ("Each cell: ms per step (GB/s; none for train steps and the MLP's update, whose time is the "
-                   "call's). pyopt's speedups compare like with like: its Keras optimizer "
-                   "(`pyopt.optimizers`) with Keras's, both `apply_gradients` in a `tf.function`; its op "
-                   "(`pyopt.ops`) with TF's `ResourceApply*` ops, both in a `tf.function`; its NumPy kernels "
-                   "(`pyopt.kernels`) with torch's fused optimizer, both called eagerly on arrays. Keras XLA: the "
-                   "Keras optimizer compiled with XLA (what `model.fit` does by default on TensorFlow).")
+HEADLINE_LEGEND = (
+    "Each cell: ms per step (GB/s; none for train steps and the MLP's update, whose time is the "
+    "call's). pyopt's speedups compare like with like: its Keras optimizer "
+    "(`pyopt.optimizers`) with Keras's, both `apply_gradients` in a `tf.function`; its op "
+    "(`pyopt.ops`) with TF's `ResourceApply*` ops, both in a `tf.function`; its NumPy kernels "
+    "(`pyopt.kernels`) with torch's fused optimizer, both called eagerly on arrays. Keras XLA: the "
+    "Keras optimizer compiled with XLA (what `model.fit` does by default on TensorFlow)."
+)
 
 
 def headline_rows(rows) -> list:
@@ -505,8 +681,11 @@ def headline_rows(rows) -> list:
         cells = {impl: r for impl in HEADLINE_IMPLS if (r := _find(rows, impl, rule, workload, clip, train))}
         if not cells:
             continue
-        speedups = {(mine, ref): cells[ref]["median_s"] / cells[mine]["median_s"]
-                    for mine, ref in HEADLINE_SPEEDUPS if mine in cells and ref in cells}
+        speedups = {
+            (mine, ref): cells[ref]["median_s"] / cells[mine]["median_s"]
+            for mine, ref in HEADLINE_SPEEDUPS
+            if mine in cells and ref in cells
+        }
         gbps = not train and workload not in NO_GBPS_WORKLOADS
         out.append(dict(case=label, gbps=gbps, cells=cells, speedups=speedups))
     return out
@@ -516,8 +695,11 @@ def headline_table(rows) -> str:
     found = headline_rows(rows)
     if not found:
         return "No headline case was measured in this run."
-    head = ["case", *HEADLINE_IMPLS.values(),
-            *(f"{HEADLINE_IMPLS[mine]} vs {HEADLINE_IMPLS[ref]}" for mine, ref in HEADLINE_SPEEDUPS)]
+    head = [
+        "case",
+        *HEADLINE_IMPLS.values(),
+        *(f"{HEADLINE_IMPLS[mine]} vs {HEADLINE_IMPLS[ref]}" for mine, ref in HEADLINE_SPEEDUPS),
+    ]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for h in found:
         cells = []
@@ -537,8 +719,10 @@ def headline_table(rows) -> str:
 
 # Per-case tables of the summary (the key cases; results.md has every case).
 KEY_TABLES = (
-    ("float32, 16M elements, one tensor",
-     lambda r: r["kind"] == "dense" and r["n_elements"] == 1 << 24 and not r.get("clip")),
+    (
+        "float32, 16M elements, one tensor",
+        lambda r: r["kind"] == "dense" and r["n_elements"] == 1 << 24 and not r.get("clip"),
+    ),
     ("float32, 64M elements, one tensor", lambda r: r["kind"] == "dense" and r["n_elements"] == 1 << 26),
     ("Many small tensors", lambda r: r["kind"] == "many" and not r.get("clip")),
     ("The chapter's MLP 13-4-1: the update alone", lambda r: r["kind"] == "mlp"),
@@ -553,13 +737,13 @@ def write_report(rows, machine, out: Path) -> list:
     headline = "## Headline\n\n" + HEADLINE_LEGEND + "\n\n" + headline_table(rows)
     machine_part = "## Machine\n\n" + machine_lines(machine)
     targets_part = "## Targets\n\n" + targets_table(targets)
-    key = [f"### {title}\n\n" + cases_table(rows, only) for title, only in KEY_TABLES
-           if any(only(r) for r in rows)]
+    key = [f"### {title}\n\n" + cases_table(rows, only) for title, only in KEY_TABLES if any(only(r) for r in rows)]
     summary = [
         "# pyopt benchmarks: summary\n\n" + LEGEND,
         headline,
-        "Every case: [results.md](results.md)" + ("; GB/s against size: [throughput.png](throughput.png)"
-                                                   if has_plot else "") + ". Reproduce with `pyopt bench --out DIR` "
+        "Every case: [results.md](results.md)"
+        + ("; GB/s against size: [throughput.png](throughput.png)" if has_plot else "")
+        + ". Reproduce with `pyopt bench --out DIR` "
         "(every case, ~25 minutes on 2 cores) or `pyopt bench --quick --out DIR` (a subset, ~3 minutes); "
         f"`pyopt bench --from-json DIR/{MEDIANS_JSON} --out DIR` rebuilds the report.",
         machine_part,
@@ -584,13 +768,15 @@ def write_report(rows, machine, out: Path) -> list:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyopt bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="pyopt bench", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="a subset of cases and fewer rounds (~3 minutes)")
     p.add_argument("--out", type=Path, default=Path("bench_out"), help="output directory (default: bench_out)")
     p.add_argument("--impl", action="append", help="only this implementation (repeatable), e.g. pyopt_op, keras")
-    p.add_argument("--from-json", type=Path,
-                   help=f"skip the run: rebuild the report from this {RAW_JSON} or {MEDIANS_JSON}")
+    p.add_argument(
+        "--from-json", type=Path, help=f"skip the run: rebuild the report from this {RAW_JSON} or {MEDIANS_JSON}"
+    )
     p.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments (e.g. -- -k adam)")
     return p
 
@@ -622,12 +808,15 @@ def main(argv=None) -> int:
     targets = write_report(rows, machine, args.out)
     print(headline_table(rows) + "\n")
     print_targets(targets)
-    written = [name for name in ("summary.md", "results.md", "throughput.png", MEDIANS_JSON)
-               if (args.out / name).is_file()]
+    written = [
+        name for name in ("summary.md", "results.md", "throughput.png", MEDIANS_JSON) if (args.out / name).is_file()
+    ]
     print(f"\nreport in {args.out}: {', '.join(written)} (from {json_path})")
     if status:
-        print(f"pyopt bench: warning: pytest exited with {status} (failed cases are missing from the report)",
-              file=sys.stderr)
+        print(
+            f"pyopt bench: warning: pytest exited with {status} (failed cases are missing from the report)",
+            file=sys.stderr,
+        )
     return status
 
 

@@ -41,14 +41,43 @@ class Experiment:
 
 
 EXPERIMENTS = (
-    Experiment("gd_lr_sweep", "Full-batch gradient descent, learning rates 1e-3 ... 1e-9", "gd",
-               (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9), epochs=3000, quick_epochs=200),
-    Experiment("gd_clipnorm", "Full-batch gradient descent, clipnorm=2", "gd", (1e-3,),
-               epochs=3000, quick_epochs=400, clipnorm=2.0),
-    Experiment("sgd_minibatch", "Minibatch SGD (batch 32), clipnorm=2", "sgd", (1e-3,),
-               epochs=200, quick_epochs=30, clipnorm=2.0, batch_size=32),
-    Experiment("momentum", "Momentum (beta=0.9), clipnorm=2", "momentum", (1e-3,),
-               epochs=3000, quick_epochs=400, clipnorm=2.0, hyper={"beta": 0.9}),
+    Experiment(
+        "gd_lr_sweep",
+        "Full-batch gradient descent, learning rates 1e-3 ... 1e-9",
+        "gd",
+        (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9),
+        epochs=3000,
+        quick_epochs=200,
+    ),
+    Experiment(
+        "gd_clipnorm",
+        "Full-batch gradient descent, clipnorm=2",
+        "gd",
+        (1e-3,),
+        epochs=3000,
+        quick_epochs=400,
+        clipnorm=2.0,
+    ),
+    Experiment(
+        "sgd_minibatch",
+        "Minibatch SGD (batch 32), clipnorm=2",
+        "sgd",
+        (1e-3,),
+        epochs=200,
+        quick_epochs=30,
+        clipnorm=2.0,
+        batch_size=32,
+    ),
+    Experiment(
+        "momentum",
+        "Momentum (beta=0.9), clipnorm=2",
+        "momentum",
+        (1e-3,),
+        epochs=3000,
+        quick_epochs=400,
+        clipnorm=2.0,
+        hyper={"beta": 0.9},
+    ),
     Experiment("adam", "Adam, clipnorm=2", "adam", (1e-3,), epochs=3000, quick_epochs=400, clipnorm=2.0),
 )
 
@@ -90,7 +119,9 @@ def _hidden(text):
     try:
         units = [int(u) for u in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths like 16 or 32,16, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer widths like 16 or 32,16, got {text!r}"
+        ) from None
     if any(u < 1 for u in units):
         raise argparse.ArgumentTypeError(f"layer widths must be >= 1, got {text!r}")
     return units
@@ -126,11 +157,20 @@ class _TrainingNames:
 
 
 def _add_common(p):
-    p.add_argument("--hidden", type=_hidden, default=DEFAULT_HIDDEN, metavar="H[,H...]",
-                   help=f"hidden layer width(s) of the MLP (default: {','.join(map(str, DEFAULT_HIDDEN))})")
+    p.add_argument(
+        "--hidden",
+        type=_hidden,
+        default=DEFAULT_HIDDEN,
+        metavar="H[,H...]",
+        help=f"hidden layer width(s) of the MLP (default: {','.join(map(str, DEFAULT_HIDDEN))})",
+    )
     p.add_argument("--seed", type=_seed, default=DEFAULT_SEED, help=f"random seed (default: {DEFAULT_SEED})")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="tqdm progress bars on stderr (default: when stderr is a terminal)")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tqdm progress bars on stderr (default: when stderr is a terminal)",
+    )
 
 
 def _parser():
@@ -142,25 +182,51 @@ def _parser():
 
     demo = sub.add_parser("demo", help="run the chapter's experiments on pyopt (fused, tf) and Keras")
     demo.add_argument("--quick", action="store_true", help="short runs (about a minute)")
-    demo.add_argument("--out", type=Path, default=Path("pyopt_out"),
-                      help="folder for histories (CSV), plots (PNG) and summary.md (default: pyopt_out)")
-    demo.add_argument("--epochs", type=_positive(int), default=None,
-                      help="epochs of every experiment (default: each experiment's own)")
-    demo.add_argument("--implementations", default=",".join(IMPLEMENTATIONS), metavar="LIST",
-                      help=f"comma-separated subset of: {', '.join(b for b in IMPLEMENTATIONS.values())} "
-                           "(default: all)")
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("pyopt_out"),
+        help="folder for histories (CSV), plots (PNG) and summary.md (default: pyopt_out)",
+    )
+    demo.add_argument(
+        "--epochs",
+        type=_positive(int),
+        default=None,
+        help="epochs of every experiment (default: each experiment's own)",
+    )
+    demo.add_argument(
+        "--implementations",
+        default=",".join(IMPLEMENTATIONS),
+        metavar="LIST",
+        help=f"comma-separated subset of: {', '.join(b for b in IMPLEMENTATIONS.values())} (default: all)",
+    )
     _add_common(demo)
 
     train = sub.add_parser("train", help="train one configuration and print the final losses")
-    train.add_argument("--optimizer", choices=_TrainingNames("OPTIMIZERS"), default="gd", metavar="NAME",
-                       help="one of: %(choices)s (default: %(default)s)")
+    train.add_argument(
+        "--optimizer",
+        choices=_TrainingNames("OPTIMIZERS"),
+        default="gd",
+        metavar="NAME",
+        help="one of: %(choices)s (default: %(default)s)",
+    )
     train.add_argument("--lr", type=_positive(float), default=1e-3, help="learning rate (default: 1e-3)")
     train.add_argument("--clipnorm", type=_positive(float), default=None, help="clip each gradient to this norm")
     train.add_argument("--epochs", type=_positive(int), default=1000, help="(default: 1000)")
-    train.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|full",
-                       help="minibatch size, or 'full' (default: 32 for sgd, full batch otherwise)")
-    train.add_argument("--backend", choices=_TrainingNames("BACKENDS"), default="auto", metavar="NAME",
-                       help="one of: %(choices)s: a pyopt backend, or the Keras built-in (default: %(default)s)")
+    train.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=None,
+        metavar="N|full",
+        help="minibatch size, or 'full' (default: 32 for sgd, full batch otherwise)",
+    )
+    train.add_argument(
+        "--backend",
+        choices=_TrainingNames("BACKENDS"),
+        default="auto",
+        metavar="NAME",
+        help="one of: %(choices)s: a pyopt backend, or the Keras built-in (default: %(default)s)",
+    )
     train.add_argument("--his-freq", type=_positive(int), default=10, help="record losses every N epochs")
     train.add_argument("--history", type=Path, default=None, help="write the history to this CSV file")
     _add_common(train)
@@ -181,8 +247,23 @@ def _load_data():
     return boston_housing.load_data(dtype="float32", targets_as_columns=True)
 
 
-def _run_one(optimizer_name, lr, backend, *, hidden, clipnorm, hyper, train_data, test_data, epochs,
-             batch_size, his_freq, seed, progress, description):
+def _run_one(
+    optimizer_name,
+    lr,
+    backend,
+    *,
+    hidden,
+    clipnorm,
+    hyper,
+    train_data,
+    test_data,
+    epochs,
+    batch_size,
+    his_freq,
+    seed,
+    progress,
+    description,
+):
     """Train a fresh seeded MLP; ``(history, backend that ran, dead ReLUs of the last hidden layer)``."""
     import keras
 
@@ -192,8 +273,18 @@ def _run_one(optimizer_name, lr, backend, *, hidden, clipnorm, hyper, train_data
     optimizer = make_optimizer(optimizer_name, lr, backend=backend, clipnorm=clipnorm, **hyper)
     keras.utils.set_random_seed(seed)
     model = MLP(hidden, seed=seed)
-    _, history = train(model, optimizer, train_data, test_data, epochs, batch_size=batch_size, his_freq=his_freq,
-                       seed=seed, progress=progress, description=description)
+    _, history = train(
+        model,
+        optimizer,
+        train_data,
+        test_data,
+        epochs,
+        batch_size=batch_size,
+        his_freq=his_freq,
+        seed=seed,
+        progress=progress,
+        description=description,
+    )
     dead = dead_hidden_units(model, train_data[0]) if model.num_hidden_units else 0
     return history, getattr(optimizer, "last_backend", None) or "keras", dead
 
@@ -205,17 +296,31 @@ def cmd_train(args) -> int:
     if args.history is not None and args.history.is_dir():
         raise _UsageError(f"--history must be a file name, got the folder {args.history}")
     (x_train, y_train), (x_test, y_test) = _load_data()
-    history, ran, dead = _run_one(args.optimizer, args.lr, args.backend, hidden=args.hidden, clipnorm=args.clipnorm,
-                            hyper={}, train_data=(x_train, y_train), test_data=(x_test, y_test),
-                            epochs=args.epochs, batch_size=batch_size, his_freq=args.his_freq, seed=args.seed,
-                            progress=_progress(args), description=args.optimizer)
+    history, ran, dead = _run_one(
+        args.optimizer,
+        args.lr,
+        args.backend,
+        hidden=args.hidden,
+        clipnorm=args.clipnorm,
+        hyper={},
+        train_data=(x_train, y_train),
+        test_data=(x_test, y_test),
+        epochs=args.epochs,
+        batch_size=batch_size,
+        his_freq=args.his_freq,
+        seed=args.seed,
+        progress=_progress(args),
+        description=args.optimizer,
+    )
     if args.history is not None:
         args.history.parent.mkdir(parents=True, exist_ok=True)
         history.to_csv(args.history, index=False)
     last = history.iloc[-1]
-    print(f"optimizer={args.optimizer} lr={args.lr:g} clipnorm={args.clipnorm} "
-          f"batch_size={batch_size or 'full'} hidden={','.join(map(str, args.hidden))} seed={args.seed} "
-          f"backend={args.backend} (ran: {ran})")
+    print(
+        f"optimizer={args.optimizer} lr={args.lr:g} clipnorm={args.clipnorm} "
+        f"batch_size={batch_size or 'full'} hidden={','.join(map(str, args.hidden))} seed={args.seed} "
+        f"backend={args.backend} (ran: {ran})"
+    )
     print(f"epochs={int(last.epoch)} steps={history.attrs['steps']} ms/step={history.attrs['ms_per_step']:.3f}")
     print(f"dead ReLUs (last hidden layer, on all training rows): {dead} of {args.hidden[-1]}")
     print(f"final training MSE: {last.training_loss:.6g}")
@@ -257,17 +362,34 @@ def cmd_demo(args) -> int:
     for experiment, lr, label in bar:
         epochs = args.epochs or (experiment.quick_epochs if args.quick else experiment.epochs)
         backend = implementations[label]
-        result = {"experiment": experiment.name, "lr": lr, "clipnorm": experiment.clipnorm,
-                  "batch_size": experiment.batch_size or "full", "epochs": epochs, "implementation": label}
+        result = {
+            "experiment": experiment.name,
+            "lr": lr,
+            "clipnorm": experiment.clipnorm,
+            "batch_size": experiment.batch_size or "full",
+            "epochs": epochs,
+            "implementation": label,
+        }
         if label in unavailable:
             rows.append({**result, "test_mse": math.nan, "ms_per_step": math.nan, "dead_relus": math.nan})
             continue
         try:
             history, ran, dead = _run_one(
-                experiment.optimizer, lr, backend, hidden=args.hidden, clipnorm=experiment.clipnorm,
-                hyper=experiment.hyper, train_data=train_data, test_data=test_data, epochs=epochs,
-                batch_size=experiment.batch_size, his_freq=max(1, epochs // 100), seed=args.seed,
-                progress=progress, description=f"{experiment.name} lr={lr:g} {label}")
+                experiment.optimizer,
+                lr,
+                backend,
+                hidden=args.hidden,
+                clipnorm=experiment.clipnorm,
+                hyper=experiment.hyper,
+                train_data=train_data,
+                test_data=test_data,
+                epochs=epochs,
+                batch_size=experiment.batch_size,
+                his_freq=max(1, epochs // 100),
+                seed=args.seed,
+                progress=progress,
+                description=f"{experiment.name} lr={lr:g} {label}",
+            )
         except unavailable_errors as exc:  # report the implementation as unavailable, go on
             unavailable[label] = str(exc).splitlines()[0]
             rows.append({**result, "test_mse": math.nan, "ms_per_step": math.nan, "dead_relus": math.nan})
@@ -275,8 +397,14 @@ def cmd_demo(args) -> int:
         if backend in ("fused", "tf") and ran != backend:
             notes.append(f"{label} ran on the {ran!r} backend for {experiment.name}")
         curves[experiment.name][(lr, label)] = history
-        rows.append({**result, "test_mse": history.testing_loss.iloc[-1], "ms_per_step": history.attrs["ms_per_step"],
-                     "dead_relus": dead})
+        rows.append(
+            {
+                **result,
+                "test_mse": history.testing_loss.iloc[-1],
+                "ms_per_step": history.attrs["ms_per_step"],
+                "dead_relus": dead,
+            }
+        )
     bar.close()
 
     results = pd.DataFrame(rows)
@@ -284,10 +412,20 @@ def cmd_demo(args) -> int:
     _write_histories_and_plots(out, curves, baseline)
     table = _summary_table(results, list(implementations), baseline, args.hidden[-1])
     notes = [f"{label}: unavailable ({why})" for label, why in unavailable.items()] + sorted(set(notes))
-    header = (f"pyopt demo{' --quick' if args.quick else ''}: Boston housing, MLP hidden={args.hidden}, "
-              f"seed={args.seed}, raw (unnormalised) features; constant-predictor baseline test MSE = {baseline:.4f}")
-    text = "\n".join([header, "", table, *([""] + [f"- {n}" for n in notes] if notes else []), "",
-                      f"total {time.perf_counter() - started:.1f} s; outputs in {out}/"])
+    header = (
+        f"pyopt demo{' --quick' if args.quick else ''}: Boston housing, MLP hidden={args.hidden}, "
+        f"seed={args.seed}, raw (unnormalised) features; constant-predictor baseline test MSE = {baseline:.4f}"
+    )
+    text = "\n".join(
+        [
+            header,
+            "",
+            table,
+            *([""] + [f"- {n}" for n in notes] if notes else []),
+            "",
+            f"total {time.perf_counter() - started:.1f} s; outputs in {out}/",
+        ]
+    )
     (out / "summary.md").write_text(text + "\n", encoding="utf-8")
     print(text)
     return 0
@@ -303,10 +441,10 @@ def _write_histories_and_plots(out: Path, curves: dict, baseline: float) -> None
     for name, runs in curves.items():
         if not runs:
             continue
-        frame = pd.concat([h.assign(implementation=label, lr=lr) for (lr, label), h in runs.items()],
-                          ignore_index=True)
-        frame[["implementation", "lr", "epoch", "training_loss", "testing_loss"]].to_csv(out / f"{name}.csv",
-                                                                                      index=False)
+        frame = pd.concat([h.assign(implementation=label, lr=lr) for (lr, label), h in runs.items()], ignore_index=True)
+        frame[["implementation", "lr", "epoch", "training_loss", "testing_loss"]].to_csv(
+            out / f"{name}.csv", index=False
+        )
         experiment = by_title[name]
         if len(experiment.learning_rates) > 1:  # a sweep: one curve per lr, of the first implementation
             first = next(label for _, label in runs)
@@ -327,8 +465,17 @@ def _write_histories_and_plots(out: Path, curves: dict, baseline: float) -> None
 def _summary_table(results, labels, baseline, hidden_units) -> str:
     """Markdown: one row per (experiment, lr): test MSE and ms/step per implementation, the
     constant predictor's test MSE, and the dead ReLUs at the end (first implementation that ran)."""
-    headers = ["experiment", "lr", "clipnorm", "batch", "epochs", *(f"test MSE {label}" for label in labels),
-               "baseline", "dead ReLUs", *(f"ms/step {label}" for label in labels)]
+    headers = [
+        "experiment",
+        "lr",
+        "clipnorm",
+        "batch",
+        "epochs",
+        *(f"test MSE {label}" for label in labels),
+        "baseline",
+        "dead ReLUs",
+        *(f"ms/step {label}" for label in labels),
+    ]
     lines = []
     for (name, lr), group in results.groupby(["experiment", "lr"], sort=False):
         by_label = group.set_index("implementation")
@@ -373,8 +520,10 @@ def cmd_bench(argv) -> int:
     except ModuleNotFoundError as exc:
         if exc.name != "pyopt.bench_report":
             raise
-        print("pyopt bench: error: the benchmark report (pyopt.bench_report) is not part of this installation",
-              file=sys.stderr)
+        print(
+            "pyopt bench: error: the benchmark report (pyopt.bench_report) is not part of this installation",
+            file=sys.stderr,
+        )
         return 2
     status = bench_report.main(list(argv))
     return 0 if status is None else int(status)
@@ -411,8 +560,7 @@ def main(argv=None) -> int:
         print(f"pyopt {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # an output path that cannot be written (a file where a folder goes, no permission)
-        print(f"pyopt {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-              file=sys.stderr)
+        print(f"pyopt {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"pyopt {args.command}: interrupted", file=sys.stderr)

@@ -58,8 +58,15 @@ def gradient_descent(
 
     ``g = g * c / max(||g||_2, c)`` (if ``clipnorm=c``);  ``p = p - lr*wd*p - lr*g``.
     """
-    return _step(GRADIENT_DESCENT, [[param], [grad]], dict(lr=lr), {}, weight_decay=weight_decay, clipnorm=clipnorm,
-                 skip_nonfinite=skip_nonfinite)
+    return _step(
+        GRADIENT_DESCENT,
+        [[param], [grad]],
+        dict(lr=lr),
+        {},
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        skip_nonfinite=skip_nonfinite,
+    )
 
 
 def momentum(
@@ -79,8 +86,15 @@ def momentum(
     ``m = momentum*m - lr*g``;  ``p = p - lr*wd*p + m``
     (Nesterov: ``p = p - lr*wd*p + momentum*m - lr*g`` with the updated ``m``).
     """
-    return _step(MOMENTUM, [[param], [grad], [velocity]], dict(lr=lr, momentum=momentum), dict(nesterov=nesterov),
-                 weight_decay=weight_decay, clipnorm=clipnorm, skip_nonfinite=skip_nonfinite)
+    return _step(
+        MOMENTUM,
+        [[param], [grad], [velocity]],
+        dict(lr=lr, momentum=momentum),
+        dict(nesterov=nesterov),
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        skip_nonfinite=skip_nonfinite,
+    )
 
 
 def adam(
@@ -109,9 +123,15 @@ def adam(
         vhat = max(vhat, v)                       # amsgrad, when vhat is given
         p = p - lr*wd*p - alpha * m / (sqrt(v or vhat) + epsilon)
     """
-    return _step(ADAM, [[param], [grad], [m], [v], None if vhat is None else [vhat]],
-                 dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step), {},
-                 weight_decay=weight_decay, clipnorm=clipnorm, skip_nonfinite=skip_nonfinite)
+    return _step(
+        ADAM,
+        [[param], [grad], [m], [v], None if vhat is None else [vhat]],
+        dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step),
+        {},
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        skip_nonfinite=skip_nonfinite,
+    )
 
 
 def gradient_descent_multi(
@@ -129,9 +149,16 @@ def gradient_descent_multi(
     ``weight_decay`` is one value or one per parameter. ``global_clipnorm=c`` scales
     all gradients by ``c / max(sqrt(sum_i ||g_i||^2), c)``.
     """
-    return _step(GRADIENT_DESCENT, [_list(params, "params"), _list(grads, "grads")], dict(lr=lr), {},
-                 weight_decay=weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
-                 skip_nonfinite=skip_nonfinite)
+    return _step(
+        GRADIENT_DESCENT,
+        [_list(params, "params"), _list(grads, "grads")],
+        dict(lr=lr),
+        {},
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        global_clipnorm=global_clipnorm,
+        skip_nonfinite=skip_nonfinite,
+    )
 
 
 def momentum_multi(
@@ -148,9 +175,16 @@ def momentum_multi(
     skip_nonfinite: bool = False,
 ) -> bool:
     """:func:`momentum` on every tensor in one call (see :func:`gradient_descent_multi`)."""
-    return _step(MOMENTUM, [_list(params, "params"), _list(grads, "grads"), _list(velocities, "velocities")],
-                 dict(lr=lr, momentum=momentum), dict(nesterov=nesterov), weight_decay=weight_decay,
-                 clipnorm=clipnorm, global_clipnorm=global_clipnorm, skip_nonfinite=skip_nonfinite)
+    return _step(
+        MOMENTUM,
+        [_list(params, "params"), _list(grads, "grads"), _list(velocities, "velocities")],
+        dict(lr=lr, momentum=momentum),
+        dict(nesterov=nesterov),
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        global_clipnorm=global_clipnorm,
+        skip_nonfinite=skip_nonfinite,
+    )
 
 
 def adam_multi(
@@ -171,11 +205,22 @@ def adam_multi(
     skip_nonfinite: bool = False,
 ) -> bool:
     """:func:`adam` on every tensor in one call (amsgrad when ``vhats`` is given)."""
-    return _step(ADAM, [_list(params, "params"), _list(grads, "grads"), _list(ms, "ms"), _list(vs, "vs"),
-                        None if vhats is None else _list(vhats, "vhats")],
-                 dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step), {},
-                 weight_decay=weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
-                 skip_nonfinite=skip_nonfinite)
+    return _step(
+        ADAM,
+        [
+            _list(params, "params"),
+            _list(grads, "grads"),
+            _list(ms, "ms"),
+            _list(vs, "vs"),
+            None if vhats is None else _list(vhats, "vhats"),
+        ],
+        dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step),
+        {},
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        global_clipnorm=global_clipnorm,
+        skip_nonfinite=skip_nonfinite,
+    )
 
 
 def _list(arrays, name: str) -> list:
@@ -203,14 +248,28 @@ def _clip(param, value):
     return None if value is None else _rules.check(param, value, what="a real number or None")
 
 
-def _step(rule, arrays: list, hyper: dict, flags: dict, *, weight_decay, clipnorm, global_clipnorm=None,
-          skip_nonfinite, lazy=None, sparse=False) -> bool:
+def _step(
+    rule,
+    arrays: list,
+    hyper: dict,
+    flags: dict,
+    *,
+    weight_decay,
+    clipnorm,
+    global_clipnorm=None,
+    skip_nonfinite,
+    lazy=None,
+    sparse=False,
+) -> bool:
     """One call of the rule's _core function (``sparse``: its row-sparse one, with ``lazy``):
     ``arrays`` positional, the hyperparameters, flags and options checked, by keyword."""
     kwargs = {param.name: _rules.check(param, hyper[param.name]) for param in rule.params}
     kwargs.update((name, _rules.check_flag(name, value)) for name, value in flags.items())
-    kwargs.update(weight_decay=_weight_decay(weight_decay), clipnorm=_clip(_rules.CLIPNORM, clipnorm),
-                  skip_nonfinite=_rules.check_flag("skip_nonfinite", skip_nonfinite))
+    kwargs.update(
+        weight_decay=_weight_decay(weight_decay),
+        clipnorm=_clip(_rules.CLIPNORM, clipnorm),
+        skip_nonfinite=_rules.check_flag("skip_nonfinite", skip_nonfinite),
+    )
     if sparse:
         kwargs["lazy"] = _rules.check_flag("lazy", lazy)
     else:
@@ -226,28 +285,81 @@ def _step(rule, arrays: list, hyper: dict, flags: dict, *, weight_decay, clipnor
 # indices raise ValueError before anything is written.
 
 
-def gradient_descent_sparse(param, values, indices, *, lr, clipnorm=None, weight_decay=0.0, lazy=False,
-                            skip_nonfinite=False) -> bool:
+def gradient_descent_sparse(
+    param, values, indices, *, lr, clipnorm=None, weight_decay=0.0, lazy=False, skip_nonfinite=False
+) -> bool:
     """:func:`gradient_descent` with a row-sparse gradient ``(values, indices)``."""
-    return _step(GRADIENT_DESCENT, [[param], [values], [indices]], dict(lr=lr), {}, weight_decay=weight_decay,
-                 clipnorm=clipnorm, skip_nonfinite=skip_nonfinite, lazy=lazy, sparse=True)
+    return _step(
+        GRADIENT_DESCENT,
+        [[param], [values], [indices]],
+        dict(lr=lr),
+        {},
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        skip_nonfinite=skip_nonfinite,
+        lazy=lazy,
+        sparse=True,
+    )
 
 
-def momentum_sparse(param, values, indices, velocity, *, lr, momentum, nesterov=False, clipnorm=None,
-                    weight_decay=0.0, lazy=False, skip_nonfinite=False) -> bool:
+def momentum_sparse(
+    param,
+    values,
+    indices,
+    velocity,
+    *,
+    lr,
+    momentum,
+    nesterov=False,
+    clipnorm=None,
+    weight_decay=0.0,
+    lazy=False,
+    skip_nonfinite=False,
+) -> bool:
     """:func:`momentum` with a row-sparse gradient ``(values, indices)``."""
-    return _step(MOMENTUM, [[param], [values], [indices], [velocity]], dict(lr=lr, momentum=momentum),
-                 dict(nesterov=nesterov), weight_decay=weight_decay, clipnorm=clipnorm,
-                 skip_nonfinite=skip_nonfinite, lazy=lazy, sparse=True)
+    return _step(
+        MOMENTUM,
+        [[param], [values], [indices], [velocity]],
+        dict(lr=lr, momentum=momentum),
+        dict(nesterov=nesterov),
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        skip_nonfinite=skip_nonfinite,
+        lazy=lazy,
+        sparse=True,
+    )
 
 
-def adam_sparse(param, values, indices, m, v, *, lr, beta_1=_ADAM["beta_1"], beta_2=_ADAM["beta_2"],
-                epsilon=_ADAM["epsilon"], step, vhat=None, clipnorm=None, weight_decay=0.0, lazy=False,
-                skip_nonfinite=False) -> bool:
+def adam_sparse(
+    param,
+    values,
+    indices,
+    m,
+    v,
+    *,
+    lr,
+    beta_1=_ADAM["beta_1"],
+    beta_2=_ADAM["beta_2"],
+    epsilon=_ADAM["epsilon"],
+    step,
+    vhat=None,
+    clipnorm=None,
+    weight_decay=0.0,
+    lazy=False,
+    skip_nonfinite=False,
+) -> bool:
     """:func:`adam` with a row-sparse gradient ``(values, indices)``; ``lazy=True`` is lazy Adam."""
-    return _step(ADAM, [[param], [values], [indices], [m], [v], None if vhat is None else [vhat]],
-                 dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step), {},
-                 weight_decay=weight_decay, clipnorm=clipnorm, skip_nonfinite=skip_nonfinite, lazy=lazy, sparse=True)
+    return _step(
+        ADAM,
+        [[param], [values], [indices], [m], [v], None if vhat is None else [vhat]],
+        dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step),
+        {},
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        skip_nonfinite=skip_nonfinite,
+        lazy=lazy,
+        sparse=True,
+    )
 
 
 __all__ += ["gradient_descent_sparse", "momentum_sparse", "adam_sparse"]

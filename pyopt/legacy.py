@@ -107,9 +107,11 @@ class _PyoptLegacyOptimizer(tf_keras.optimizers.legacy.Optimizer):
             number = float(tf_keras.backend.get_value(value))
         if not tf.executing_eagerly():
             tf.debugging.assert_equal(
-                value, tf.constant(number, value.dtype),
+                value,
+                tf.constant(number, value.dtype),
                 message=f"pyopt.legacy.{type(self).__name__}: {name} changed after this step was traced with "
-                        f"{name}={number!r}; re-create the tf.function (model.make_train_function(force=True))")
+                f"{name}={number!r}; re-create the tf.function (model.make_train_function(force=True))",
+            )
         return number
 
     def _prepare_local(self, var_device, var_dtype, apply_state):
@@ -142,8 +144,9 @@ class _PyoptLegacyOptimizer(tf_keras.optimizers.legacy.Optimizer):
             return super()._transform_gradients(grads_and_vars)
         if self._clipvalue is not None:
             grads_and_vars = self._clipvalue_fn(grads_and_vars)
-        return [self._clipnorm_fn([(g, v)])[0] if isinstance(g, tf.IndexedSlices) else (g, v)
-                for g, v in grads_and_vars]
+        return [
+            self._clipnorm_fn([(g, v)])[0] if isinstance(g, tf.IndexedSlices) else (g, v) for g, v in grads_and_vars
+        ]
 
     def _op_options(self, clipnorm) -> dict:
         return dict(clipnorm=clipnorm, use_locking=self._use_locking, backend=self._backend)
@@ -154,8 +157,11 @@ class _PyoptLegacyOptimizer(tf_keras.optimizers.legacy.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(learning_rate=self._serialize_hyperparameter("learning_rate"), decay=self._initial_decay,
-                      backend=self._backend)
+        config.update(
+            learning_rate=self._serialize_hyperparameter("learning_rate"),
+            decay=self._initial_decay,
+            backend=self._backend,
+        )
         return config
 
 
@@ -210,8 +216,9 @@ class Momentum(_PyoptLegacyOptimizer):
 
     _CONSTANT_HYPERS = {"momentum": MOMENTUM.param("momentum")}
 
-    def __init__(self, learning_rate=0.01, beta=0.9, nesterov=False, clipnorm=None, name="Momentum", *,
-                 backend="auto", **kwargs):
+    def __init__(
+        self, learning_rate=0.01, beta=0.9, nesterov=False, clipnorm=None, name="Momentum", *, backend="auto", **kwargs
+    ):
         super().__init__(name, learning_rate, backend=backend, clipnorm=clipnorm, **kwargs)
         self._set_hyper("momentum", _rules.check(MOMENTUM.param("momentum"), beta, name="beta"))
         self.nesterov = _rules.check_flag("nesterov", nesterov)
@@ -230,8 +237,16 @@ class Momentum(_PyoptLegacyOptimizer):
 
     def _apply(self, grad, var, apply_state, clipnorm, lazy=False):
         c = self._coefficients(var, apply_state)
-        pyopt_ops.momentum(var, grad, self.get_slot(var, "momentum"), lr=c["lr_t"], momentum=c["momentum"],
-                           nesterov=self.nesterov, lazy=lazy, **self._op_options(clipnorm))
+        pyopt_ops.momentum(
+            var,
+            grad,
+            self.get_slot(var, "momentum"),
+            lr=c["lr_t"],
+            momentum=c["momentum"],
+            nesterov=self.nesterov,
+            lazy=lazy,
+            **self._op_options(clipnorm),
+        )
         return tf.no_op()
 
     def _resource_apply_dense(self, grad, var, apply_state=None):
@@ -269,8 +284,18 @@ class Adam(_PyoptLegacyOptimizer):
 
     _CONSTANT_HYPERS = {"beta_1": ADAM.param("beta_1"), "beta_2": ADAM.param("beta_2")}
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, name="Adam", *,
-                 backend="auto", **kwargs):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-7,
+        amsgrad=False,
+        name="Adam",
+        *,
+        backend="auto",
+        **kwargs,
+    ):
         super().__init__(name, learning_rate, backend=backend, **kwargs)
         self._set_hyper("beta_1", beta_1)
         self._set_hyper("beta_2", beta_2)
@@ -286,9 +311,19 @@ class Adam(_PyoptLegacyOptimizer):
 
     def _apply(self, grad, var, apply_state, clipnorm):
         c = self._coefficients(var, apply_state)
-        pyopt_ops.adam(var, grad, self.get_slot(var, "m"), self.get_slot(var, "v"), lr=c["lr_t"],
-                       beta_1=c["beta_1"], beta_2=c["beta_2"], epsilon=self.epsilon, step=c["step"],
-                       vhat=self.get_slot(var, "vhat") if self.amsgrad else None, **self._op_options(clipnorm))
+        pyopt_ops.adam(
+            var,
+            grad,
+            self.get_slot(var, "m"),
+            self.get_slot(var, "v"),
+            lr=c["lr_t"],
+            beta_1=c["beta_1"],
+            beta_2=c["beta_2"],
+            epsilon=self.epsilon,
+            step=c["step"],
+            vhat=self.get_slot(var, "vhat") if self.amsgrad else None,
+            **self._op_options(clipnorm),
+        )
         return tf.no_op()
 
     def _resource_apply_dense(self, grad, var, apply_state=None):
@@ -301,6 +336,10 @@ class Adam(_PyoptLegacyOptimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(beta_1=self._serialize_hyperparameter("beta_1"),
-                      beta_2=self._serialize_hyperparameter("beta_2"), epsilon=self.epsilon, amsgrad=self.amsgrad)
+        config.update(
+            beta_1=self._serialize_hyperparameter("beta_1"),
+            beta_2=self._serialize_hyperparameter("beta_2"),
+            epsilon=self.epsilon,
+            amsgrad=self.amsgrad,
+        )
         return config

@@ -6,8 +6,8 @@ global state), so it works headless and in threads.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 

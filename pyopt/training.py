@@ -21,7 +21,7 @@ import numbers
 import sys
 import time
 import weakref
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -146,7 +146,7 @@ test_step.__test__ = False  # not a pytest test, despite the name
 
 # model -> optimizer -> (train, test) tf.functions. Weak on both sides, and the functions only
 # hold weak references, so a cached pair never keeps a model or an optimizer alive.
-_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def compiled_steps(model, optimizer, x=None):
@@ -208,8 +208,10 @@ def _as_xy(data, name: str, dtype):
     if y.ndim == 1:
         y = y.reshape(-1, 1)  # one target per row, as a column
     if x.ndim != 2 or y.ndim != 2 or len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"{name} must be x of shape (n, features) and y of shape (n,) or (n, targets), "
-                         f"n >= 1, got {x.shape} and {y.shape}")
+        raise ValueError(
+            f"{name} must be x of shape (n, features) and y of shape (n,) or (n, targets), "
+            f"n >= 1, got {x.shape} and {y.shape}"
+        )
     return x, y
 
 
@@ -280,8 +282,12 @@ def train(
     if jit:
         step, evaluate = compiled_steps(model, optimizer, x_train)
     else:
-        step = lambda x, y: train_step(model, optimizer, x, y)  # noqa: E731
-        evaluate = lambda x, y: test_step(model, x, y)  # noqa: E731
+
+        def step(x, y):
+            return train_step(model, optimizer, x, y)
+
+        def evaluate(x, y):
+            return test_step(model, x, y)
 
     rows = []
 
@@ -358,9 +364,9 @@ def histories_to_frame(histories: dict, key: str = "lr") -> pd.DataFrame:
     """``{value: history}`` as one long DataFrame with a column ``key`` in front."""
     if not histories:
         return pd.DataFrame(columns=[key, "epoch", "training_loss", "testing_loss"])
-    return pd.concat(
-        [h.assign(**{key: value}) for value, h in histories.items()], ignore_index=True
-    )[[key, "epoch", "training_loss", "testing_loss"]]
+    return pd.concat([h.assign(**{key: value}) for value, h in histories.items()], ignore_index=True)[
+        [key, "epoch", "training_loss", "testing_loss"]
+    ]
 
 
 # --- diagnostics ---------------------------------------------------------------------------

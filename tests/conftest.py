@@ -8,8 +8,20 @@ replay it with ``@reproduce_failure``.
 
 import os
 
+import pytest
+from backends import fused_unavailable_reason
 from hypothesis import settings
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+@pytest.fixture(params=["fused", "tf"])
+def backend(request):
+    """Runs a test on each backend; "fused" is skipped (with the reason) where it cannot run."""
+    if request.param == "fused":
+        reason = fused_unavailable_reason()
+        if reason:
+            pytest.skip(reason)
+    return request.param

@@ -47,7 +47,7 @@ def random_state(rule: str, shape, dtype, rng: np.random.Generator) -> tuple:
             slots.append(0.01 * rng.standard_normal(shape) ** 2)
         else:  # vhat
             slots.append(slots[1] + 0.01 * np.maximum(rng.standard_normal(shape), 0.0) ** 2)
-    cast = lambda a: np.array(a, dtype=dtype, order="C")  # noqa: E731
+    cast = lambda a: np.array(a, dtype=dtype, order="C")
     return cast(param), cast(grad), [cast(s) for s in slots]
 
 

@@ -19,7 +19,7 @@ NaN/Inf propagate exactly as NumPy float64 arithmetic does (warnings silenced).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ def _f64(x) -> np.ndarray:
     return np.array(x, dtype=np.float64)  # always a copy
 
 
-def clip_scale(sum_of_squares: float, clipnorm: Optional[float]) -> float:
+def clip_scale(sum_of_squares: float, clipnorm: float | None) -> float:
     """The factor ``c / max(sqrt(sum_of_squares), c)`` (1 when ``clipnorm`` is None)."""
     if clipnorm is None:
         return 1.0
@@ -44,7 +44,7 @@ def clip_scale(sum_of_squares: float, clipnorm: Optional[float]) -> float:
         return float(clipnorm / np.maximum(np.sqrt(sum_of_squares), clipnorm))
 
 
-def clip_by_norm(grad, clipnorm: Optional[float]) -> np.ndarray:
+def clip_by_norm(grad, clipnorm: float | None) -> np.ndarray:
     """``g * c / max(||g||_2, c)`` in float64."""
     g = _f64(grad)
     with np.errstate(all="ignore"):
@@ -71,8 +71,9 @@ def momentum(param, grad, velocity, *, lr, momentum, nesterov=False, weight_deca
     return p, m
 
 
-def adam(param, grad, m, v, vhat=None, *, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step, weight_decay=0.0,
-         clipnorm=None):
+def adam(
+    param, grad, m, v, vhat=None, *, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step, weight_decay=0.0, clipnorm=None
+):
     """Returns ``(param, m, v)``, or ``(param, m, v, vhat)`` when ``vhat`` is given (amsgrad)."""
     p, g, m, v = _f64(param), clip_by_norm(grad, clipnorm), _f64(m), _f64(v)
     alpha = lr * np.sqrt(1.0 - beta_2**step) / (1.0 - beta_1**step)
@@ -98,8 +99,9 @@ def step(rule: str, param, grad, slots: Sequence = (), **hyper) -> tuple:
     return out if isinstance(out, tuple) else (out,)
 
 
-def step_multi(rule: str, params, grads, slots=None, *, global_clipnorm=None, clipnorm=None, weight_decay=0.0,
-               **hyper) -> list:
+def step_multi(
+    rule: str, params, grads, slots=None, *, global_clipnorm=None, clipnorm=None, weight_decay=0.0, **hyper
+) -> list:
     """One step over many tensors; ``slots[i]`` are tensor i's slots, ``weight_decay`` one value or a list.
 
     ``global_clipnorm=c`` scales every gradient by ``c / max(sqrt(sum_i ||g_i||^2), c)``.
@@ -121,8 +123,19 @@ def step_multi(rule: str, params, grads, slots=None, *, global_clipnorm=None, cl
     return out
 
 
-def param_operand_scale(rule: str, grad, slots_before: Sequence, slots_after: Sequence, *, lr, beta_1=0.9,
-                        beta_2=0.999, epsilon=1e-7, step=1, **_) -> float:
+def param_operand_scale(
+    rule: str,
+    grad,
+    slots_before: Sequence,
+    slots_after: Sequence,
+    *,
+    lr,
+    beta_1=0.9,
+    beta_2=0.999,
+    epsilon=1e-7,
+    step=1,
+    **_,
+) -> float:
     """Magnitude of the operands of the param update, other than the param itself.
 
     A working-precision evaluation rounds each operand, so the new param's error is relative

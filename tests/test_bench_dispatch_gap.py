@@ -34,15 +34,16 @@ def test_medians_per_pause():
     def call():
         c.call()
 
-    rows = gap.time_after_pauses(call, pauses, calls=5, pause=c.pause, clock=lambda: c.wall,
-                                 cpu_clock=lambda: c.cpu)
+    rows = gap.time_after_pauses(call, pauses, calls=5, pause=c.pause, clock=lambda: c.wall, cpu_clock=lambda: c.cpu)
     assert [r["pause_s"] for r in rows] == pauses
     for i, (r, p) in enumerate(zip(rows, pauses)):
         extra = (5 * i + 2) * 1e-6  # the median of the 5 calls of this pause: k = 5i+2
         assert r["wall_s"] == pytest.approx(1e-3 + 0.1 * p + extra)
         assert r["cpu_s"] == pytest.approx((1e-3 + 0.1 * p + extra) / 2)
-    assert c.wall == pytest.approx(sum(5 * p for p in pauses) + sum(
-        1e-3 + 0.1 * p + (5 * i + j) * 1e-6 for i, p in enumerate(pauses) for j in range(5)))
+    assert c.wall == pytest.approx(
+        sum(5 * p for p in pauses)
+        + sum(1e-3 + 0.1 * p + (5 * i + j) * 1e-6 for i, p in enumerate(pauses) for j in range(5))
+    )
 
 
 def test_no_pause_call_for_zero():
@@ -51,8 +52,9 @@ def test_no_pause_call_for_zero():
     assert seen == []
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(calls=0), "calls must be >= 1"),
-                                           (dict(pauses=[-1.0]), "pauses must be >= 0")])
+@pytest.mark.parametrize(
+    "kwargs, match", [(dict(calls=0), "calls must be >= 1"), (dict(pauses=[-1.0]), "pauses must be >= 0")]
+)
 def test_bad_arguments(kwargs, match):
     args = dict(call=lambda: None, pauses=[0.0], calls=1)
     args.update(kwargs)
@@ -71,9 +73,14 @@ def test_busy_wait_waits():
     assert now[0] >= 0.011
 
 
-@pytest.mark.parametrize("argv, match", [(["--pauses", "1,x"], "comma-separated numbers"),
-                                         (["--pauses", "-1"], "--pauses must be >= 0"),
-                                         (["--calls", "0"], "--calls must be >= 1")])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--pauses", "1,x"], "comma-separated numbers"),
+        (["--pauses", "-1"], "--pauses must be >= 0"),
+        (["--calls", "0"], "--calls must be >= 1"),
+    ],
+)
 def test_bad_options_stop_before_tf_starts(monkeypatch, argv, match):
     monkeypatch.setattr(gap, "tiny_op_call", lambda: pytest.fail("TF was started before the options were checked"))
     with pytest.raises(SystemExit, match=match):

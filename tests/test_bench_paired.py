@@ -22,6 +22,7 @@ class FakeClock:
             self.order.append(name)
             self.now += self.costs[name][self.calls[name] // reps]
             self.calls[name] += 1
+
         return run
 
 
@@ -39,7 +40,7 @@ def test_every_name_leads_once_per_block_and_successors_vary():
     orders = paired.round_orders(names, rounds=16)
     assert orders[:4] == [["a", "b", "c", "d"], ["b", "c", "d", "a"], ["c", "d", "a", "b"], ["d", "a", "b", "c"]]
     for block in range(4):
-        rounds = orders[4 * block:4 * block + 4]
+        rounds = orders[4 * block : 4 * block + 4]
         assert sorted(o[0] for o in rounds) == names  # each name leads once per block
         assert all(sorted(o) == names for o in rounds)  # each name runs once per round
     # With a fixed cyclic order "b" would always run right after "a"; shuffled blocks give it
@@ -65,8 +66,23 @@ def test_bad_counts_are_refused():
 
 
 def test_end_to_end_numpy(capsys):
-    assert paired.main(["adam", "dense_1K", "pyopt_numpy,numpy", "--clip", "clipnorm", "--with-unclipped",
-                        "--rounds", "2", "--reps", "1"]) == 0
+    assert (
+        paired.main(
+            [
+                "adam",
+                "dense_1K",
+                "pyopt_numpy,numpy",
+                "--clip",
+                "clipnorm",
+                "--with-unclipped",
+                "--rounds",
+                "2",
+                "--reps",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| pyopt_numpy |" in out and "| numpy (unclipped) |" in out
     assert "pyopt_numpy: clipnorm / unclipped = " in out
@@ -91,18 +107,43 @@ def test_end_to_end_concrete(capsys, monkeypatch, tmp_path):
 
     monkeypatch.setattr(paired, "check_runner", counting_check)
     out = tmp_path / "rows.json"
-    assert paired.main(["adam", "dense_1K", "pyopt_numpy,keras", "--clip", "clipnorm", "--with-unclipped",
-                        "--with-concrete", "--rounds", "2", "--reps", "1", "--json", str(out)]) == 0
+    assert (
+        paired.main(
+            [
+                "adam",
+                "dense_1K",
+                "pyopt_numpy,keras",
+                "--clip",
+                "clipnorm",
+                "--with-unclipped",
+                "--with-concrete",
+                "--rounds",
+                "2",
+                "--reps",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
-    for row in ("keras", "keras (concrete)", "keras (unclipped)", "keras (unclipped, concrete)",
-                "pyopt_numpy", "pyopt_numpy (unclipped)"):
+    for row in (
+        "keras",
+        "keras (concrete)",
+        "keras (unclipped)",
+        "keras (unclipped, concrete)",
+        "pyopt_numpy",
+        "pyopt_numpy (unclipped)",
+    ):
         assert f"| {row} |" in printed
     assert "pyopt_numpy (concrete)" not in printed and "skipped" not in printed  # NumPy has no graph
     assert "keras (concrete): clipnorm / unclipped = " in printed
     # every variant was checked against the reference after its first call, the concrete ones
     # through the ConcreteFunction itself
     assert sorted((str(c), t) for n, c, t in checked if n == "keras") == [
-        (clip, kind) for clip in ("None", "clipnorm") for kind in ("ConcreteFunction", "Function")]
+        (clip, kind) for clip in ("None", "clipnorm") for kind in ("ConcreteFunction", "Function")
+    ]
     import json
 
     assert set(json.loads(out.read_text())["clip_ratios"]) == {"pyopt_numpy", "keras", "keras (concrete)"}
@@ -118,9 +159,11 @@ def test_unknown_names_are_refused():
 
 
 def test_processes_are_combined_per_implementation():
-    runs = [dict(rows=[dict(name="a", x_base=1.0, median_s=0.010), dict(name="b", x_base=1.5, median_s=0.007)]),
-            dict(rows=[dict(name="a", x_base=1.0, median_s=0.014), dict(name="b", x_base=0.9, median_s=0.015)]),
-            dict(rows=[dict(name="a", x_base=1.0, median_s=0.012), dict(name="b", x_base=1.2, median_s=0.010)])]
+    runs = [
+        dict(rows=[dict(name="a", x_base=1.0, median_s=0.010), dict(name="b", x_base=1.5, median_s=0.007)]),
+        dict(rows=[dict(name="a", x_base=1.0, median_s=0.014), dict(name="b", x_base=0.9, median_s=0.015)]),
+        dict(rows=[dict(name="a", x_base=1.0, median_s=0.012), dict(name="b", x_base=1.2, median_s=0.010)]),
+    ]
     rows = {r["name"]: r for r in paired.combine_processes(runs)}
     assert rows["b"]["x_base_per_process"] == [1.5, 0.9, 1.2]
     assert rows["b"]["x_base_median"] == pytest.approx(1.2)
@@ -137,11 +180,36 @@ def test_processes_are_combined_per_implementation():
 
 def test_child_arguments_drop_every_spelling_of_the_parent_options(tmp_path):
     out = tmp_path / "run1.json"
-    argv = ["adam", "dense_1K", "numpy", "--processes", "3", "--rounds", "2", "--json=all.json", "--seed", "5",
-            "--clip", "clipnorm"]
+    argv = [
+        "adam",
+        "dense_1K",
+        "numpy",
+        "--processes",
+        "3",
+        "--rounds",
+        "2",
+        "--json=all.json",
+        "--seed",
+        "5",
+        "--clip",
+        "clipnorm",
+    ]
     child = paired._child_argv(argv, 1, 5, out)
-    assert child == ["adam", "dense_1K", "numpy", "--rounds", "2", "--clip", "clipnorm",
-                     "--processes", "1", "--seed", "6", "--json", str(out)]
+    assert child == [
+        "adam",
+        "dense_1K",
+        "numpy",
+        "--rounds",
+        "2",
+        "--clip",
+        "clipnorm",
+        "--processes",
+        "1",
+        "--seed",
+        "6",
+        "--json",
+        str(out),
+    ]
     child = paired._child_argv(["adam", "dense_1K", "numpy", "--processes=3", "--json", "x", "--seed=2"], 0, 2, out)
     assert child == ["adam", "dense_1K", "numpy", "--processes", "1", "--seed", "2", "--json", str(out)]
     # abbreviations are refused, so no spelling of --processes can reach a child unfiltered
@@ -151,8 +219,24 @@ def test_child_arguments_drop_every_spelling_of_the_parent_options(tmp_path):
 
 def test_end_to_end_in_two_processes(capsys, tmp_path):
     out = tmp_path / "rows.json"
-    assert paired.main(["adam", "dense_1K", "pyopt_numpy,numpy", "--rounds", "2", "--reps", "1",
-                        "--processes", "2", "--json", str(out)]) == 0
+    assert (
+        paired.main(
+            [
+                "adam",
+                "dense_1K",
+                "pyopt_numpy,numpy",
+                "--rounds",
+                "2",
+                "--reps",
+                "1",
+                "--processes",
+                "2",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "over 2 processes" in printed
     import json

@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("keras")
 
-from pyopt import _loader  # noqa: E402
-from pyopt.benchmarks import python_path  # noqa: E402
+from pyopt import _loader
+from pyopt.benchmarks import python_path
 
 BACKENDS = ["tf"] + (["fused"] if _loader._try_load() is not None else [])
 

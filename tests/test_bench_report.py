@@ -19,16 +19,29 @@ from pyopt import bench_report
 M16 = 1 << 24
 
 
-def _bench(impl, rule, workload, median, *, kind="dense", clip=None, n=M16, steps_per_call=1, n_tensors=1,
-           train=False):
+def _bench(impl, rule, workload, median, *, kind="dense", clip=None, n=M16, steps_per_call=1, n_tensors=1, train=False):
     bytes_per = {"gd": 12, "momentum": 20, "adam": 28, "probe": 12}[rule]
     return {
         "name": f"{rule}-{workload}-{impl}",
         "stats": {"median": median, "iqr": median / 10, "rounds": 5},
-        "extra_info": dict(impl=impl, label=impl, rule=rule, clip=clip, workload=workload, kind=kind,
-                           dtype="float32", n_tensors=n_tensors, n_elements=n, bytes_per_step=bytes_per * n,
-                           first_step_s=0.1, check_rel_err=0.0, train=train, note=None,
-                           steps_per_call=steps_per_call, page_faults_per_step=0),
+        "extra_info": dict(
+            impl=impl,
+            label=impl,
+            rule=rule,
+            clip=clip,
+            workload=workload,
+            kind=kind,
+            dtype="float32",
+            n_tensors=n_tensors,
+            n_elements=n,
+            bytes_per_step=bytes_per * n,
+            first_step_s=0.1,
+            check_rel_err=0.0,
+            train=train,
+            note=None,
+            steps_per_call=steps_per_call,
+            page_faults_per_step=0,
+        ),
     }
 
 
@@ -48,12 +61,22 @@ def _json(tmp_path):
     benches.append(_bench("triad", "probe", "probe_1M", PROBE_1M, kind="probe", n=1 << 20))
     benches += [_bench(i, "adam", "dense_16M", t, clip="clipnorm") for i, t in CLIPNORM_ADAM_16M.items()]
     benches += [_bench(i, "adam", "many_200x10K", t, kind="many", n=2_000_000, n_tensors=200) for i, t in MANY.items()]
-    benches += [_bench(i, "adam", "many_200x10K_10_per_call", t, kind="many", n=2_000_000, n_tensors=200,
-                       steps_per_call=10) for i, t in {**MANY_10, "pyopt_numpy": MANY_NUMPY_10}.items()]
+    benches += [
+        _bench(i, "adam", "many_200x10K_10_per_call", t, kind="many", n=2_000_000, n_tensors=200, steps_per_call=10)
+        for i, t in {**MANY_10, "pyopt_numpy": MANY_NUMPY_10}.items()
+    ]
     benches.append(_bench("pyopt_op", "adam", "dense_64M", 0.08, n=M16 * 4))  # above every probe
     path = tmp_path / "bench.json"
-    path.write_text(json.dumps({"benchmarks": benches, "machine_info": {"pyopt": {"cpu": "test CPU", "cores": 2}},
-                                "datetime": "2026-12-01T00:00:00", "commit_info": {"id": "abc"}}))
+    path.write_text(
+        json.dumps(
+            {
+                "benchmarks": benches,
+                "machine_info": {"pyopt": {"cpu": "test CPU", "cores": 2}},
+                "datetime": "2026-12-01T00:00:00",
+                "commit_info": {"id": "abc"},
+            }
+        )
+    )
     return path
 
 
@@ -118,7 +141,8 @@ def test_from_json_writes_the_report(tmp_path, capsys):
     raw = json.loads(_json(tmp_path).read_text())  # a run that recorded the CPU's signature and cache
     raw["machine_info"]["pyopt"].update(cpu_signature="family 25, model 17, stepping 1", last_level_cache="L3 32768K")
     assert "- CPU: test CPU, 2 cores, family 25, model 17, stepping 1, L3 32768K" in bench_report.machine_lines(
-        dict(raw["machine_info"]))
+        dict(raw["machine_info"])
+    )
     # What a user asks comes first: the headline, then the machine and the cases; the targets last.
     for text in (summary, results):
         order = [text.index(h) for h in ("## Headline", "## Machine", "## Targets")]
@@ -172,14 +196,20 @@ def test_dense_bandwidth_bound_fails_when_the_reference_is_already_near_the_prob
             b["stats"]["median"] = 0.018
     path.write_text(json.dumps(raw))
     rows, _ = bench_report.load(path)
-    bound = _target(bench_report.evaluate_targets(rows), bench_report.BOUND,
-                    "dense Adam 16M: ResourceApplyAdam time / (the step's bytes")
+    bound = _target(
+        bench_report.evaluate_targets(rows),
+        bench_report.BOUND,
+        "dense Adam 16M: ResourceApplyAdam time / (the step's bytes",
+    )
     assert bound["measured"] == pytest.approx(0.018 / (28 * M16 / (12 * M16 / PROBE_16M)))
     assert bound["passed"] is False  # 1.29x: 1.5x is out of reach for any implementation in this run
     table = bench_report.targets_table(bench_report.evaluate_targets(rows))
     assert f"| {bound['target']} | bandwidth bound | 1.29x | >= 1.5x | **out of reach** |" in table
-    keras_bound = _target(bench_report.evaluate_targets(rows), bench_report.BOUND,
-                          "dense Adam 16M: Keras built-in time / (the step's bytes")
+    keras_bound = _target(
+        bench_report.evaluate_targets(rows),
+        bench_report.BOUND,
+        "dense Adam 16M: Keras built-in time / (the step's bytes",
+    )
     assert f"| {keras_bound['target']} | bandwidth bound | 8.57x | >= 5x | within reach |" in table
 
 
@@ -189,30 +219,47 @@ def _headline_json(tmp_path):
     path = _json(tmp_path)
     raw = json.loads(path.read_text())
     many = dict(kind="many", n=2_000_000, n_tensors=200)
-    raw["benchmarks"] += [_bench("pyopt_numpy", "adam", "dense_16M", 0.019),
-                          _bench("pyopt_numpy", "adam", "many_200x10K", 0.0015, **many),
-                          _bench("torch", "adam", "many_200x10K", 0.005, **many)]
-    raw["benchmarks"] += [_bench(i, "adam", "train_mlp_13_4_1", t, kind="train", n=61, n_tensors=4, train=True)
-                          for i, t in TRAIN_MLP.items()]
+    raw["benchmarks"] += [
+        _bench("pyopt_numpy", "adam", "dense_16M", 0.019),
+        _bench("pyopt_numpy", "adam", "many_200x10K", 0.0015, **many),
+        _bench("torch", "adam", "many_200x10K", 0.005, **many),
+    ]
+    raw["benchmarks"] += [
+        _bench(i, "adam", "train_mlp_13_4_1", t, kind="train", n=61, n_tensors=4, train=True)
+        for i, t in TRAIN_MLP.items()
+    ]
     path.write_text(json.dumps(raw))
     return path
 
 
-TRAIN_MLP = {"pyopt_keras": 0.0004, "pyopt_op": 0.0005, "keras": 0.0008, "keras_xla": 0.0006, "tf_raw": 0.0005,
-             "torch": 0.0007}
+TRAIN_MLP = {
+    "pyopt_keras": 0.0004,
+    "pyopt_op": 0.0005,
+    "keras": 0.0008,
+    "keras_xla": 0.0006,
+    "tf_raw": 0.0005,
+    "torch": 0.0007,
+}
 
 
 def test_headline_rows_and_speedups(tmp_path):
     rows, _ = bench_report.load(_headline_json(tmp_path))
     found = {h["case"]: h for h in bench_report.headline_rows(rows)}
     # Only the cases this run measured, in the headline's order.
-    assert list(found) == ["Adam, float32 16M (one tensor)", "Adam + clipnorm, float32 16M", "Adam, 200 tensors x 10K",
-                           "Adam, 200 x 10K, 10 steps per call", "Adam, MLP 13-4-1 train step"]
+    assert list(found) == [
+        "Adam, float32 16M (one tensor)",
+        "Adam + clipnorm, float32 16M",
+        "Adam, 200 tensors x 10K",
+        "Adam, 200 x 10K, 10 steps per call",
+        "Adam, MLP 13-4-1 train step",
+    ]
     dense = found["Adam, float32 16M (one tensor)"]
     assert sorted(dense["cells"]) == sorted(["pyopt_op", "pyopt_keras", "pyopt_numpy", "keras", "tf_raw", "torch"])
-    assert dense["speedups"] == {("pyopt_keras", "keras"): pytest.approx(0.120 / 0.022),
-                                 ("pyopt_op", "tf_raw"): pytest.approx(0.032 / 0.020),
-                                 ("pyopt_numpy", "torch"): pytest.approx(0.021 / 0.019)}
+    assert dense["speedups"] == {
+        ("pyopt_keras", "keras"): pytest.approx(0.120 / 0.022),
+        ("pyopt_op", "tf_raw"): pytest.approx(0.032 / 0.020),
+        ("pyopt_numpy", "torch"): pytest.approx(0.021 / 0.019),
+    }
     many = found["Adam, 200 tensors x 10K"]  # no pyopt Keras, no TF op: only NumPy vs torch
     assert many["speedups"] == {("pyopt_numpy", "torch"): pytest.approx(0.005 / 0.0015)}
     assert "tf_call_floor" not in many["cells"]  # the floor is not an implementation a user picks
@@ -220,16 +267,27 @@ def test_headline_rows_and_speedups(tmp_path):
     assert looped["cells"]["pyopt_op"]["median_s"] == pytest.approx(MANY_10["pyopt_op"] / 10)
     assert found["Adam + clipnorm, float32 16M"]["speedups"] == {}  # no reference measured with clipnorm
     train = found["Adam, MLP 13-4-1 train step"]
-    assert train["speedups"] == {("pyopt_keras", "keras"): pytest.approx(0.0008 / 0.0004),
-                                 ("pyopt_op", "tf_raw"): pytest.approx(0.0005 / 0.0005)}
+    assert train["speedups"] == {
+        ("pyopt_keras", "keras"): pytest.approx(0.0008 / 0.0004),
+        ("pyopt_op", "tf_raw"): pytest.approx(0.0005 / 0.0005),
+    }
     assert train["gbps"] is False and dense["gbps"] is True
 
     table = bench_report.headline_table(rows).splitlines()
-    assert table[0] == ("| case | pyopt Keras | pyopt op | pyopt NumPy | Keras | Keras XLA | TF op | torch | "
-                        "pyopt Keras vs Keras | pyopt op vs TF op | pyopt NumPy vs torch |")
+    assert table[0] == (
+        "| case | pyopt Keras | pyopt op | pyopt NumPy | Keras | Keras XLA | TF op | torch | "
+        "pyopt Keras vs Keras | pyopt op vs TF op | pyopt NumPy vs torch |"
+    )
     gbps = {impl: 28 * M16 / t / 1e9 for impl, t in {**ADAM_16M, "pyopt_numpy": 0.019}.items()}  # op: 23.5
-    cells = [f"{ms} ({gbps[impl]:.{digits}f})" for ms, impl, digits in (
-        ("22.0", "pyopt_keras", 1), ("20.0", "pyopt_op", 1), ("19.0", "pyopt_numpy", 1), ("120", "keras", 2))]
+    cells = [
+        f"{ms} ({gbps[impl]:.{digits}f})"
+        for ms, impl, digits in (
+            ("22.0", "pyopt_keras", 1),
+            ("20.0", "pyopt_op", 1),
+            ("19.0", "pyopt_numpy", 1),
+            ("120", "keras", 2),
+        )
+    ]
     cells += ["", f"32.0 ({gbps['tf_raw']:.1f})", f"21.0 ({gbps['torch']:.1f})", "5.45x", "1.60x", "1.11x"]
     assert table[2] == "| " + " | ".join(["Adam, float32 16M (one tensor)", *cells]) + " |"
     train_cells = ["0.400", "0.500", "", "0.800", "0.600", "0.500", "0.700", "2.00x", "1.00x", ""]
@@ -273,8 +331,10 @@ def test_the_suites_are_found_in_the_installed_package(tmp_path, monkeypatch):
 
 
 def test_nothing_imports_pytest_with_pyopt():
-    code = ("import sys, pyopt, pyopt.bench_report, pyopt.benchmarks, pyopt.benchmarks.paired, "
-            "pyopt.benchmarks.dispatch_gap; print(sorted(m for m in sys.modules if m.split('.')[0] == 'pytest'))")
+    code = (
+        "import sys, pyopt, pyopt.bench_report, pyopt.benchmarks, pyopt.benchmarks.paired, "
+        "pyopt.benchmarks.dispatch_gap; print(sorted(m for m in sys.modules if m.split('.')[0] == 'pytest'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -282,8 +342,19 @@ def test_nothing_imports_pytest_with_pyopt():
 @pytest.mark.slow
 def test_pyopt_bench_runs_from_an_empty_directory(tmp_path):
     """The console command from a directory outside the source tree: one probe case (seconds)."""
-    cmd = [sys.executable, "-m", "pyopt", "bench", "--out", "out", "--impl", "probe", "--",
-           "-k", "probe_rmw_1t and dense_1K"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pyopt",
+        "bench",
+        "--out",
+        "out",
+        "--impl",
+        "probe",
+        "--",
+        "-k",
+        "probe_rmw_1t and dense_1K",
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     out = tmp_path / "out"

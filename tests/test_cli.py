@@ -52,8 +52,10 @@ def test_cpu_details_read_family_model_and_the_last_level_cache(tmp_path):
     from pyopt import _config
 
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
-                       "model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\ncpu family\t: 99\n")
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+        "model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\ncpu family\t: 99\n"
+    )
     cache = tmp_path / "cache"
     for index, (level, size) in enumerate([(1, "32K"), (1, "32K"), (2, "1024K"), (3, "32768K")]):
         (cache / f"index{index}").mkdir(parents=True)
@@ -84,25 +86,28 @@ def test_bench_without_the_report_module(monkeypatch, capsys):
 
 
 # --- argument errors: one line, status 2 ----------------------------------------------------
-@pytest.mark.parametrize("argv, match", [
-    ([], "required"),
-    (["fly"], "invalid choice"),
-    (["train", "--lr", "-1"], "--lr: must be > 0"),
-    (["train", "--lr", "fast"], "--lr: expected a number"),
-    (["train", "--epochs", "0"], "--epochs: must be > 0"),
-    (["train", "--epochs", "1.5"], "--epochs: expected a whole number"),
-    (["train", "--clipnorm", "0"], "--clipnorm: must be > 0"),
-    (["train", "--clipnorm", "nan"], "--clipnorm: must be > 0"),
-    (["train", "--batch-size", "0"], "--batch-size: must be > 0"),
-    (["train", "--optimizer", "rmsprop"], "--optimizer: invalid choice: 'rmsprop'"),
-    (["train", "--backend", "cuda"], "--backend: invalid choice"),
-    (["train", "--hidden", "4,x"], "--hidden"),
-    (["train", "--hidden", "0"], "--hidden: layer widths must be >= 1"),
-    (["train", "--seed", "-2"], "--seed: must be >= 0"),
-    (["demo", "--epochs", "-5"], "--epochs"),
-    (["demo", "--implementations", "fused,cuda"], "--implementations"),
-    (["demo", "--bogus"], "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        ([], "required"),
+        (["fly"], "invalid choice"),
+        (["train", "--lr", "-1"], "--lr: must be > 0"),
+        (["train", "--lr", "fast"], "--lr: expected a number"),
+        (["train", "--epochs", "0"], "--epochs: must be > 0"),
+        (["train", "--epochs", "1.5"], "--epochs: expected a whole number"),
+        (["train", "--clipnorm", "0"], "--clipnorm: must be > 0"),
+        (["train", "--clipnorm", "nan"], "--clipnorm: must be > 0"),
+        (["train", "--batch-size", "0"], "--batch-size: must be > 0"),
+        (["train", "--optimizer", "rmsprop"], "--optimizer: invalid choice: 'rmsprop'"),
+        (["train", "--backend", "cuda"], "--backend: invalid choice"),
+        (["train", "--hidden", "4,x"], "--hidden"),
+        (["train", "--hidden", "0"], "--hidden: layer widths must be >= 1"),
+        (["train", "--seed", "-2"], "--seed: must be >= 0"),
+        (["demo", "--epochs", "-5"], "--epochs"),
+        (["demo", "--implementations", "fused,cuda"], "--implementations"),
+        (["demo", "--bogus"], "unrecognized arguments"),
+    ],
+)
 def test_bad_arguments_are_one_line(argv, match, capsys, tmp_path):
     argv = argv + (["--out", str(tmp_path)] if argv[:1] == ["demo"] else [])
     status, out, err = _run_main(argv, capsys)
@@ -114,8 +119,28 @@ def test_bad_arguments_are_one_line(argv, match, capsys, tmp_path):
 # --- train ----------------------------------------------------------------------------------
 def test_train_prints_the_final_losses(capsys, tmp_path):
     history_path = tmp_path / "run" / "history.csv"
-    argv = ["train", "--optimizer", "adam", "--lr", "1e-3", "--clipnorm", "2", "--epochs", "30", "--backend", "keras",
-            "--hidden", "4", "--seed", "3", "--his-freq", "10", "--history", str(history_path), "--no-progress"]
+    argv = [
+        "train",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-3",
+        "--clipnorm",
+        "2",
+        "--epochs",
+        "30",
+        "--backend",
+        "keras",
+        "--hidden",
+        "4",
+        "--seed",
+        "3",
+        "--his-freq",
+        "10",
+        "--history",
+        str(history_path),
+        "--no-progress",
+    ]
     status, out, err = _run_main(argv, capsys)
     assert status == 0, err
     history = pd.read_csv(history_path)
@@ -129,12 +154,14 @@ def test_train_prints_the_final_losses(capsys, tmp_path):
 
 
 def test_train_sgd_defaults_to_minibatches_of_32(capsys):
-    status, out, err = _run_main(["train", "--optimizer", "sgd", "--clipnorm", "2", "--epochs", "2", "--backend",
-                                  "tf", "--no-progress"], capsys)
+    status, out, err = _run_main(
+        ["train", "--optimizer", "sgd", "--clipnorm", "2", "--epochs", "2", "--backend", "tf", "--no-progress"], capsys
+    )
     assert status == 0, err
     assert "batch_size=32" in out and "steps=26" in out and "ran: tf" in out  # 404 rows: 13 batches
-    status, out, _ = _run_main(["train", "--optimizer", "sgd", "--batch-size", "full", "--epochs", "2",
-                                "--no-progress"], capsys)
+    status, out, _ = _run_main(
+        ["train", "--optimizer", "sgd", "--batch-size", "full", "--epochs", "2", "--no-progress"], capsys
+    )
     assert "batch_size=full" in out and "steps=2" in out
 
 
@@ -164,15 +191,19 @@ def test_train_reports_a_fused_step_that_cannot_run(monkeypatch, capsys):
         raise ops.FusedBackendError("backend='fused' cannot run this step: simulated")
 
     monkeypatch.setattr(Step, "__call__", refuse)  # the step of every pyopt optimizer
-    status, out, err = _run_main(["train", "--optimizer", "adam", "--backend", "fused", "--epochs", "1",
-                                  "--no-progress"], capsys)
+    status, out, err = _run_main(
+        ["train", "--optimizer", "adam", "--backend", "fused", "--epochs", "1", "--no-progress"], capsys
+    )
     assert status == 1 and "simulated" in err and "Traceback" not in err
 
 
 # --- demo -----------------------------------------------------------------------------------
 def _table_rows(text):
-    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
-            if line.startswith("| ") and "experiment" not in line]
+    return [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith("| ") and "experiment" not in line
+    ]
 
 
 @pytest.mark.slow
@@ -209,12 +240,17 @@ def test_demo_reports_an_unavailable_implementation(monkeypatch, capsys, tmp_pat
     from pyopt import _loader
 
     monkeypatch.setattr(_loader, "unavailable_reason", lambda: "op library not built")
-    monkeypatch.setattr(cli, "EXPERIMENTS", (
-        cli.Experiment("gd_sweep", "GD", "gd", (1e-3, 1e-5), epochs=2, quick_epochs=2),
-        cli.Experiment("adam", "Adam", "adam", (1e-3,), epochs=2, quick_epochs=2, clipnorm=2.0),
-    ))
-    status, out, err = _run_main(["demo", "--quick", "--implementations", "fused,keras", "--out", str(tmp_path),
-                                  "--no-progress"], capsys)
+    monkeypatch.setattr(
+        cli,
+        "EXPERIMENTS",
+        (
+            cli.Experiment("gd_sweep", "GD", "gd", (1e-3, 1e-5), epochs=2, quick_epochs=2),
+            cli.Experiment("adam", "Adam", "adam", (1e-3,), epochs=2, quick_epochs=2, clipnorm=2.0),
+        ),
+    )
+    status, out, err = _run_main(
+        ["demo", "--quick", "--implementations", "fused,keras", "--out", str(tmp_path), "--no-progress"], capsys
+    )
     assert status == 0, err
     rows = _table_rows(out)
     assert len(rows) == 3
@@ -228,8 +264,9 @@ def test_demo_reports_an_unavailable_implementation(monkeypatch, capsys, tmp_pat
 def test_plot_histories(tmp_path):
     good = pd.DataFrame({"epoch": [0, 10, 20], "testing_loss": [100.0, 10.0, 1.0], "training_loss": [1.0, 1, 1]})
     broken = pd.DataFrame({"epoch": [0, 10, 20], "testing_loss": [np.nan, np.inf, -1.0], "training_loss": [1.0] * 3})
-    path = plot_histories({"good": good, "broken": broken}, tmp_path / "new" / "plot.png", title="t", baseline=5.0,
-                          styles={"good": "--"})
+    path = plot_histories(
+        {"good": good, "broken": broken}, tmp_path / "new" / "plot.png", title="t", baseline=5.0, styles={"good": "--"}
+    )
     assert path == tmp_path / "new" / "plot.png"
     data = path.read_bytes()
     assert data[:8] == PNG_MAGIC and len(data) > 5000

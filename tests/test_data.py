@@ -96,8 +96,10 @@ def test_bad_test_split(test_split):
         boston_housing.load_data(test_split=test_split)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"seed": "1"}, "seed"), ({"seed": 1.5}, "seed"),
-                                           ({"dtype": "int32"}, "dtype"), ({"dtype": "nonsense"}, "dtype")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"seed": "1"}, "seed"), ({"seed": 1.5}, "seed"), ({"dtype": "int32"}, "dtype"), ({"dtype": "nonsense"}, "dtype")],
+)
 def test_bad_seed_or_dtype(kwargs, match):
     with pytest.raises(TypeError, match=match):
         boston_housing.load_data(**kwargs)

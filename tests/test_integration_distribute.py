@@ -27,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from test_optimizers import fused_unavailable_reason
+from backends import fused_unavailable_reason
 
 WORKER = Path(__file__).parent / "integration_workers" / "train_distributed.py"
 OPTIMIZERS = ["adam", "nesterov", "gradient_descent"]
@@ -57,8 +56,9 @@ def start(mode: str, out: Path, log: Path, tf_config: dict | None = None) -> sub
     env.pop("TF_CONFIG", None)
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
-    return subprocess.Popen([sys.executable, str(WORKER), mode, str(out)], env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), mode, str(out)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
 
 
 class Run:
@@ -76,7 +76,7 @@ class Run:
 
     def weights(self, run: str, optimizer: str, replica: int | None = None) -> list:
         prefix = f"{run}/{optimizer}/" + ("" if replica is None else f"replica{replica}/")
-        n = sum(1 for k in self.arrays if k.startswith(prefix) and k[len(prefix):].startswith("w"))
+        n = sum(1 for k in self.arrays if k.startswith(prefix) and k[len(prefix) :].startswith("w"))
         assert n, f"no weights for {prefix} in {self.name}: {self.report.get(f'{run}/{optimizer}')}"
         return [self.arrays[f"{prefix}w{i}"] for i in range(n)]
 
@@ -88,9 +88,14 @@ def runs(tmp_path_factory) -> dict:
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     jobs = {"mirrored": dict(mode="mirrored")}
-    jobs.update({f"worker{i}": dict(mode="multiworker", tf_config={"cluster": cluster, "task": {"type": "worker",
-                                                                                                "index": i}})
-                 for i in range(2)})
+    jobs.update(
+        {
+            f"worker{i}": dict(
+                mode="multiworker", tf_config={"cluster": cluster, "task": {"type": "worker", "index": i}}
+            )
+            for i in range(2)
+        }
+    )
     procs = {}
     try:
         for name, job in jobs.items():
@@ -109,8 +114,9 @@ def runs(tmp_path_factory) -> dict:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-    return {name: Run(name, proc, tmp / f"{name}.npz", tmp / f"{name}.log", timed_out[name])
-            for name, proc in procs.items()}
+    return {
+        name: Run(name, proc, tmp / f"{name}.npz", tmp / f"{name}.log", timed_out[name]) for name, proc in procs.items()
+    }
 
 
 def assert_close(actual, expected, tol, what):
@@ -146,14 +152,20 @@ def test_mirrored_strategy_fit_equals_single_device(runs, optimizer):
     run.check()
     report = run.report[f"mirrored_fit/{optimizer}"]
     assert_trained_distributed(report, f"mirrored {optimizer}", replicas=2)
-    assert len({d[0] for d in report["variable_devices"].values()} | {d[1] for d in
-                                                                      report["variable_devices"].values()}) == 2
+    assert (
+        len({d[0] for d in report["variable_devices"].values()} | {d[1] for d in report["variable_devices"].values()})
+        == 2
+    )
     want = run.weights("single", optimizer)
     assert run.report[f"single/{optimizer}"]["last_backend"] == EXPECTED_BACKEND
     assert_close(run.weights("mirrored_fit", optimizer), want, TOL, f"mirrored {optimizer} vs single device")
     # Both replicas hold identical copies.
-    assert_close(run.weights("mirrored_fit", optimizer, replica=1), run.weights("mirrored_fit", optimizer, replica=0),
-                 0.0, f"mirrored {optimizer} replica 1 vs replica 0")
+    assert_close(
+        run.weights("mirrored_fit", optimizer, replica=1),
+        run.weights("mirrored_fit", optimizer, replica=0),
+        0.0,
+        f"mirrored {optimizer} replica 1 vs replica 0",
+    )
 
 
 @pytest.mark.slow
@@ -166,8 +178,12 @@ def test_multi_worker_custom_loop_equals_single_device(runs, optimizer):
         want = run.weights("single", optimizer)
         assert_close(run.weights("multiworker_loop", optimizer), want, TOL, f"{name} {optimizer} vs single device")
     # Both workers end with identical weights.
-    assert_close(runs["worker1"].weights("multiworker_loop", optimizer),
-                 runs["worker0"].weights("multiworker_loop", optimizer), 0.0, f"{optimizer} worker 1 vs worker 0")
+    assert_close(
+        runs["worker1"].weights("multiworker_loop", optimizer),
+        runs["worker0"].weights("multiworker_loop", optimizer),
+        0.0,
+        f"{optimizer} worker 1 vs worker 0",
+    )
 
 
 KERAS_MWMS_FIT_BUG = "unsupported type (<class 'tensorflow.python.distribute.values.PerReplica'>) to a Tensor"
@@ -183,10 +199,16 @@ def test_multi_worker_model_fit(runs):
         runs[name].check()
         report = runs[name].report["multiworker_fit/adam"]
         if KERAS_MWMS_FIT_BUG in report.get("error", ""):
-            pytest.xfail("Keras 3 model.fit under 2-worker MultiWorkerMirroredStrategy: strategy.reduce of a "
-                         "(x, y) tuple in _maybe_symbolic_build fails before any optimizer step")
+            pytest.xfail(
+                "Keras 3 model.fit under 2-worker MultiWorkerMirroredStrategy: strategy.reduce of a "
+                "(x, y) tuple in _maybe_symbolic_build fails before any optimizer step"
+            )
         for optimizer in OPTIMIZERS:
             report = runs[name].report[f"multiworker_fit/{optimizer}"]
             assert_trained_distributed(report, f"{name} fit {optimizer}", replicas=2)
-            assert_close(runs[name].weights("multiworker_fit", optimizer), runs[name].weights("single", optimizer),
-                         TOL, f"{name} fit {optimizer} vs single device")
+            assert_close(
+                runs[name].weights("multiworker_fit", optimizer),
+                runs[name].weights("single", optimizer),
+                TOL,
+                f"{name} fit {optimizer} vs single device",
+            )

@@ -27,10 +27,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from backends import fused_unavailable_reason
 
 import pyopt.optimizers as po
-from test_optimizers import fused_unavailable_reason
 
 MIXED_TOL = {"mixed_float16": 1e-4, "mixed_bfloat16": 1e-4}
 HALF_TOL = {"float16": 1e-2, "bfloat16": 6e-2}
@@ -38,8 +37,7 @@ HALF_TOL = {"float16": 1e-2, "bfloat16": 6e-2}
 # (pyopt class, Keras class, arguments both take)
 OPTIMIZERS = {
     "adam": (po.Adam, keras.optimizers.Adam, dict(learning_rate=0.01, weight_decay=0.01)),
-    "momentum": (po.SGD, keras.optimizers.SGD, dict(learning_rate=0.05, momentum=0.9, nesterov=True,
-                                                    clipnorm=1.0)),
+    "momentum": (po.SGD, keras.optimizers.SGD, dict(learning_rate=0.05, momentum=0.9, nesterov=True, clipnorm=1.0)),
     "gradient_descent": (po.GradientDescent, keras.optimizers.SGD, dict(learning_rate=0.05, global_clipnorm=1.0)),
 }
 
@@ -52,12 +50,14 @@ AUTO_BACKEND = "tf" if fused_unavailable_reason() else "fused"
 def make_model(dtype, seed=0):
     """Dense(8, tanh) -> Dense(3) under ``dtype`` (a policy name); float32 output for the loss."""
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((6,)),
-        keras.layers.Dense(8, activation="tanh", dtype=dtype),
-        keras.layers.Dense(3, dtype=dtype),
-        keras.layers.Activation("linear", dtype="float32"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="tanh", dtype=dtype),
+            keras.layers.Dense(3, dtype=dtype),
+            keras.layers.Activation("linear", dtype="float32"),
+        ]
+    )
 
 
 def data(n=64):
@@ -80,8 +80,9 @@ def fit(model, optimizer, epochs):
 def assert_close(actual, expected, tol, what):
     assert len(actual) == len(expected), what
     for i, (a, e) in enumerate(zip(actual, expected)):
-        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(e, np.float64), rtol=tol, atol=tol,
-                                   err_msg=f"{what} #{i}")
+        np.testing.assert_allclose(
+            np.asarray(a, np.float64), np.asarray(e, np.float64), rtol=tol, atol=tol, err_msg=f"{what} #{i}"
+        )
 
 
 _KERAS_RUNS: dict = {}
@@ -97,8 +98,10 @@ def keras_reference(key, make):
 # Mixed precision: float32 master weights, 16-bit compute, LossScaleOptimizer.
 
 
-MIXED_CASES = [(which, "mixed_float16") for which in OPTIMIZERS] + [("adam", "mixed_bfloat16"),
-                                                                     ("momentum", "mixed_bfloat16")]
+MIXED_CASES = [(which, "mixed_float16") for which in OPTIMIZERS] + [
+    ("adam", "mixed_bfloat16"),
+    ("momentum", "mixed_bfloat16"),
+]
 
 
 @pytest.mark.parametrize("which, policy", MIXED_CASES)
@@ -126,10 +129,17 @@ def test_global_mixed_float16_policy_auto_wraps_pyopt_optimizer():
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
     try:
+
         def run(mine):
             keras.utils.set_random_seed(0)
-            model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh"),
-                                      keras.layers.Dense(3), keras.layers.Activation("linear", dtype="float32")])
+            model = keras.Sequential(
+                [
+                    keras.Input((6,)),
+                    keras.layers.Dense(8, activation="tanh"),
+                    keras.layers.Dense(3),
+                    keras.layers.Activation("linear", dtype="float32"),
+                ]
+            )
             return model, fit(model, make_optimizer("adam", mine), epochs=2)
 
         model, got = run(mine=True)
@@ -213,8 +223,10 @@ def test_loss_scale_optimizer_skips_non_finite_step(which):
     assert_close(results[0], results[1], MIXED_TOL["mixed_float16"], f"{which} pyopt vs Keras around a skipped step")
 
 
-@pytest.mark.parametrize("which, dtype", [("adam", "float16"), ("momentum", "bfloat16"),
-                                          ("gradient_descent", "float32"), ("adam", "float32")])
+@pytest.mark.parametrize(
+    "which, dtype",
+    [("adam", "float16"), ("momentum", "bfloat16"), ("gradient_descent", "float32"), ("adam", "float32")],
+)
 def test_skip_nonfinite_leaves_model_and_slots_untouched(which, dtype):
     x, y = data()
     model = make_model(dtype)

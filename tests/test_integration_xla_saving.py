@@ -24,10 +24,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from backends import fused_unavailable_reason
+from test_optimizers import assert_close, small_model
 
 import pyopt.optimizers as po
 from pyopt.ops import FusedBackendError
-from test_optimizers import assert_close, backend, fused_unavailable_reason, small_model  # noqa: F401
 
 XLA_TOL = 1e-5
 SAVEDMODEL_TOL = 1e-6
@@ -74,7 +75,7 @@ def train_loop(model, optimizer, steps, jit_compile):
 
     for i in range(steps):
         j = 16 * (i % 4)
-        step(tf.constant(x[j:j + 16]), tf.constant(y[j:j + 16]))
+        step(tf.constant(x[j : j + 16]), tf.constant(y[j : j + 16]))
     return model.get_weights()
 
 
@@ -168,17 +169,26 @@ def test_keras_file_restores_optimizer_and_training_continues(which, backend, tm
     for m in (model, loaded):
         fit(m, None, epochs=2, initial_epoch=1)
     exact_or_close(loaded.get_weights(), model.get_weights(), RESUME_TOL[backend], f"{which} after reloading")
-    exact_or_close(optimizer_values(loaded.optimizer), optimizer_values(model.optimizer), RESUME_TOL[backend],
-                   f"{which} slots after reloading")
+    exact_or_close(
+        optimizer_values(loaded.optimizer),
+        optimizer_values(model.optimizer),
+        RESUME_TOL[backend],
+        f"{which} slots after reloading",
+    )
     assert loaded.optimizer.last_backend == backend
 
 
 def test_keras_file_with_loss_scale_optimizer_and_mixed_policy(tmp_path):
     x, _ = data()
     keras.utils.set_random_seed(9)
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh", dtype="mixed_float16"),
-                              keras.layers.Dense(3, dtype="mixed_float16"),
-                              keras.layers.Activation("linear", dtype="float32")])
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="tanh", dtype="mixed_float16"),
+            keras.layers.Dense(3, dtype="mixed_float16"),
+            keras.layers.Activation("linear", dtype="float32"),
+        ]
+    )
     fit(model, keras.optimizers.LossScaleOptimizer(po.Adam(0.01, weight_decay=0.01)), epochs=1)
     path = tmp_path / "mixed.keras"
     model.save(path)
@@ -191,8 +201,9 @@ def test_keras_file_with_loss_scale_optimizer_and_mixed_policy(tmp_path):
     exact_or_close(optimizer_values(loaded.optimizer), optimizer_values(model.optimizer), 0.0, "restored LSO state")
     for m in (model, loaded):
         fit(m, None, epochs=2, initial_epoch=1)
-    exact_or_close(loaded.get_weights(), model.get_weights(), RESUME_TOL[AUTO_BACKEND],
-                   "mixed precision after reloading")
+    exact_or_close(
+        loaded.get_weights(), model.get_weights(), RESUME_TOL[AUTO_BACKEND], "mixed precision after reloading"
+    )
     assert loaded.optimizer.inner_optimizer.last_backend == AUTO_BACKEND
 
 
@@ -222,8 +233,9 @@ def test_saved_model_export_serves_without_pyopt(tmp_path):
 
     paths = {"export": tmp_path / "exported", "saved_model": tmp_path / "saved_model"}
     model.export(str(paths["export"]), format="tf_saved_model")
-    serve = tf.function(lambda inputs: model(inputs, training=False),
-                        input_signature=[tf.TensorSpec((None, 6), tf.float32)])
+    serve = tf.function(
+        lambda inputs: model(inputs, training=False), input_signature=[tf.TensorSpec((None, 6), tf.float32)]
+    )
     tf.saved_model.save(model, str(paths["saved_model"]), signatures={"serving_default": serve})
     for path in paths.values():  # no pyopt op inside: serving needs only TensorFlow
         assert b"Pyopt" not in (path / "saved_model.pb").read_bytes()
@@ -234,9 +246,18 @@ def test_saved_model_export_serves_without_pyopt(tmp_path):
     # ...and in a fresh one that never imports pyopt (its op library is never loaded).
     np.save(tmp_path / "x.npy", x)
     result = subprocess.run(
-        [sys.executable, "-c", LOAD_SAVEDMODELS, str(tmp_path / "x.npy"), json.dumps({k: str(v) for k, v in
-                                                                                         paths.items()})],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        [
+            sys.executable,
+            "-c",
+            LOAD_SAVEDMODELS,
+            str(tmp_path / "x.npy"),
+            json.dumps({k: str(v) for k, v in paths.items()}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     served = json.loads(result.stdout.strip().splitlines()[-1])
     assert served.pop("pyopt_imported") is False
@@ -251,8 +272,9 @@ def test_saved_model_export_serves_without_pyopt(tmp_path):
 def train_two_epochs_with_checkpoints(which, backend, directory):
     """2 epochs of model.fit, a CheckpointManager save after each; returns (model, optimizer, manager)."""
     model, optimizer = small_model(seed=11), OPTIMIZERS[which](backend)
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model, optimizer=optimizer), str(directory),
-                                         max_to_keep=1)
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=model, optimizer=optimizer), str(directory), max_to_keep=1
+    )
     save_each_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: manager.save(epoch + 1))
     model.compile(optimizer=optimizer, loss="mse", jit_compile=False)
     x, y = data()
@@ -275,8 +297,9 @@ def test_checkpoint_manager_resume_equals_uninterrupted(which, backend, tmp_path
     _, optimizer, _ = train_two_epochs_with_checkpoints(which, backend, tmp_path)
     fresh_model, fresh_optimizer = small_model(seed=12), OPTIMIZERS[which](backend)
     fresh_optimizer.build(fresh_model.trainable_variables)
-    fresh_manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=fresh_model, optimizer=fresh_optimizer),
-                                               str(tmp_path), max_to_keep=1)
+    fresh_manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=fresh_model, optimizer=fresh_optimizer), str(tmp_path), max_to_keep=1
+    )
     fresh_manager.checkpoint.restore(fresh_manager.latest_checkpoint).assert_consumed()
     assert int(fresh_optimizer.iterations.numpy()) == 8
     exact_or_close(optimizer_values(fresh_optimizer), optimizer_values(optimizer), 0.0, "restored optimizer")
@@ -293,8 +316,12 @@ def test_checkpoint_manager_resume_in_a_new_process_is_bit_for_bit(tmp_path):
     want, want_slots = uninterrupted("adam", "fused")
     train_two_epochs_with_checkpoints("adam", "fused", tmp_path / "ckpt")
     script = Path(__file__).parent / "integration_workers" / "resume_checkpoint.py"
-    result = subprocess.run([sys.executable, str(script), str(tmp_path / "ckpt"), "adam", "fused",
-                             str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "ckpt"), "adam", "fused", str(tmp_path / "out.npz")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     out = np.load(tmp_path / "out.npz")
     assert str(out["last_backend"]) == "fused"

@@ -42,17 +42,27 @@ def get_with_pyopt(identifier):
 
 # keras.src.optimizers with pyopt's Adam and SGD, for optimizer_test.py
 OPTIMIZERS_WITH_PYOPT = types.SimpleNamespace(
-    **{**vars(keras.src.optimizers), "Adam": po.Adam, "SGD": po.SGD, "get": get_with_pyopt})
+    **{**vars(keras.src.optimizers), "Adam": po.Adam, "SGD": po.SGD, "get": get_with_pyopt}
+)
 
 # file -> (its TestCase class, the names that must be pyopt's classes, {line of Keras's source:
 # the line that replaces it, exactly once})
 SUITES = {
-    "adam_test.py": ("AdamTest", ["Adam"],
-                     {"from keras.src.optimizers.adam import Adam": "from pyopt.optimizers import Adam"}),
-    "sgd_test.py": ("SGDTest", ["SGD"],
-                    {"from keras.src.optimizers.sgd import SGD": "from pyopt.optimizers import SGD"}),
-    "optimizer_test.py": ("OptimizerTest", ["optimizers.Adam", "optimizers.SGD"],
-                          {"from keras.src import optimizers": "optimizers = OPTIMIZERS_WITH_PYOPT"}),
+    "adam_test.py": (
+        "AdamTest",
+        ["Adam"],
+        {"from keras.src.optimizers.adam import Adam": "from pyopt.optimizers import Adam"},
+    ),
+    "sgd_test.py": (
+        "SGDTest",
+        ["SGD"],
+        {"from keras.src.optimizers.sgd import SGD": "from pyopt.optimizers import SGD"},
+    ),
+    "optimizer_test.py": (
+        "OptimizerTest",
+        ["optimizers.Adam", "optimizers.SGD"],
+        {"from keras.src import optimizers": "optimizers = OPTIMIZERS_WITH_PYOPT"},
+    ),
 }
 
 

@@ -34,12 +34,11 @@ import itertools
 import ml_dtypes
 import numpy as np
 import pytest
+import reference as ref
+from kernel_cases import DTYPES, HYPER, call, call_multi, copies, random_state, same_bits
 
 import pyopt
 from pyopt import _core, kernels
-
-import reference as ref
-from kernel_cases import DTYPES, HYPER, call, call_multi, copies, random_state, same_bits
 
 TOLERANCE = {  # dtype: k for a single step, k for a 100-step trajectory (units: eps * scale)
     "float64": dict(step=4, trajectory=64),
@@ -376,7 +375,9 @@ def test_skip_nonfinite_leaves_everything_untouched(rule, dtype, bad):
     before = copies(states)
     for options in ({}, dict(clipnorm=1.0), dict(global_clipnorm=1.0)):
         assert call_multi(rule, *unzip(states), **HYPER[rule], skip_nonfinite=True, **options) is False
-        assert all(same_bits(a, b) for s, t in zip(states, before) for a, b in zip([s[0], s[1], *s[2]], [t[0], t[1], *t[2]]))
+        assert all(
+            same_bits(a, b) for s, t in zip(states, before) for a, b in zip([s[0], s[1], *s[2]], [t[0], t[1], *t[2]])
+        )
     p, g, s = states[0]
     g[3] = bad
     assert call(rule, p, g, s, **HYPER[rule], skip_nonfinite=True) is False
@@ -425,7 +426,9 @@ def test_default_nonfinite_policy_matches_keras(rule, dtype):
             assert np.all(np.isnan(p))
         else:
             assert np.isnan(p[7]) and np.all(others == 1.0)  # zero gradient, no weight decay
-        for name, got, want, old in zip(["param", *ref.SLOTS[rule]], [param, *slots], expected, [np.ones(20), *(np.zeros(20),) * 3]):
+        for name, got, want, old in zip(
+            ["param", *ref.SLOTS[rule]], [param, *slots], expected, [np.ones(20), *(np.zeros(20),) * 3]
+        ):
             assert_close(got, want, old, dtype, "step", name)
 
 

@@ -86,8 +86,18 @@ FORMS = [pytest.param(False, id="single"), pytest.param(True, id="multi")]
 # --------------------------------------------------------------------------- dtypes
 
 
-@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.complex64, np.complex128, object, np.bool_, np.float128
-                                   if hasattr(np, "float128") else np.uint8])
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        np.int32,
+        np.int64,
+        np.complex64,
+        np.complex128,
+        object,
+        np.bool_,
+        np.float128 if hasattr(np, "float128") else np.uint8,
+    ],
+)
 @pytest.mark.parametrize("multi", FORMS)
 @pytest.mark.parametrize("rule", RULES)
 def test_unsupported_dtype(rule, multi, dtype):
@@ -150,7 +160,12 @@ def test_non_native_byte_order(rule, multi):
 def test_shape_mismatch(rule, multi):
     i = 0 if not multi else 1
     for kind in ("grad", *slot_kinds(rule)):
-        for bad in (lambda a: a[:-1].copy(), lambda a: a.reshape(2, -1).copy(), lambda a: a.reshape(1, -1).copy(), lambda a: np.concatenate([a, a])):
+        for bad in (
+            lambda a: a[:-1].copy(),
+            lambda a: a.reshape(2, -1).copy(),
+            lambda a: a.reshape(1, -1).copy(),
+            lambda a: np.concatenate([a, a]),
+        ):
             c = Call.valid(rule, multi)
             if kind == "grad":
                 c.grads[i] = bad(c.grads[i])
@@ -339,8 +354,10 @@ BAD_HYPER = {
     "beta_1": ([-0.1, 1.0, 1.5, NAN, INF], ["0.9", None, True, (0.9,)]),
     "beta_2": ([-0.1, 1.0, 1.5, NAN, -INF], ["0.999", None, False]),
     "epsilon": ([0.0, -1e-7, NAN, INF], ["1e-7", None, True]),
-    "step": ([0, -1, -(2**40), 2**63, 2**70, -(2**70), np.uint64(2**63)],
-             [1.5, 2.0, np.float64(3.0), "1", None, True, np.bool_(True), [1]]),
+    "step": (
+        [0, -1, -(2**40), 2**63, 2**70, -(2**70), np.uint64(2**63)],
+        [1.5, 2.0, np.float64(3.0), "1", None, True, np.bool_(True), [1]],
+    ),
     "clipnorm": ([0.0, -1.0, NAN, INF], ["1.0", True, [1.0]]),
     "global_clipnorm": ([0.0, -1.0, NAN, INF], ["1.0", True, [1.0]]),
     "weight_decay": ([-1e-4, NAN, INF, -INF], ["0.1", "x", None, True, np.array(0.1), {0.1}]),
@@ -415,9 +432,17 @@ def test_numpy_scalar_hyperparameters_are_valid(rule, form):
     """NumPy scalars (np.float32, np.int64, np.bool_, ...) are accepted and give bitwise the
     result of the equal Python float/int/bool; Python ints are accepted for the reals."""
     numpy_values = {
-        "lr": np.float32(0.01), "momentum": np.float64(0.9), "beta_1": np.float16(0.875), "beta_2": np.float32(0.99),
-        "epsilon": np.float64(1e-7), "step": np.int64(3), "clipnorm": np.float32(2.5), "global_clipnorm": np.int32(3),
-        "weight_decay": np.float32(0.01), "nesterov": np.bool_(True), "skip_nonfinite": np.bool_(True),
+        "lr": np.float32(0.01),
+        "momentum": np.float64(0.9),
+        "beta_1": np.float16(0.875),
+        "beta_2": np.float32(0.99),
+        "epsilon": np.float64(1e-7),
+        "step": np.int64(3),
+        "clipnorm": np.float32(2.5),
+        "global_clipnorm": np.int32(3),
+        "weight_decay": np.float32(0.01),
+        "nesterov": np.bool_(True),
+        "skip_nonfinite": np.bool_(True),
         "lazy": np.bool_(True),
     }
     python = {"step": int, "nesterov": bool, "skip_nonfinite": bool, "lazy": bool}

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import reference as ref
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import reference as ref
 from kernel_cases import DTYPES, call, call_multi, copies, random_state, same_bits
 from test_kernels import assert_close
 
@@ -37,8 +36,12 @@ def hyperparameters(draw, rule):
         # beta_2 >= 0.5: v = v + (g*g - v)*(1 - beta_2) then cannot cancel to ~0 (with
         # beta_2 = 0 and g*g << v, float32 leaves an error ~eps*v that sqrt(v) turns into
         # sqrt(eps*v): no eps-based tolerance holds; Keras computes the same expression).
-        h.update(beta_1=draw(st.floats(0.0, 0.999)), beta_2=draw(st.floats(0.5, 0.99999)),
-                 epsilon=draw(st.floats(1e-8, 1.0)), step=draw(st.integers(1, 10**6)))
+        h.update(
+            beta_1=draw(st.floats(0.0, 0.999)),
+            beta_2=draw(st.floats(0.5, 0.99999)),
+            epsilon=draw(st.floats(1e-8, 1.0)),
+            step=draw(st.integers(1, 10**6)),
+        )
     return h
 
 
@@ -56,13 +59,14 @@ def valid_calls(draw):
     tensors = []
     for _ in range(n):
         p, g, s = random_state(rule, draw(shapes), np.float64, rng)
-        s = [x * grad_scale**2 if name in ("v", "vhat") else x * grad_scale
-             for x, name in zip(s, ref.SLOTS[rule])]
+        s = [x * grad_scale**2 if name in ("v", "vhat") else x * grad_scale for x, name in zip(s, ref.SLOTS[rule])]
         tensors.append([np.array(a, DTYPES[dtype]) for a in (p, g * grad_scale, *s)])  # 0-d stays an array
     hyper = draw(hyperparameters(rule))
     decay = st.one_of(st.just(0.0), st.floats(0.0, 0.5))
-    options = dict(weight_decay=draw(st.lists(decay, min_size=n, max_size=n) if multi else decay),
-                   skip_nonfinite=draw(st.booleans()))
+    options = dict(
+        weight_decay=draw(st.lists(decay, min_size=n, max_size=n) if multi else decay),
+        skip_nonfinite=draw(st.booleans()),
+    )
     clip = draw(st.sampled_from([None, "clipnorm", "global_clipnorm"] if multi else [None, "clipnorm"]))
     if clip:
         options[clip] = draw(st.floats(1e-3, 1e3))
@@ -76,12 +80,21 @@ def test_random_valid_call_matches_reference(case):
     before = copies(tensors)
     params, grads, slots = [t[0] for t in tensors], [t[1] for t in tensors], [t[2:] for t in tensors]
     if multi:
-        expected = ref.step_multi(rule, params, grads, slots, **hyper, **{k: v for k, v in options.items()
-                                                                          if k != "skip_nonfinite"})
+        expected = ref.step_multi(
+            rule, params, grads, slots, **hyper, **{k: v for k, v in options.items() if k != "skip_nonfinite"}
+        )
         assert call_multi(rule, params, grads, slots, **hyper, **options) is True
     else:
-        expected = [ref.step(rule, params[0], grads[0], slots[0], **hyper,
-                             **{k: v for k, v in options.items() if k != "skip_nonfinite"})]
+        expected = [
+            ref.step(
+                rule,
+                params[0],
+                grads[0],
+                slots[0],
+                **hyper,
+                **{k: v for k, v in options.items() if k != "skip_nonfinite"},
+            )
+        ]
         assert call(rule, params[0], grads[0], slots[0], **hyper, **options) is True
     for t, (got, want, old) in enumerate(zip(tensors, expected, before)):
         assert same_bits(got[1], old[1]), "gradient written"
@@ -101,14 +114,26 @@ def _spoil(draw, rule, tensors, hyper, options, multi):
     what = draw(st.sampled_from(["dtype", "shape", "strided", "read-only", "alias", "list", "hyper"]))
     if what == "dtype":
         with np.errstate(invalid="ignore"):  # NaN/Inf values cast to an integer dtype
-            arrays[k] = arrays[k].astype(draw(st.sampled_from([np.int32, np.complex64, object, np.uint16, np.float64
-                                                              if arrays[k].dtype != np.float64 else np.float32])))
+            arrays[k] = arrays[k].astype(
+                draw(
+                    st.sampled_from(
+                        [
+                            np.int32,
+                            np.complex64,
+                            object,
+                            np.uint16,
+                            np.float64 if arrays[k].dtype != np.float64 else np.float32,
+                        ]
+                    )
+                )
+            )
         return what, TypeError
     if what == "shape":
         if k == 0:
             k = 1
-        arrays[k] = np.concatenate([arrays[k].reshape(-1), arrays[k].reshape(-1)[:1] if arrays[k].size else
-                                    np.zeros(1, arrays[k].dtype)])
+        arrays[k] = np.concatenate(
+            [arrays[k].reshape(-1), arrays[k].reshape(-1)[:1] if arrays[k].size else np.zeros(1, arrays[k].dtype)]
+        )
         return what, ValueError
     if what == "strided":
         base = np.repeat(arrays[k].reshape(-1), 2)
@@ -252,9 +277,12 @@ def test_aliasing_strides_fuzz_never_crashes(seed):
     """Random views of one buffer (overlapping, strided, reversed, misaligned, transposed):
     every call either runs or raises TypeError/ValueError without writing; no crash."""
     tests_dir = str(Path(__file__).parent)
-    proc = subprocess.run([sys.executable, "-c", FUZZ, str(seed), tests_dir], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, f"fuzz seed {seed} exited with {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    proc = subprocess.run(
+        [sys.executable, "-c", FUZZ, str(seed), tests_dir], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, (
+        f"fuzz seed {seed} exited with {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    )
     assert "fuzz ok" in proc.stdout
 
 
@@ -297,7 +325,8 @@ MISALIGNED = textwrap.dedent(
 def test_misaligned_arrays_never_crash():
     """Unaligned data pointers (possible with np.frombuffer / np.ndarray(buffer, offset)):
     a clean error naming alignment, or the correct result; never a crash."""
-    proc = subprocess.run([sys.executable, "-c", MISALIGNED, str(Path(__file__).parent)], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", MISALIGNED, str(Path(__file__).parent)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, f"exited with {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
     assert "misaligned ok" in proc.stdout

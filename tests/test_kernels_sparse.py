@@ -45,8 +45,13 @@ def test_sparse_matches_reference(rule, dtype, lazy, rows, width):
     if lazy:
         # The clip norm is the norm of the whole (densified) gradient, as in dense mode.
         scale = reference.clip_scale(np.sum(dense_grad**2), kw["clipnorm"])
-        sub = reference.step(rule, before[0][touched], dense_grad[touched] * scale,
-                             [s[touched] for s in before[1:]], **dict(HYPER[rule], weight_decay=0.01))
+        sub = reference.step(
+            rule,
+            before[0][touched],
+            dense_grad[touched] * scale,
+            [s[touched] for s in before[1:]],
+            **dict(HYPER[rule], weight_decay=0.01),
+        )
         for e, s in zip(expect, sub):
             e[touched] = s
     else:

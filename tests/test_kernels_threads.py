@@ -11,12 +11,11 @@ import threading
 
 import numpy as np
 import pytest
+import reference as ref
+from kernel_cases import DTYPES, HYPER, call_multi, copies, random_state, same_bits
 
 import pyopt
 from pyopt import _core, kernels
-
-import reference as ref
-from kernel_cases import DTYPES, HYPER, call, call_multi, copies, random_state, same_bits
 
 STEPS = 20
 JOIN_TIMEOUT = 120  # seconds; only reached on a deadlock
@@ -54,7 +53,7 @@ def _run_threads(jobs, extra=None):
             try:
                 barrier.wait()
                 fn()
-            except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            except BaseException as e:  # re-raised in the main thread
                 errors.append(e)
 
         return target

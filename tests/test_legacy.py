@@ -27,12 +27,11 @@ import numpy as np
 import pytest
 
 tf_keras = pytest.importorskip("tf_keras", reason='pyopt.legacy needs tf_keras: pip install "pyopt[legacy]"')
-import tensorflow as tf  # noqa: E402
+import reference
+import tensorflow as tf
 
-import pyopt.legacy as pl  # noqa: E402
-import pyopt.ops  # noqa: E402
-
-import reference  # noqa: E402
+import pyopt.legacy as pl
+import pyopt.ops
 
 legacy = tf_keras.optimizers.legacy
 
@@ -55,11 +54,15 @@ def backend(request):
 CASES = {
     "gd": (lambda **kw: pl.GradientDescent(0.1, **kw), lambda **kw: legacy.SGD(0.1, **kw)),
     "momentum": (lambda **kw: pl.Momentum(0.05, beta=0.9, **kw), lambda **kw: legacy.SGD(0.05, momentum=0.9, **kw)),
-    "nesterov": (lambda **kw: pl.Momentum(0.05, beta=0.8, nesterov=True, **kw),
-                 lambda **kw: legacy.SGD(0.05, momentum=0.8, nesterov=True, **kw)),
+    "nesterov": (
+        lambda **kw: pl.Momentum(0.05, beta=0.8, nesterov=True, **kw),
+        lambda **kw: legacy.SGD(0.05, momentum=0.8, nesterov=True, **kw),
+    ),
     "adam": (lambda **kw: pl.Adam(0.01, **kw), lambda **kw: legacy.Adam(0.01, **kw)),
-    "amsgrad": (lambda **kw: pl.Adam(0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-5, amsgrad=True, **kw),
-                lambda **kw: legacy.Adam(0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-5, amsgrad=True, **kw)),
+    "amsgrad": (
+        lambda **kw: pl.Adam(0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-5, amsgrad=True, **kw),
+        lambda **kw: legacy.Adam(0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-5, amsgrad=True, **kw),
+    ),
 }
 SHAPES = [(0,), (1,), (7,), (17,), (1023,), (3, 5)]
 TOL = {tf.float32: dict(rtol=1e-5, atol=1e-6), tf.float64: dict(rtol=1e-12, atol=1e-14)}
@@ -108,8 +111,8 @@ def _run_steps(ours, ref, shapes, dtype, *, steps=4, compiled=False, scale=1.0, 
     if compiled:
         apply_ours, apply_ref = _compiled_step(ours, our_vars), _compiled_step(ref, ref_vars)
     else:
-        apply_ours = lambda gs: ours.apply_gradients(zip(gs, our_vars))  # noqa: E731
-        apply_ref = lambda gs: ref.apply_gradients(zip(gs, ref_vars))  # noqa: E731
+        apply_ours = lambda gs: ours.apply_gradients(zip(gs, our_vars))
+        apply_ref = lambda gs: ref.apply_gradients(zip(gs, ref_vars))
     rng = np.random.default_rng(seed)
     for _ in range(steps):
         grads = _gradients(shapes, dtype, rng, scale)
@@ -188,8 +191,13 @@ def test_large_tensor_matches_legacy(case, backend):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(clipnorm=0.5), dict(clipvalue=0.3), dict(global_clipnorm=1.0), dict(decay=0.05),
-     dict(clipvalue=0.4, clipnorm=0.5)],
+    [
+        dict(clipnorm=0.5),
+        dict(clipvalue=0.3),
+        dict(global_clipnorm=1.0),
+        dict(decay=0.05),
+        dict(clipvalue=0.4, clipnorm=0.5),
+    ],
     ids=["clipnorm", "clipvalue", "global_clipnorm", "decay", "clipvalue+clipnorm"],
 )
 @pytest.mark.parametrize("case", ["gd", "nesterov", "amsgrad"])
@@ -229,12 +237,16 @@ def test_half_precision_matches_float64_reference(case, dtype, backend):
     shapes = [(1,), (17,), (3, 5)]
     variables, _ = _variables(shapes, dtype)
     rng = np.random.default_rng(2)
-    f32 = lambda x: float(np.float32(x))  # noqa: E731 - hyperparameters live in float32 variables
+    f32 = lambda x: float(np.float32(x))  # hyperparameters live in float32 variables
     ulp = {tf.float16: 2.0**-10, tf.bfloat16: 2.0**-7}[dtype]  # relative spacing of the dtype
     for step in range(1, 4):
         grads = _gradients(shapes, dtype, rng)
-        before = [(v.numpy().astype(np.float64), [s.astype(np.float64) for s in _slots(opt, v)]) if opt.weights
-                  else (v.numpy().astype(np.float64), None) for v in variables]
+        before = [
+            (v.numpy().astype(np.float64), [s.astype(np.float64) for s in _slots(opt, v)])
+            if opt.weights
+            else (v.numpy().astype(np.float64), None)
+            for v in variables
+        ]
         opt.apply_gradients(zip(grads, variables))
         for var, g, (p0, slots0) in zip(variables, grads, before):
             g = g.numpy().astype(np.float64)
@@ -243,13 +255,22 @@ def test_half_precision_matches_float64_reference(case, dtype, backend):
                 expected = reference.step("gradient_descent", p0, g, lr=lr)
             elif case in ("momentum", "nesterov"):
                 slots0 = slots0 or [np.zeros_like(p0)]
-                expected = reference.step("momentum", p0, g, slots0, lr=lr, momentum=f32(opt.beta.numpy()),
-                                          nesterov=opt.nesterov)
+                expected = reference.step(
+                    "momentum", p0, g, slots0, lr=lr, momentum=f32(opt.beta.numpy()), nesterov=opt.nesterov
+                )
             else:
                 slots0 = slots0 or [np.zeros_like(p0)] * (3 if opt.amsgrad else 2)
-                expected = reference.step("adam_amsgrad" if opt.amsgrad else "adam", p0, g, slots0, lr=lr,
-                                          beta_1=f32(opt.beta_1.numpy()), beta_2=f32(opt.beta_2.numpy()),
-                                          epsilon=opt.epsilon, step=step)
+                expected = reference.step(
+                    "adam_amsgrad" if opt.amsgrad else "adam",
+                    p0,
+                    g,
+                    slots0,
+                    lr=lr,
+                    beta_1=f32(opt.beta_1.numpy()),
+                    beta_2=f32(opt.beta_2.numpy()),
+                    epsilon=opt.epsilon,
+                    step=step,
+                )
             got = [var.numpy()] + _slots(opt, var)
             for a, b in zip(got, expected):
                 np.testing.assert_allclose(a.astype(np.float64), b, rtol=ulp, atol=ulp * 1e-3)
@@ -279,8 +300,8 @@ def test_sparse_matches_legacy(case, kwargs, compiled, backend):
     if compiled:
         step_ours, step_ref = _compiled_step(ours, our_vars), _compiled_step(ref, ref_vars)
     else:
-        step_ours = lambda gs: ours.apply_gradients(zip(gs, our_vars))  # noqa: E731
-        step_ref = lambda gs: ref.apply_gradients(zip(gs, ref_vars))  # noqa: E731
+        step_ours = lambda gs: ours.apply_gradients(zip(gs, our_vars))
+        step_ref = lambda gs: ref.apply_gradients(zip(gs, ref_vars))
     for indices in ([2, 7, 2, 0, 10, 7, 2], [4], [1, 1], [9, 3, 5]):
         sparse = _sparse_grad(11, 3, indices, tf.float32, rng, scale=2.0)
         dense = tf.constant(rng.normal(size=5), tf.float32)
@@ -297,8 +318,9 @@ def test_embedding_model_fit_matches_legacy(backend):
     for ours in (True, False):
         opt = pl.Adam(0.05, backend=backend) if ours else legacy.Adam(0.05)
         tf_keras.utils.set_random_seed(0)
-        model = tf_keras.Sequential([tf_keras.layers.Embedding(30, 4), tf_keras.layers.GlobalAveragePooling1D(),
-                                     tf_keras.layers.Dense(1)])
+        model = tf_keras.Sequential(
+            [tf_keras.layers.Embedding(30, 4), tf_keras.layers.GlobalAveragePooling1D(), tf_keras.layers.Dense(1)]
+        )
         model.compile(optimizer=opt, loss="mse")
         rng = np.random.default_rng(4)
         x, y = rng.integers(0, 30, size=(64, 5)), rng.normal(size=(64, 1))
@@ -313,11 +335,13 @@ def test_embedding_model_fit_matches_legacy(backend):
 
 def _dense_model(seed=0):
     tf_keras.utils.set_random_seed(seed)
-    return tf_keras.Sequential([
-        tf_keras.Input(shape=(6,)),
-        tf_keras.layers.Dense(8, activation="tanh", kernel_constraint=tf_keras.constraints.MaxNorm(1.0)),
-        tf_keras.layers.Dense(1),
-    ])
+    return tf_keras.Sequential(
+        [
+            tf_keras.Input(shape=(6,)),
+            tf_keras.layers.Dense(8, activation="tanh", kernel_constraint=tf_keras.constraints.MaxNorm(1.0)),
+            tf_keras.layers.Dense(1),
+        ]
+    )
 
 
 def _data(n=96):
@@ -326,8 +350,9 @@ def _data(n=96):
     return x, (x @ rng.normal(size=(6, 1)) + 0.1 * rng.normal(size=(n, 1))).astype(np.float32)
 
 
-@pytest.mark.parametrize("case, jit_compile", [("gd", False), ("nesterov", False), ("amsgrad", False),
-                                               ("nesterov", True), ("amsgrad", True)])
+@pytest.mark.parametrize(
+    "case, jit_compile", [("gd", False), ("nesterov", False), ("amsgrad", False), ("nesterov", True), ("amsgrad", True)]
+)
 def test_model_fit_matches_legacy(case, jit_compile, backend):
     """model.fit (clipnorm, a kernel constraint) against legacy Keras; with jit_compile=True ours
     runs inside XLA (pure-TF maths: the fused op has no XLA kernel), the reference without XLA
@@ -374,14 +399,14 @@ def test_custom_training_loop_matches_legacy(backend):
         loss_fn = tf_keras.losses.MeanSquaredError()
 
         @tf.function
-        def train_step(xb, yb, model=model, opt=opt):
+        def train_step(xb, yb, model=model, opt=opt, loss_fn=loss_fn):
             with tf.GradientTape() as tape:
                 loss = loss_fn(yb, model(xb, training=True))
             opt.minimize(loss, model.trainable_variables, tape=tape)
             return loss
 
         for i in range(0, len(x), 16):
-            train_step(x[i:i + 16], y[i:i + 16])
+            train_step(x[i : i + 16], y[i : i + 16])
         results.append(model.get_weights())
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -549,7 +574,7 @@ def test_import_without_tf_keras_gives_install_hint():
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert 'ImportError: pyopt.legacy needs tf_keras' in out.stdout
+    assert "ImportError: pyopt.legacy needs tf_keras" in out.stdout
     assert "pip install 'pyopt[legacy]'" in out.stdout and "pip install --no-deps 'tf_keras" in out.stdout
 
 

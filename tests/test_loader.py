@@ -111,14 +111,22 @@ def runs(tmp_path_factory):
     batches = [broken] + ([[("built library", {}, ["describe"])]] if BUILT else [])
     env = {k: v for k, v in os.environ.items() if k not in ("PYOPT_BACKEND", "PYOPT_OPS_LIBRARY")}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    procs = [subprocess.Popen([sys.executable, "-c", PROBE, json.dumps(batch)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for batch in batches]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROBE, json.dumps(batch)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for batch in batches
+    ]
     results = {}
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=600)
         lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
         assert proc.returncode == 0 and lines, f"exit {proc.returncode}\n{stderr[-3000:]}"
-        results.update(json.loads(lines[-1][len("RESULT "):]))
+        results.update(json.loads(lines[-1][len("RESULT ") :]))
     return results
 
 
@@ -189,10 +197,7 @@ def test_built_library_loads_without_warning(runs):
 
 
 def test_import_pyopt_loads_neither_tensorflow_nor_the_library():
-    code = (
-        "import sys, pyopt, pyopt.kernels, pyopt._loader as l; "
-        "print('tensorflow' in sys.modules, l._attempted)"
-    )
+    code = "import sys, pyopt, pyopt.kernels, pyopt._loader as l; print('tensorflow' in sys.modules, l._attempted)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
@@ -285,11 +290,12 @@ def test_without_the_compiled_core_the_tf_api_still_works(library, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYOPT_BACKEND", "PYOPT_OPS_LIBRARY")}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     path = _loader.library_path() if library == "built" else ""
-    proc = subprocess.run([sys.executable, "-c", NO_CORE, path, str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_CORE, path, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = json.loads(lines[-1][len("RESULT ") :])
 
     assert out["core_imported"] is False
     assert len(out["kernels"]) == 2 and out["kernels"][0] == out["kernels"][1], out["kernels"]
@@ -297,8 +303,17 @@ def test_without_the_compiled_core_the_tf_api_still_works(library, tmp_path):
     assert message.startswith("pyopt's compiled core (pyopt._core) is missing or cannot be loaded"), message
     assert "Reinstall pyopt from source with a C++17 compiler" in message and "pip install ." in message
 
-    expected = ref.adam([1.0, -2.0, 3.0], [0.5, -1.0, 2.0], [0.1, 0.0, -0.2], [0.01, 0.0, 0.04], lr=0.1, beta_1=0.9,
-                        beta_2=0.999, epsilon=1e-7, step=3)
+    expected = ref.adam(
+        [1.0, -2.0, 3.0],
+        [0.5, -1.0, 2.0],
+        [0.1, 0.0, -0.2],
+        [0.01, 0.0, 0.04],
+        lr=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-7,
+        step=3,
+    )
     fused = library == "built"
     for used, *arrays in [out["tf"], *out["auto"]]:
         assert used in ("tf", "fused")

@@ -1,3 +1,5 @@
+import importlib
+
 """pyopt.models.MLP and pyopt.training against NumPy float64 references and the Keras built-ins."""
 
 import gc
@@ -29,7 +31,7 @@ def _backends():
     """Every implementation make_optimizer can give here: Keras's, and pyopt's when present."""
     names = ["keras"]
     try:
-        import pyopt.optimizers  # noqa: F401
+        importlib.import_module("pyopt.optimizers")
     except ImportError:
         return names
     names += ["tf", "auto"]
@@ -121,7 +123,11 @@ def test_mlp_config_and_saving_round_trip(tmp_path):
     model(x)
     config = model.get_config()
     assert {k: config[k] for k in ("num_hidden_units", "num_targets", "hidden_activation", "seed")} == {
-        "num_hidden_units": [5, 3], "num_targets": 2, "hidden_activation": "tanh", "seed": 7}
+        "num_hidden_units": [5, 3],
+        "num_targets": 2,
+        "hidden_activation": "tanh",
+        "seed": 7,
+    }
     clone = MLP.from_config(config)
     np.testing.assert_array_equal(clone(x), model(x))  # same seed, same weights
     path = tmp_path / "mlp.keras"
@@ -131,14 +137,17 @@ def test_mlp_config_and_saving_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded(x), model(x))
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"num_hidden_units": 0}, ValueError, "num_hidden_units"),
-    ({"num_hidden_units": [4, -1]}, ValueError, "num_hidden_units"),
-    ({"num_hidden_units": 2.5}, TypeError, "num_hidden_units"),
-    ({"num_hidden_units": [True]}, TypeError, "num_hidden_units"),
-    ({"num_hidden_units": 4, "num_targets": 0}, ValueError, "num_targets"),
-    ({"num_hidden_units": 4, "seed": "1"}, TypeError, "seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"num_hidden_units": 0}, ValueError, "num_hidden_units"),
+        ({"num_hidden_units": [4, -1]}, ValueError, "num_hidden_units"),
+        ({"num_hidden_units": 2.5}, TypeError, "num_hidden_units"),
+        ({"num_hidden_units": [True]}, TypeError, "num_hidden_units"),
+        ({"num_hidden_units": 4, "num_targets": 0}, ValueError, "num_targets"),
+        ({"num_hidden_units": 4, "seed": "1"}, TypeError, "seed"),
+    ],
+)
 def test_mlp_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         MLP(**kwargs)
@@ -274,15 +283,21 @@ def test_train_minibatches(n, batch_size):
 
 def test_train_jit_and_eager_agree():
     x, y = _data(n=40)
-    runs = [train(MLP(4, seed=0), keras.optimizers.SGD(0.01, momentum=0.9), (x, y), (x, y), 10, batch_size=8,
-                  seed=3, jit=jit)[1] for jit in (True, False)]
+    runs = [
+        train(
+            MLP(4, seed=0), keras.optimizers.SGD(0.01, momentum=0.9), (x, y), (x, y), 10, batch_size=8, seed=3, jit=jit
+        )[1]
+        for jit in (True, False)
+    ]
     np.testing.assert_allclose(runs[0].testing_loss, runs[1].testing_loss, rtol=1e-5)
 
 
 def test_train_is_reproducible_with_a_seed():
     x, y = _data(n=40)
-    runs = [train(MLP(6, seed=1), keras.optimizers.Adam(0.01), (x, y), (x, y), 15, batch_size=8, seed=11)[1]
-            for _ in range(2)]
+    runs = [
+        train(MLP(6, seed=1), keras.optimizers.Adam(0.01), (x, y), (x, y), 15, batch_size=8, seed=11)[1]
+        for _ in range(2)
+    ]
     pd.testing.assert_frame_equal(runs[0], runs[1])
     # the same initial weights, other minibatches
     other = train(MLP(6, seed=1), keras.optimizers.Adam(0.01), (x, y), (x, y), 15, batch_size=8, seed=12)[1]
@@ -290,16 +305,19 @@ def test_train_is_reproducible_with_a_seed():
     assert not np.allclose(other.testing_loss, runs[0].testing_loss)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"epochs": 0}, ValueError, "epochs"),
-    ({"epochs": 2.0}, TypeError, "epochs"),
-    ({"his_freq": 0}, ValueError, "his_freq"),
-    ({"batch_size": 0}, ValueError, "batch_size"),
-    ({"seed": -1}, ValueError, "seed"),
-    ({"train_data": np.zeros((4, 5))}, TypeError, "train_data"),
-    ({"test_data": (np.zeros((4, 5)), np.zeros(3))}, ValueError, "test_data"),
-    ({"train_data": (np.zeros((0, 5)), np.zeros(0))}, ValueError, "train_data"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"epochs": 0}, ValueError, "epochs"),
+        ({"epochs": 2.0}, TypeError, "epochs"),
+        ({"his_freq": 0}, ValueError, "his_freq"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"train_data": np.zeros((4, 5))}, TypeError, "train_data"),
+        ({"test_data": (np.zeros((4, 5)), np.zeros(3))}, ValueError, "test_data"),
+        ({"train_data": (np.zeros((0, 5)), np.zeros(0))}, ValueError, "train_data"),
+    ],
+)
 def test_train_bad_arguments(kwargs, error, match):
     x, y = _data(n=8)
     args = {"train_data": (x, y), "test_data": (x, y), "epochs": 1, **kwargs}
@@ -307,8 +325,9 @@ def test_train_bad_arguments(kwargs, error, match):
         train(MLP(2, seed=0), keras.optimizers.SGD(0.1), **args)
 
 
-@pytest.mark.parametrize("name, clipnorm, epochs", [("gd", 2.0, 60), ("sgd", None, 5), ("momentum", 2.0, 60),
-                                                    ("adam", 2.0, 60)])
+@pytest.mark.parametrize(
+    "name, clipnorm, epochs", [("gd", 2.0, 60), ("sgd", None, 5), ("momentum", 2.0, 60), ("adam", 2.0, 60)]
+)
 def test_implementations_give_the_same_histories(name, clipnorm, epochs):
     """pyopt's backends against the Keras built-in on the chapter's setting, short runs."""
     from pyopt.data import boston_housing
@@ -316,17 +335,31 @@ def test_implementations_give_the_same_histories(name, clipnorm, epochs):
     (x, y), (xt, yt) = boston_housing.load_data(dtype="float32")
     histories = {}
     for backend in BACKENDS:
-        _, histories[backend] = train(MLP(4, seed=0), make_optimizer(name, 1e-3, backend=backend, clipnorm=clipnorm),
-                                      (x, y), (xt, yt), epochs, batch_size=32 if name == "sgd" else None, seed=0)
+        _, histories[backend] = train(
+            MLP(4, seed=0),
+            make_optimizer(name, 1e-3, backend=backend, clipnorm=clipnorm),
+            (x, y),
+            (xt, yt),
+            epochs,
+            batch_size=32 if name == "sgd" else None,
+            seed=0,
+        )
     for backend, history in histories.items():
         np.testing.assert_allclose(history.testing_loss, histories["keras"].testing_loss, rtol=2e-4, err_msg=backend)
 
 
 def test_lr_experiments():
     x, y = _data(n=30)
-    results = lr_experiments([0.0, 1e-2, 1e-3], lambda lr: keras.optimizers.SGD(lr),
-                             model_factory=lambda: MLP(4), train_data=(x, y), test_data=(x, y), epochs=20,
-                             his_freq=5, seed=4)
+    results = lr_experiments(
+        [0.0, 1e-2, 1e-3],
+        lambda lr: keras.optimizers.SGD(lr),
+        model_factory=lambda: MLP(4),
+        train_data=(x, y),
+        test_data=(x, y),
+        epochs=20,
+        his_freq=5,
+        seed=4,
+    )
     assert list(results) == [0.0, 1e-2, 1e-3]
     initial = {h.training_loss.iloc[0] for h in results.values()}
     assert len(initial) == 1  # same seed, same initial weights

@@ -20,45 +20,21 @@ Tolerances (absolute + relative, ``np.testing.assert_allclose``), variables of o
 from __future__ import annotations
 
 import copy
-import os
 import re
 
 import keras
 import ml_dtypes
 import numpy as np
 import pytest
+import reference
 import tensorflow as tf
+from backends import fused_unavailable_reason
 
 import pyopt.optimizers as po
-import reference
 
 SHAPES = [(), (1,), (7,), (1023,), (3, 17)]
 STEPS = 200
 TOL = {"float32": 2e-5, "float64": 1e-11, "float16": 2e-2, "bfloat16": 1e-1}
-
-
-def fused_unavailable_reason():
-    """Why the fused backend cannot run in this process, or None."""
-    if os.environ.get("PYOPT_BACKEND", "").lower() == "tf":
-        return "PYOPT_BACKEND=tf forces the pure-TF backend"
-    try:
-        from pyopt import _loader
-        from pyopt.ops import _fused  # noqa: F401
-    except ImportError as exc:
-        return f"fused backend not importable: {exc}"
-    if not _loader.available():
-        return "pyopt's TF op library is not available (pyopt._loader.available() is False)"
-    return None
-
-
-@pytest.fixture(params=["fused", "tf"])
-def backend(request):
-    """Runs a test on each backend; "fused" is skipped (with the reason) where it cannot run."""
-    if request.param == "fused":
-        reason = fused_unavailable_reason()
-        if reason:
-            pytest.skip(reason)
-    return request.param
 
 
 # ---------------------------------------------------------------------------------------
@@ -94,7 +70,7 @@ def make_pair(rule: str, backend: str, **extra):
     """A pyopt optimizer and the Keras built-in with the same arguments."""
     name, kwargs = RULES[rule]
     kwargs = {**kwargs, **extra}
-    fresh = lambda: {k: (v() if callable(v) else v) for k, v in kwargs.items()}  # noqa: E731
+    fresh = lambda: {k: (v() if callable(v) else v) for k, v in kwargs.items()}
     return getattr(po, name)(**fresh(), backend=backend), getattr(keras.optimizers, name)(**fresh())
 
 
@@ -131,8 +107,9 @@ def run(optimizer, init, grads, dtype, *, compiled=True, exclude=()):
 def assert_close(actual, expected, tol, what=""):
     assert len(actual) == len(expected)
     for i, (a, e) in enumerate(zip(actual, expected)):
-        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(e, np.float64), rtol=tol, atol=tol,
-                                   err_msg=f"{what} #{i}")
+        np.testing.assert_allclose(
+            np.asarray(a, np.float64), np.asarray(e, np.float64), rtol=tol, atol=tol, err_msg=f"{what} #{i}"
+        )
 
 
 _KERAS_RESULTS: dict = {}  # Keras's trajectories, computed once for both backends
@@ -162,8 +139,9 @@ def compare_with_keras(rule, feature, backend, dtype="float32", steps=STEPS, sha
 # Every feature with Adam and Nesterov momentum; the other rules with the features that
 # reach into their update (weight decay, global norm).
 TRAJECTORY_CASES = [(rule, feature) for rule in ("adam", "nesterov") for feature in FEATURES] + [
-    (rule, feature) for rule in ("adam_amsgrad", "momentum", "sgd") for feature in ("plain", "weight_decay",
-                                                                                    "global_clipnorm")
+    (rule, feature)
+    for rule in ("adam_amsgrad", "momentum", "sgd")
+    for feature in ("plain", "weight_decay", "global_clipnorm")
 ]
 
 
@@ -196,8 +174,12 @@ def test_float64_matches_numpy_reference(rule, kwargs, backend):
     grads = gradient_sequence(SHAPES, STEPS, seed=3)
     got = run(optimizer, params, grads, "float64", exclude=("v1", "v3"))[0]
     lr = float(np.float32(kwargs["learning_rate"]))  # Keras keeps the learning rate in a float32 variable
-    hyper = dict(lr=lr, clipnorm=kwargs.get("clipnorm"), global_clipnorm=kwargs.get("global_clipnorm"),
-                 weight_decay=[0.0 if i in (1, 3) else kwargs.get("weight_decay", 0.0) for i in range(len(SHAPES))])
+    hyper = dict(
+        lr=lr,
+        clipnorm=kwargs.get("clipnorm"),
+        global_clipnorm=kwargs.get("global_clipnorm"),
+        weight_decay=[0.0 if i in (1, 3) else kwargs.get("weight_decay", 0.0) for i in range(len(SHAPES))],
+    )
     if rule == "momentum":
         hyper.update(momentum=kwargs["momentum"], nesterov=kwargs["nesterov"])
     slots = [tuple(np.zeros(s) for _ in reference.SLOTS[rule]) for s in SHAPES]
@@ -262,11 +244,15 @@ def test_fused_equals_tf_backend():
     "make_mine, make_keras",
     [
         (lambda b: po.GradientDescent(0.1, backend=b), lambda: keras.optimizers.SGD(0.1)),
-        (lambda b: po.GradientDescent(lr=0.1, clipnorm=0.5, backend=b),
-         lambda: keras.optimizers.SGD(0.1, clipnorm=0.5)),
+        (
+            lambda b: po.GradientDescent(lr=0.1, clipnorm=0.5, backend=b),
+            lambda: keras.optimizers.SGD(0.1, clipnorm=0.5),
+        ),
         (lambda b: po.Momentum(0.05, backend=b), lambda: keras.optimizers.SGD(0.05, momentum=0.9)),
-        (lambda b: po.Momentum(lr=0.05, beta=0.5, clipnorm=1.0, nesterov=True, backend=b),
-         lambda: keras.optimizers.SGD(0.05, momentum=0.5, nesterov=True, clipnorm=1.0)),
+        (
+            lambda b: po.Momentum(lr=0.05, beta=0.5, clipnorm=1.0, nesterov=True, backend=b),
+            lambda: keras.optimizers.SGD(0.05, momentum=0.5, nesterov=True, clipnorm=1.0),
+        ),
         (lambda b: po.Adam(lr=0.02, beta_1=0.8, backend=b), lambda: keras.optimizers.Adam(0.02, beta_1=0.8)),
         (lambda b: po.SGD(lr=0.02, momentum=0.7, backend=b), lambda: keras.optimizers.SGD(0.02, momentum=0.7)),
     ],
@@ -311,8 +297,9 @@ def test_skip_nonfinite(rule, backend):
     def apply(grads):
         optimizer.apply_gradients(zip([tf.constant(g, tf.float32) for g in grads], variables))
         # Everything but the iteration counter (which counts every call, as in Keras).
-        return [v.numpy() for v in variables] + [v.numpy() for v in optimizer.variables if v is not
-                                                  optimizer._iterations]
+        return [v.numpy() for v in variables] + [
+            v.numpy() for v in optimizer.variables if v is not optimizer._iterations
+        ]
 
     before = apply(good[0])
     assert_close(apply(nan_step), before, 0.0, "NaN step changed state")
@@ -355,8 +342,9 @@ def small_model(seed=0, embedding=False):
 def fit_data(embedding=False, n=64, batch_size=16):
     rng = np.random.default_rng(11)
     if embedding:  # 5 tokens per sample, no token twice in a batch (see test_embedding_duplicate_rows)
-        x = np.concatenate([rng.permutation(VOCABULARY)[:5 * batch_size].reshape(batch_size, 5)
-                            for _ in range(n // batch_size)]).astype("int32")
+        x = np.concatenate(
+            [rng.permutation(VOCABULARY)[: 5 * batch_size].reshape(batch_size, 5) for _ in range(n // batch_size)]
+        ).astype("int32")
     else:
         x = rng.standard_normal((n, 6)).astype("float32")
     return x, rng.standard_normal((n, 3)).astype("float32")
@@ -413,11 +401,14 @@ def test_embedding_duplicate_rows(name, backend):
     # gradient does. (Keras's own Adam squares the slices before summing them, so its v
     # differs from pyopt's for such rows; SGD/momentum and unique rows agree with Keras.)
     kwargs = dict(learning_rate=0.1, **({"momentum": 0.9} if name == "SGD" else {}))
-    sparse = tf.IndexedSlices(tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), tf.constant([0, 2, 0]),
-                              tf.constant([4, 2]))
+    sparse = tf.IndexedSlices(
+        tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), tf.constant([0, 2, 0]), tf.constant([4, 2])
+    )
     results = []
-    for grad, optimizer in [(sparse, getattr(po, name)(**kwargs, backend=backend)),
-                            (tf.convert_to_tensor(sparse), getattr(keras.optimizers, name)(**kwargs))]:
+    for grad, optimizer in [
+        (sparse, getattr(po, name)(**kwargs, backend=backend)),
+        (tf.convert_to_tensor(sparse), getattr(keras.optimizers, name)(**kwargs)),
+    ]:
         variable = keras.Variable(np.ones((4, 2), "float32"))
         for _ in range(3):
             optimizer.apply_gradients([(grad, variable)])
@@ -430,8 +421,9 @@ def test_lazy_moves_only_present_rows(name, backend):
     # lazy=True: rows absent from the IndexedSlices, and their slots, keep their exact values;
     # present rows get the dense rule applied to the summed slices.
     kwargs = dict(learning_rate=0.1, **({"momentum": 0.9} if name == "SGD" else {}))
-    sparse = tf.IndexedSlices(tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), tf.constant([0, 2, 0]),
-                              tf.constant([4, 2]))
+    sparse = tf.IndexedSlices(
+        tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), tf.constant([0, 2, 0]), tf.constant([4, 2])
+    )
     lazy = getattr(po, name)(**kwargs, backend=backend, lazy=True)
     assert lazy.get_config()["lazy"] is True
     variable = keras.Variable(np.ones((4, 2), "float32"))
@@ -482,12 +474,14 @@ def test_one_op_call_per_step(monkeypatch):
     model = small_model()
     x = tf.constant(np.random.default_rng(0).standard_normal((8, 6)), tf.float32)
     original = _fused.OpCall.__call__
-    for rule, optimizer in [("adam", po.Adam(0.01, weight_decay=0.1, global_clipnorm=1.0)),
-                            ("momentum", po.Momentum(0.01, clipnorm=1.0)),
-                            ("gradient_descent", po.GradientDescent(0.01))]:
+    for rule, optimizer in [
+        ("adam", po.Adam(0.01, weight_decay=0.1, global_clipnorm=1.0)),
+        ("momentum", po.Momentum(0.01, clipnorm=1.0)),
+        ("gradient_descent", po.GradientDescent(0.01)),
+    ]:
         calls = []
 
-        def counting(op_call, *args, **kwargs):
+        def counting(op_call, *args, calls=calls, **kwargs):
             calls.append((op_call.rule.name, len(op_call.variables)))
             return original(op_call, *args, **kwargs)
 
@@ -501,8 +495,11 @@ def test_one_op_call_per_step(monkeypatch):
         assert optimizer.last_backend == "fused"
 
 
-@pytest.mark.parametrize("clip", [dict(clipnorm=1.0), dict(global_clipnorm=2.0), dict(clipvalue=0.5)],
-                         ids=["clipnorm", "global_clipnorm", "clipvalue"])
+@pytest.mark.parametrize(
+    "clip",
+    [dict(clipnorm=1.0), dict(global_clipnorm=2.0), dict(clipvalue=0.5)],
+    ids=["clipnorm", "global_clipnorm", "clipvalue"],
+)
 @pytest.mark.parametrize("name", ["Adam", "SGD"])
 def test_clip_gradients_called_directly_equals_keras(name, clip):
     # _clip_gradients is Keras's own: called directly it clips (the fused step does not call it).
@@ -518,8 +515,10 @@ def test_clip_gradients_called_directly_equals_keras(name, clip):
 def test_apply_weight_decay_called_directly_equals_keras(name):
     results = []
     for optimizer in (getattr(po, name)(0.1, weight_decay=0.5), getattr(keras.optimizers, name)(0.1, weight_decay=0.5)):
-        variables = [keras.Variable(np.full(3, 2.0, "float32"), name="decayed"),
-                     keras.Variable(np.full(3, 2.0, "float32"), name="excluded")]
+        variables = [
+            keras.Variable(np.full(3, 2.0, "float32"), name="decayed"),
+            keras.Variable(np.full(3, 2.0, "float32"), name="excluded"),
+        ]
         optimizer.exclude_from_weight_decay(var_names=["excluded"])
         optimizer._apply_weight_decay(variables)
         results.append([v.numpy() for v in variables])
@@ -536,8 +535,9 @@ FUSED_STEP_CASES = [  # (the table's rule, the optimizer of make_pair, its optio
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf_function"])
-@pytest.mark.parametrize("table_rule, rule, kwargs", FUSED_STEP_CASES,
-                         ids=[f"{r}-{min(k)}" for _, r, k in FUSED_STEP_CASES])
+@pytest.mark.parametrize(
+    "table_rule, rule, kwargs", FUSED_STEP_CASES, ids=[f"{r}-{min(k)}" for _, r, k in FUSED_STEP_CASES]
+)
 def test_fused_step_clips_and_decays_inside_its_one_call(monkeypatch, table_rule, rule, kwargs, compiled, backend):
     # Outside a strategy a step is one pyopt.ops step, clipping and weight decay included: Keras's
     # separate _clip_gradients / _apply_weight_decay passes do not run, and the result is Keras's.
@@ -546,12 +546,14 @@ def test_fused_step_clips_and_decays_inside_its_one_call(monkeypatch, table_rule
     passes = []
     for method in ("_clip_gradients", "_apply_weight_decay"):
         keras_pass = getattr(keras.optimizers.Optimizer, method)
-        monkeypatch.setattr(po.PyoptOptimizer, method,
-                            lambda self, arg, _m=method, _f=keras_pass: passes.append(_m) or _f(self, arg))
+        monkeypatch.setattr(
+            po.PyoptOptimizer, method, lambda self, arg, _m=method, _f=keras_pass: passes.append(_m) or _f(self, arg)
+        )
     calls = []
     step_call = Step.__call__
-    monkeypatch.setattr(Step, "__call__", lambda step, *a: calls.append((step.rule.name, len(step.variables)))
-                        or step_call(step, *a))
+    monkeypatch.setattr(
+        Step, "__call__", lambda step, *a: calls.append((step.rule.name, len(step.variables))) or step_call(step, *a)
+    )
     shapes = [(), (7,), (4, 3)]
     rng = np.random.default_rng(17)
     init = [rng.standard_normal(s) for s in shapes]
@@ -572,8 +574,9 @@ def test_clipvalue_and_strategy_steps_use_keras_passes(monkeypatch):
     passes = []
     for method in ("_clip_gradients", "_apply_weight_decay"):
         keras_pass = getattr(keras.optimizers.Optimizer, method)
-        monkeypatch.setattr(po.PyoptOptimizer, method,
-                            lambda self, arg, _m=method, _f=keras_pass: passes.append(_m) or _f(self, arg))
+        monkeypatch.setattr(
+            po.PyoptOptimizer, method, lambda self, arg, _m=method, _f=keras_pass: passes.append(_m) or _f(self, arg)
+        )
     variable = keras.Variable(np.ones(3, "float32"))
     po.SGD(0.1, clipvalue=0.5, weight_decay=0.1).apply_gradients([(tf.constant([2.0, -2.0, 0.25]), variable)])
     assert passes == ["_clip_gradients"]
@@ -627,9 +630,8 @@ def test_distribute_strategy_per_variable_path(backend):
     rng = np.random.default_rng(12)
     init = [rng.standard_normal(s) for s in shapes]
     grads = gradient_sequence(shapes, 20, seed=13)
-    results = []
-    for make in (lambda: po.Adam(0.01, weight_decay=0.05, clipnorm=1.0, backend=backend),
-                 lambda: keras.optimizers.Adam(0.01, weight_decay=0.05, clipnorm=1.0)):
+
+    def train(make):
         with strategy.scope():
             optimizer = make()
             variables = [keras.Variable(x, dtype="float32") for x in init]
@@ -641,7 +643,12 @@ def test_distribute_strategy_per_variable_path(backend):
 
         for gs in grads:
             step([tf.constant(g, tf.float32) for g in gs])
-        results.append([v.numpy() for v in variables])
+        return [v.numpy() for v in variables]
+
+    results = [
+        train(lambda: po.Adam(0.01, weight_decay=0.05, clipnorm=1.0, backend=backend)),
+        train(lambda: keras.optimizers.Adam(0.01, weight_decay=0.05, clipnorm=1.0)),
+    ]
     assert_close(results[0], results[1], TOL["float32"])
 
 
@@ -666,8 +673,10 @@ def test_distribute_strategy_per_variable_path(backend):
         (lambda: po.Momentum(0.1, beta=-0.5), "beta"),
         (lambda: po.Adam(clipnorm=-1.0), "clipnorm"),
         (lambda: po.SGD(weight_decay=-0.1), "weight_decay"),
-        (lambda: po.Adam(clipnorm=1.0, global_clipnorm=1.0),
-         re.escape("Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set.")),  # Keras's
+        (
+            lambda: po.Adam(clipnorm=1.0, global_clipnorm=1.0),
+            re.escape("Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set."),
+        ),  # Keras's
         (lambda: po.SGD(learning_rate=True), re.escape("Argument `learning_rate` should be float")),  # Keras's
     ],
 )

@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_optimizers import assert_close, small_model
 
 import pyopt.optimizers as po
-from test_optimizers import assert_close, backend, small_model  # noqa: F401 (backend: fixture)
 
 TOL = 1e-6
 OPTIMIZERS = {
@@ -65,7 +65,7 @@ def train_steps(model, optimizer, batches):
 
 def batches():
     x, y = data()
-    return [(tf.constant(x[i:i + 8]), tf.constant(y[i:i + 8])) for i in range(0, len(x), 8)]
+    return [(tf.constant(x[i : i + 8]), tf.constant(y[i : i + 8])) for i in range(0, len(x), 8)]
 
 
 @pytest.mark.parametrize("which", list(OPTIMIZERS))

@@ -41,11 +41,16 @@ DEMO_HINT = "pip install 'pyopt[demo]'."
 
 def _probe(hidden, statements) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(hidden), json.dumps(statements)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(hidden), json.dumps(statements)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 @pytest.mark.parametrize("hidden", [["tensorflow"], ["keras"], ["tensorflow", "keras"]])
@@ -84,8 +89,9 @@ def test_numpy_kernels_and_info_work_without_tensorflow():
     assert list(out.values()) == ["ok"] * len(statements), out
 
 
-@pytest.mark.parametrize(("hidden", "module"), [("pandas", "pyopt.training"), ("tqdm", "pyopt.training"),
-                                                ("matplotlib", "pyopt.plots")])
+@pytest.mark.parametrize(
+    ("hidden", "module"), [("pandas", "pyopt.training"), ("tqdm", "pyopt.training"), ("matplotlib", "pyopt.plots")]
+)
 def test_the_chapter_says_what_to_install(hidden, module):
     message = _probe([hidden], [f"import {module}"])[f"import {module}"]
     assert message.startswith(f"ImportError: {module} needs {hidden}, "), message
@@ -95,8 +101,13 @@ def test_the_chapter_says_what_to_install(hidden, module):
 def test_pyopt_demo_without_pandas_exits_with_what_to_install(tmp_path):
     code = "import sys; sys.modules['pandas'] = None\nfrom pyopt.cli import main\nsys.exit(main(sys.argv[1:]))"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", code, "demo", "--quick", "--out", str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "demo", "--quick", "--out", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "pyopt demo: error: pyopt.training needs pandas, " in proc.stderr, proc.stderr[-2000:]
     assert DEMO_HINT in proc.stderr

@@ -37,15 +37,19 @@ def test_the_table_is_the_core_s():
             if param.default is not None:
                 assert p["default"] == param.default, (name, param.name)
         assert [(s["name"], s["list"], s["given_flag"]) for s in described["slots"]] == [
-            (s.name, s.list, s.given) for s in rule.slots], name
+            (s.name, s.list, s.given) for s in rule.slots
+        ], name
         assert described["flags"] == list(rule.flags), name
 
 
 def test_every_rule_starts_with_lr_and_names_its_ops():
     for name, rule in RULES.items():
         assert rule.params[0] is _rules.LR
-        assert rule.fused_ops == (f"pyopt_apply_{name}", f"pyopt_apply_{name}_multi",
-                                  f"pyopt_sparse_apply_{name}_multi")
+        assert rule.fused_ops == (
+            f"pyopt_apply_{name}",
+            f"pyopt_apply_{name}_multi",
+            f"pyopt_sparse_apply_{name}_multi",
+        )
         assert all(not s.optional for s in rule.required_slots) and rule.param("lr") is _rules.LR
     assert _loader.op_functions() == tuple(op for rule in RULES.values() for op in rule.fused_ops)
 
@@ -120,7 +124,7 @@ def _ops(backend):
 
         tf, (var, *slots) = _tf_variables(rule, dtype)
         grads = [tf.constant([1, 1], dtype)]
-        step = lambda: call(rule, [var], grads, [[s] for s in slots], backend=backend)  # noqa: E731
+        step = lambda: call(rule, [var], grads, [[s] for s in slots], backend=backend)
         return step, lambda: [v.numpy() for v in (var, *slots)], "variables[0]"
 
     return build
@@ -156,8 +160,7 @@ def _legacy(rule, dtype):
     return step, lambda: [var.numpy()], var.name
 
 
-FRONT_ENDS = {"kernels": _kernels, "ops-tf": _ops("tf"), "ops-fused": _ops("fused"), "keras": _keras,
-              "legacy": _legacy}
+FRONT_ENDS = {"kernels": _kernels, "ops-tf": _ops("tf"), "ops-fused": _ops("fused"), "keras": _keras, "legacy": _legacy}
 
 
 @pytest.mark.parametrize("dtype", BAD_DTYPES)

@@ -17,11 +17,11 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from test_tf_ops import snapshot  # noqa: E402
-from test_tf_sparse import call  # noqa: E402
+from test_tf_ops import snapshot
+from test_tf_sparse import call
 
-from pyopt import _loader, _rules, ops  # noqa: E402
-from pyopt._rules import RULES  # noqa: E402
+from pyopt import _loader, _rules, ops
+from pyopt._rules import RULES
 
 BACKENDS = ["tf"] + (["fused"] if _loader._try_load() is not None else [])
 MODES = ["eager", "tf.function"]
@@ -51,38 +51,62 @@ def _unchanged(variables, before):
 
 def _alias_cases():
     """name -> build(): (variables to watch, call, exact message)."""
-    g = lambda: tf.constant([1.0, 2.0], tf.float64)  # noqa: E731
+    g = lambda: tf.constant([1.0, 2.0], tf.float64)
 
     def adam_m_is_v(backend):
         v, m = _vars([1.0, 2.0], [0.0, 0.0])
-        return [v, m], lambda: ops.adam_multi([v], [g()], [m], [m], lr=0.1, step=1, backend=backend), \
-            "ms[0] and vs[0] are the same variable; each must be separate"
+        return (
+            [v, m],
+            lambda: ops.adam_multi([v], [g()], [m], [m], lr=0.1, step=1, backend=backend),
+            "ms[0] and vs[0] are the same variable; each must be separate",
+        )
 
     def momentum_own_velocity(backend):
         (v,) = _vars([1.0, 2.0])
-        return [v], lambda: ops.momentum_multi([v], [g()], [v], lr=0.1, momentum=0.9, backend=backend), \
-            "variables[0] and velocities[0] are the same variable; each must be separate"
+        return (
+            [v],
+            lambda: ops.momentum_multi([v], [g()], [v], lr=0.1, momentum=0.9, backend=backend),
+            "variables[0] and velocities[0] are the same variable; each must be separate",
+        )
 
     def variable_twice(backend):
         v, w = _vars([1.0, 2.0], [3.0, 4.0])
-        return [v, w], lambda: ops.gradient_descent_multi([v, w, v], [g(), g(), g()], lr=0.1, backend=backend), \
-            "variables[0] and variables[2] are the same variable; each must be separate"
+        return (
+            [v, w],
+            lambda: ops.gradient_descent_multi([v, w, v], [g(), g(), g()], lr=0.1, backend=backend),
+            "variables[0] and variables[2] are the same variable; each must be separate",
+        )
 
     def amsgrad_vhat_is_m(backend):
         v, w, m0, m1, s0, s1, h0 = _vars(*([[1.0, 2.0]] * 7))
-        call = lambda: ops.adam_multi([v, w], [g(), g()], [m0, m1], [s0, s1], vhats=[h0, m1], lr=0.1,  # noqa: E731
-                                      step=1, backend=backend)
+
+        def call():
+            return ops.adam_multi(
+                [v, w], [g(), g()], [m0, m1], [s0, s1], vhats=[h0, m1], lr=0.1, step=1, backend=backend
+            )
+
         return [v, w, m0, m1, s0, s1, h0], call, "ms[1] and vhats[1] are the same variable; each must be separate"
 
     def keras_variable_and_its_tf_variable(backend):
         keras = pytest.importorskip("keras")
         v = keras.Variable(np.array([1.0, 2.0]), dtype="float64")
         m = keras.Variable(np.zeros(2), dtype="float64")
-        call = lambda: ops.momentum_multi([v], [g()], [v._value], lr=0.1, momentum=0.9, backend=backend)  # noqa: E731
+
+        def call():
+            return ops.momentum_multi([v], [g()], [v._value], lr=0.1, momentum=0.9, backend=backend)
+
         return [v, m], call, "variables[0] and velocities[0] are the same variable; each must be separate"
 
-    return {f.__name__: f for f in (adam_m_is_v, momentum_own_velocity, variable_twice, amsgrad_vhat_is_m,
-                                    keras_variable_and_its_tf_variable)}
+    return {
+        f.__name__: f
+        for f in (
+            adam_m_is_v,
+            momentum_own_velocity,
+            variable_twice,
+            amsgrad_vhat_is_m,
+            keras_variable_and_its_tf_variable,
+        )
+    }
 
 
 ALIAS = _alias_cases()
@@ -130,8 +154,16 @@ def test_a_number_is_checked_even_when_another_hyperparameter_is_a_tensor():
     """The Keras optimizers pass lr and step as tensors and the betas as numbers."""
     v, m, s = _vars([1.0], [0.0], [0.0])
     with pytest.raises(ValueError, match=r"beta_1 must be in \[0, 1\), got 1.5"):
-        ops.adam_multi([v], [tf.constant([1.0], tf.float64)], [m], [s], lr=tf.constant(0.1), beta_1=1.5,
-                       step=tf.constant(1), backend="tf")
+        ops.adam_multi(
+            [v],
+            [tf.constant([1.0], tf.float64)],
+            [m],
+            [s],
+            lr=tf.constant(0.1),
+            beta_1=1.5,
+            step=tf.constant(1),
+            backend="tf",
+        )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -174,7 +206,7 @@ def _step(rule, hyper, backend, variables=None):
     variables = variables or _vars([1.0, -2.0, 3.0], [0.1, 0.2, -0.3], [0.01, 0.02, 0.03])
     v, *slots = variables
     g = [tf.constant([0.5, -1.0, 2.0], tf.float64)]
-    slot_lists = [[x] for x in slots[:len(RULES[rule].required_slots)]]
+    slot_lists = [[x] for x in slots[: len(RULES[rule].required_slots)]]
     return variables, lambda: call(rule, [v], g, slot_lists, backend=backend, **{k: hyper[k] for k in NAMES[rule]})
 
 
@@ -217,8 +249,9 @@ def test_one_assertion_per_tensor_hyperparameter_and_none_under_xla():
     lr = tf.Variable(0.01, dtype=tf.float64)
 
     def step(lr, step_count, beta_1):
-        ops.adam_multi([v], [tf.constant([1.0, 1.0], tf.float64)], [m], [s], lr=lr, beta_1=beta_1, step=step_count,
-                       backend="tf")
+        ops.adam_multi(
+            [v], [tf.constant([1.0, 1.0], tf.float64)], [m], [s], lr=lr, beta_1=beta_1, step=step_count, backend="tf"
+        )
 
     t, beta_1 = tf.constant(1, tf.int64), tf.constant(0.9, tf.float64)
     assert _op_types(tf.function(lambda: step(lr, t, 0.9))).count("Assert") == 2  # lr, step (Keras' case)
@@ -237,8 +270,17 @@ def test_tensor_hyperparameters_under_xla():
 
     @tf.function(jit_compile=True)
     def step(lr, beta_1, beta_2, epsilon, t):
-        used = ops.adam_multi([v], [tf.constant([0.5, -1.0, 2.0], tf.float64)], [m], [s], lr=lr, beta_1=beta_1,
-                              beta_2=beta_2, epsilon=epsilon, step=t)
+        used = ops.adam_multi(
+            [v],
+            [tf.constant([0.5, -1.0, 2.0], tf.float64)],
+            [m],
+            [s],
+            lr=lr,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            step=t,
+        )
         assert used == "tf"  # "auto" inside XLA
 
     step(*(_tensor(k, VALID[k]) for k in ("lr", "beta_1", "beta_2", "epsilon", "step")))

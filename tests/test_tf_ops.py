@@ -29,17 +29,17 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-import reference as ref  # noqa: E402
-from kernel_cases import DTYPES, HYPER, call_multi, random_state  # noqa: E402
+import reference as ref
+from kernel_cases import DTYPES, HYPER, call_multi, random_state
 
-from pyopt import _loader  # noqa: E402
-from pyopt._rules import RULES  # noqa: E402
+from pyopt import _loader
+from pyopt._rules import RULES
 
 OPS = _loader._try_load()  # no warning here: the reason goes into the skip message
 pytestmark = pytest.mark.skipif(OPS is None, reason=f"pyopt TF op library not loaded: {_loader.unavailable_reason()}")
 
-from pyopt.ops import _fused  # noqa: E402
-from pyopt.ops._api import StepOptions  # noqa: E402
+from pyopt.ops import _fused
+from pyopt.ops._api import StepOptions
 
 K = {"float64": 4, "float32": 4, "float16": 2, "bfloat16": 2}
 SHAPES = [(1,), (7,), (17,), (31, 33), (0,), (2, 3, 4)]
@@ -127,7 +127,7 @@ def fused_call(rule, variables, grads, slot_vars, hyper, use_locking=True):
 
 def run_fused(rule, variables, grads, slot_vars, hyper, function=False, use_locking=True):
     """:func:`fused_call`, eagerly or in a tf.function."""
-    call = lambda g: fused_call(rule, variables, g, slot_vars, hyper, use_locking)  # noqa: E731
+    call = lambda g: fused_call(rule, variables, g, slot_vars, hyper, use_locking)
     return as_function(call)(grads) if function else call(grads)
 
 
@@ -187,8 +187,13 @@ def test_single_tensor_ops(rule, dtype):
     row = RULES["adam" if rule == "adam_amsgrad" else rule]
     case = Case(rule, dtype, shapes=[(3, 41)])
     hyper = dict(HYPER[rule], clipnorm=2.0, weight_decay=0.1, **({"step": 4} if "step" in row.param_names else {}))
-    args = dict(var=case.vars[0].handle, grad=tf.constant(case.grads[0]), lr=tf.constant(hyper["lr"], tf.float32),
-                weight_decay=tf.constant(0.1, tf.float64), clipnorm=tf.constant(2.0, tf.float64))
+    args = dict(
+        var=case.vars[0].handle,
+        grad=tf.constant(case.grads[0]),
+        lr=tf.constant(hyper["lr"], tf.float32),
+        weight_decay=tf.constant(0.1, tf.float64),
+        clipnorm=tf.constant(2.0, tf.float64),
+    )
     for slot, slot_vars in zip(row.slots, case.slot_vars + [[]]):
         args[slot.name] = [v.handle for v in slot_vars[:1]] if slot.optional else slot_vars[0].handle
     for param in row.params[1:]:
@@ -318,8 +323,16 @@ def test_concurrent_steps_on_overlapping_lists_in_different_orders():
         return {k: [tf.Variable(np.ones(n)), tf.Variable(np.zeros(n)), tf.Variable(np.zeros(n))] for k in names}
 
     def step(vs, order):
-        result = ops.adam_multi([vs[k][0] for k in order], [grads[k] for k in order], [vs[k][1] for k in order],
-                                [vs[k][2] for k in order], lr=0.01, step=3, use_locking=True, backend="fused")
+        result = ops.adam_multi(
+            [vs[k][0] for k in order],
+            [grads[k] for k in order],
+            [vs[k][1] for k in order],
+            [vs[k][2] for k in order],
+            lr=0.01,
+            step=3,
+            use_locking=True,
+            backend="fused",
+        )
         assert result == "fused"
 
     concurrent, errors = state(), []
@@ -328,7 +341,7 @@ def test_concurrent_steps_on_overlapping_lists_in_different_orders():
         try:
             for _ in range(steps):
                 step(concurrent, order)
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(order,), daemon=True) for order in orders]
@@ -362,7 +375,7 @@ def test_single_intra_op_thread_gives_the_same_bits():
         f"""
         import sys, numpy as np, tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(1)
-        sys.path.insert(0, {str(__import__('os').path.dirname(__file__))!r})
+        sys.path.insert(0, {str(__import__("os").path.dirname(__file__))!r})
         import test_tf_ops as t
         case = t.Case("adam", "float32", shapes=[(2**20 + 3,)], seed=5)
         case.run({hyper!r})
@@ -440,12 +453,22 @@ def _():
 
 def _raw_adam_multi(variables, ms, vs, vhats, weight_decay):
     """The multi-tensor Adam op called directly (no list checks of pyopt.ops._fused)."""
-    f64 = lambda x: tf.constant(x, tf.float64)  # noqa: E731
+    f64 = lambda x: tf.constant(x, tf.float64)
     return OPS.pyopt_apply_adam_multi(
-        var=[x.handle for x in variables], m=[x.handle for x in ms], v=[x.handle for x in vs],
-        vhat=[x.handle for x in vhats], grad=[g3() for _ in variables], lr=0.1, beta_1=f64(0.9), beta_2=f64(0.999),
-        epsilon=f64(1e-7), step=tf.constant(1, tf.int64), weight_decay=f64(weight_decay), clipnorm=f64(0.0),
-        global_clipnorm=f64(0.0))
+        var=[x.handle for x in variables],
+        m=[x.handle for x in ms],
+        v=[x.handle for x in vs],
+        vhat=[x.handle for x in vhats],
+        grad=[g3() for _ in variables],
+        lr=0.1,
+        beta_1=f64(0.9),
+        beta_2=f64(0.999),
+        epsilon=f64(1e-7),
+        step=tf.constant(1, tf.int64),
+        weight_decay=f64(weight_decay),
+        clipnorm=f64(0.0),
+        global_clipnorm=f64(0.0),
+    )
 
 
 @bad("op: vhat length")
@@ -457,7 +480,7 @@ def _():
 @bad("op: weight_decay length")
 def _():
     v, m, s = _f32(3), _f32(3), _f32(3)
-    call = lambda: _raw_adam_multi([v], [m], [s], [], [0.1, 0.2])  # noqa: E731
+    call = lambda: _raw_adam_multi([v], [m], [s], [], [0.1, 0.2])
     return [v, m, s], call, r"weight_decay must be a scalar or have shape \[1\]"
 
 
@@ -500,21 +523,21 @@ def _():
 @bad("momentum > 1")
 def _():
     v, m = _f32(3), _f32(3)
-    call = lambda: fused_call("momentum", [v], [g3()], [[m]], dict(lr=0.1, momentum=1.5))  # noqa: E731
+    call = lambda: fused_call("momentum", [v], [g3()], [[m]], dict(lr=0.1, momentum=1.5))
     return [v, m], call, r"momentum must be in \[0, 1\], got 1.5"
 
 
 @bad("negative weight decay")
 def _():
     v, w = _f32(3), _f32(3)
-    call = lambda: _gd([v, w], [g3(), g3()], weight_decay=[0.0, -0.1])  # noqa: E731
+    call = lambda: _gd([v, w], [g3(), g3()], weight_decay=[0.0, -0.1])
     return [v, w], call, r"weight_decay\[1\] must be a finite number >= 0"
 
 
 @bad("both clipnorms")
 def _():
     v = _f32(3)
-    call = lambda: _gd([v], [g3()], clipnorm=1.0, global_clipnorm=1.0)  # noqa: E731
+    call = lambda: _gd([v], [g3()], clipnorm=1.0, global_clipnorm=1.0)
     return [v], call, r"clipnorm and global_clipnorm are mutually exclusive"
 
 
@@ -543,13 +566,16 @@ def test_bad_input_raises_and_writes_nothing(name, function):
         assert same_bits(v.numpy(), old), "a failed op must not write"
 
 
-@pytest.mark.parametrize("lists, match", [
-    (dict(grads=1), r"grads has 1 entries but variables has 2"),
-    (dict(ms=1), r"ms has 1 entries but variables has 2"),
-    (dict(vs=3), r"vs has 3 entries but variables has 2"),
-    (dict(vhats=1), r"vhats has 1 entries but variables has 2"),
-    (dict(weight_decay=3), r"weight_decay has 3 entries but variables has 2"),
-])
+@pytest.mark.parametrize(
+    "lists, match",
+    [
+        (dict(grads=1), r"grads has 1 entries but variables has 2"),
+        (dict(ms=1), r"ms has 1 entries but variables has 2"),
+        (dict(vs=3), r"vs has 3 entries but variables has 2"),
+        (dict(vhats=1), r"vhats has 1 entries but variables has 2"),
+        (dict(weight_decay=3), r"weight_decay has 3 entries but variables has 2"),
+    ],
+)
 def test_list_length_mismatch_is_rejected(lists, match):
     """Checked by pyopt.ops before the op runs (TF's own error for this names no input)."""
     from pyopt import ops
@@ -559,11 +585,20 @@ def test_list_length_mismatch_is_rejected(lists, match):
     slots = {name: [_f32(3) for _ in range(lengths[name])] for name in ("ms", "vs", "vhats")}
     before = snapshot([*variables, *slots["ms"], *slots["vs"], *slots["vhats"]])
     with pytest.raises(ValueError, match=match):
-        ops.adam_multi(variables, [g3() for _ in range(lengths["grads"])], slots["ms"], slots["vs"],
-                       vhats=slots["vhats"], lr=0.1, step=1, weight_decay=[0.0] * lengths["weight_decay"],
-                       backend="fused")
-    assert all(same_bits(a, b) for a, b in zip(snapshot([*variables, *slots["ms"], *slots["vs"], *slots["vhats"]]),
-                                               before))
+        ops.adam_multi(
+            variables,
+            [g3() for _ in range(lengths["grads"])],
+            slots["ms"],
+            slots["vs"],
+            vhats=slots["vhats"],
+            lr=0.1,
+            step=1,
+            weight_decay=[0.0] * lengths["weight_decay"],
+            backend="fused",
+        )
+    assert all(
+        same_bits(a, b) for a, b in zip(snapshot([*variables, *slots["ms"], *slots["vs"], *slots["vhats"]]), before)
+    )
 
 
 # --------------------------------------------------------------------------- supports()

@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 
 tf = pytest.importorskip("tensorflow")
 
-import reference as ref  # noqa: E402
-from kernel_cases import DTYPES, random_state  # noqa: E402
-from test_tf_ops import assert_close  # noqa: E402
-from test_tf_sparse import call  # noqa: E402
-from pyopt import _loader, ops  # noqa: E402
+import reference as ref
+from kernel_cases import DTYPES, random_state
+from test_tf_ops import assert_close
+from test_tf_sparse import call
+
+from pyopt import _loader, ops
 
 BACKENDS = ["tf"] + (["fused"] if _loader._try_load() is not None else [])
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -38,8 +39,12 @@ def valid_steps(draw):
     if rule == "momentum":
         hyper.update(momentum=draw(st.floats(0.0, 1.0)), nesterov=draw(st.booleans()))
     elif rule != "gradient_descent":
-        hyper.update(beta_1=draw(st.floats(0.0, 0.99)), beta_2=draw(st.floats(0.5, 0.9999)),
-                     epsilon=draw(st.floats(1e-8, 1e-2)), step=draw(st.integers(1, 1000)))
+        hyper.update(
+            beta_1=draw(st.floats(0.0, 0.99)),
+            beta_2=draw(st.floats(0.5, 0.9999)),
+            epsilon=draw(st.floats(1e-8, 1e-2)),
+            step=draw(st.integers(1, 1000)),
+        )
     clip = draw(st.sampled_from([None, "clipnorm", "global_clipnorm"]))
     if clip:
         hyper[clip] = draw(st.floats(0.1, 10.0))
@@ -52,8 +57,15 @@ def valid_steps(draw):
 @given(step=valid_steps(), seed=st.integers(0, 2**16))
 # beta_1 = 0: m + (g - m)*1 cancels to g with an error ~eps*|m_old| >> eps*|g|, which the
 # step divides by a small sqrt(v) (found by hypothesis in CI).
-@example(step=("adam", dict(lr=0.5, beta_1=0.0, beta_2=0.5, epsilon=6.103515625e-05, step=1, clipnorm=0.5,
-                            weight_decay=0.0), [(3, 12, 27)], "float32"), seed=0)
+@example(
+    step=(
+        "adam",
+        dict(lr=0.5, beta_1=0.0, beta_2=0.5, epsilon=6.103515625e-05, step=1, clipnorm=0.5, weight_decay=0.0),
+        [(3, 12, 27)],
+        "float32",
+    ),
+    seed=0,
+)
 def test_random_valid_steps_match_reference(backend, step, seed):
     rule, hyper, shape_list, dtype = step
     rng = np.random.default_rng(seed)
@@ -61,14 +73,21 @@ def test_random_valid_steps_match_reference(backend, step, seed):
     variables = [tf.Variable(p) for p, _, _ in states]
     slots = [[tf.Variable(s[k]) for _, _, s in states] for k in range(len(ref.SLOTS[rule]))]
     assert call(rule, variables, [tf.constant(g) for _, g, _ in states], slots, backend=backend, **hyper) == backend
-    expected = ref.step_multi(rule, [p for p, _, _ in states], [g for _, g, _ in states],
-                              [s for _, _, s in states], **hyper)
+    expected = ref.step_multi(
+        rule, [p for p, _, _ in states], [g for _, g, _ in states], [s for _, _, s in states], **hyper
+    )
     for i, (p, g, s) in enumerate(states):
         got = [variables[i].numpy(), *(lst[i].numpy() for lst in slots)]
         operands = ref.param_operand_scale(rule, g, s, expected[i][1:], **hyper)
         for k, before in enumerate([p, *s]):
-            assert_close(got[k], expected[i][k], before, dtype, f"{backend} {rule} array {k} of tensor {i}",
-                         scale=operands if k == 0 else 0.0)
+            assert_close(
+                got[k],
+                expected[i][k],
+                before,
+                dtype,
+                f"{backend} {rule} array {k} of tensor {i}",
+                scale=operands if k == 0 else 0.0,
+            )
 
 
 BAD = [
@@ -147,8 +166,9 @@ def test_random_bad_calls_raise_and_write_nothing(backend, which, size, nan, fun
 
     def step(hyper):
         if "momentum" in kind or kind == "alias velocity":
-            ops.momentum_multi(variables, grads, call_ms, backend=backend, lr=hyper["lr"],
-                               momentum=hyper.get("momentum", 0.9))
+            ops.momentum_multi(
+                variables, grads, call_ms, backend=backend, lr=hyper["lr"], momentum=hyper.get("momentum", 0.9)
+            )
         else:
             ops.adam_multi(variables, grads, call_ms, call_vs, backend=backend, **hyper)
 

@@ -26,11 +26,11 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-import reference as ref  # noqa: E402
-from kernel_cases import DTYPES, HYPER, call_sparse, random_state, slot_arguments, table_row  # noqa: E402
+import reference as ref
+from kernel_cases import DTYPES, HYPER, call_sparse, random_state, slot_arguments, table_row
 
-import pyopt.ops as po  # noqa: E402
-from pyopt import _loader  # noqa: E402
+import pyopt.ops as po
+from pyopt import _loader
 
 OPS = _loader._try_load()
 NEEDS_OPS = pytest.mark.skipif(OPS is None, reason=f"no op library: {_loader.unavailable_reason()}")
@@ -54,8 +54,10 @@ def assert_close(actual, expected, before, dtype_name, name=""):
     scale = max(np.max(np.abs(e), initial=0.0), np.max(np.abs(np.asarray(before, np.float64)), initial=0.0))
     atol = rtol * scale + 2 * float(finfo.smallest_subnormal)
     bad = ~(np.abs(a - e) <= atol + rtol * np.abs(e))
-    assert not bad.any(), (f"{name}: {bad.sum()} of {a.size} differ beyond rtol={rtol:.3g} atol={atol:.3g}; "
-                           f"max error {np.max(np.abs(a - e)):.3g}")
+    assert not bad.any(), (
+        f"{name}: {bad.sum()} of {a.size} differ beyond rtol={rtol:.3g} atol={atol:.3g}; "
+        f"max error {np.max(np.abs(a - e)):.3g}"
+    )
 
 
 def same_bits(a, b) -> bool:
@@ -79,8 +81,9 @@ class Case:
         for rows, row_shape in shapes:
             param, _, slots = random_state(rule, (rows,) + row_shape, DTYPES[dtype], rng)
             nnz = 2 * rows + 1 if rows else 0  # duplicates guaranteed
-            self.indices.append(rng.integers(0, rows, size=nnz).astype(index_dtype) if rows else
-                                np.zeros(0, index_dtype))
+            self.indices.append(
+                rng.integers(0, rows, size=nnz).astype(index_dtype) if rows else np.zeros(0, index_dtype)
+            )
             self.values.append(rng.standard_normal((nnz,) + row_shape).astype(DTYPES[dtype]))
             self.params.append(param)
             self.slots.append(slots)
@@ -101,8 +104,9 @@ class Case:
         return [*self.vars, *(v for lst in self.slot_vars for v in lst)]
 
     def call(self, backend, grads=None, **kw):
-        return call(self.rule, self.vars, self.grads() if grads is None else grads, self.slot_vars, backend=backend,
-                    **kw)
+        return call(
+            self.rule, self.vars, self.grads() if grads is None else grads, self.slot_vars, backend=backend, **kw
+        )
 
     def expected(self, lazy, hyper):
         """float64 reference of every (param, *slots) after one step."""
@@ -120,11 +124,13 @@ class Case:
                 touched = np.arange(p.shape[0])
             else:
                 touched = np.unique(self.indices[i])
-            scale = (ref.clip_scale(total, global_clipnorm) if global_clipnorm
-                     else ref.clip_scale(np.sum(g**2), clipnorm))
+            scale = (
+                ref.clip_scale(total, global_clipnorm) if global_clipnorm else ref.clip_scale(np.sum(g**2), clipnorm)
+            )
             new = [a.astype(np.float64) for a in (p, *slots)]
-            sub = ref.step(self.rule, p[touched], g[touched] * scale, [s[touched] for s in slots],
-                           weight_decay=decays[i], **hyper)
+            sub = ref.step(
+                self.rule, p[touched], g[touched] * scale, [s[touched] for s in slots], weight_decay=decays[i], **hyper
+            )
             for full, rows in zip(new, sub):
                 full[touched] = rows
             out.append(tuple(new))
@@ -206,15 +212,18 @@ def test_fused_equals_numpy_kernels_bitwise(rule, lazy, dtype):
 
 
 @pytest.mark.parametrize("lazy", [False, True], ids=["dense-equivalent", "lazy"])
-@pytest.mark.parametrize("backend, mode", [pytest.param("fused", "tf.function", marks=NEEDS_OPS),
-                                           ("tf", "tf.function"), ("tf", "xla")])
+@pytest.mark.parametrize(
+    "backend, mode", [pytest.param("fused", "tf.function", marks=NEEDS_OPS), ("tf", "tf.function"), ("tf", "xla")]
+)
 def test_in_tf_function(backend, lazy, mode):
     """Traced, and for the pure-TF path also XLA-compiled (custom ops have no XLA kernel;
     backend="auto" picks "tf" there)."""
     case = Case("adam", "float32", seed=11)
     grads = case.grads()
-    step = tf.function(lambda: case.call(backend, grads=grads, lazy=lazy, weight_decay=0.1, global_clipnorm=1.0)
-                       and None, jit_compile=mode == "xla")
+    step = tf.function(
+        lambda: case.call(backend, grads=grads, lazy=lazy, weight_decay=0.1, global_clipnorm=1.0) and None,
+        jit_compile=mode == "xla",
+    )
     step()
     case.check(lazy, dict(HYPER["adam"], weight_decay=0.1, global_clipnorm=1.0))
 
@@ -339,8 +348,11 @@ def test_out_of_range_index_raises_and_writes_nothing(backend, function, bad, mi
     vs = [tf.Variable(np.zeros((3, 2))), tf.Variable(np.zeros((5, 2)))]
     watch = [w, v, *ms, *vs]
     before = [x.numpy() for x in watch]
-    valid = tf.ones([3, 2], tf.float64) if mixed else tf.IndexedSlices(tf.ones([1, 2], tf.float64),
-                                                                        tf.constant([2], tf.int64))
+    valid = (
+        tf.ones([3, 2], tf.float64)
+        if mixed
+        else tf.IndexedSlices(tf.ones([1, 2], tf.float64), tf.constant([2], tf.int64))
+    )
     grads = [valid, tf.IndexedSlices(tf.ones([2, 2], tf.float64), tf.constant([0, bad], tf.int64))]
 
     def step():
@@ -355,24 +367,34 @@ def test_out_of_range_index_raises_and_writes_nothing(backend, function, bad, mi
 def test_out_of_range_message_names_the_index():
     v = tf.Variable(np.ones((5, 2), np.float32))
     grad = tf.IndexedSlices(tf.ones([3, 2]), tf.constant([0, 1, 7]))
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"indices\[0\]\[2\] = 7 is out of range \[0, 5\) \(the rows of var\[0\]\)"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"indices\[0\]\[2\] = 7 is out of range \[0, 5\) \(the rows of var\[0\]\)"
+    ):
         po.gradient_descent(v, grad, lr=0.1, backend="fused")
 
 
 def _raw_sparse_gd(var, values, indices):
-    f64 = lambda x: tf.constant(x, tf.float64)  # noqa: E731
+    f64 = lambda x: tf.constant(x, tf.float64)
     return OPS.pyopt_sparse_apply_gradient_descent_multi(
-        var=[var.handle], values=[values], indices=[indices], lr=0.1, weight_decay=f64(0.0), clipnorm=f64(0.0),
-        global_clipnorm=f64(0.0))
+        var=[var.handle],
+        values=[values],
+        indices=[indices],
+        lr=0.1,
+        weight_decay=f64(0.0),
+        clipnorm=f64(0.0),
+        global_clipnorm=f64(0.0),
+    )
 
 
 BAD_OP = {
-    "values row shape": ((5, 2), tf.ones([2, 3]), tf.constant([0, 1]),
-                         r"values\[0\] has shape \[2,3\] but var\[0\] has shape \[5,2\]|"
-                         r"var\[0\] has shape \[5,2\] but values\[0\] has shape \[2,3\]"),
-    "indices length": ((5, 2), tf.ones([2, 2]), tf.constant([0, 1, 2]),
-                       r"indices\[0\] .*one entry per row of values"),
+    "values row shape": (
+        (5, 2),
+        tf.ones([2, 3]),
+        tf.constant([0, 1]),
+        r"values\[0\] has shape \[2,3\] but var\[0\] has shape \[5,2\]|"
+        r"var\[0\] has shape \[5,2\] but values\[0\] has shape \[2,3\]",
+    ),
+    "indices length": ((5, 2), tf.ones([2, 2]), tf.constant([0, 1, 2]), r"indices\[0\] .*one entry per row of values"),
     "indices rank": ((5, 2), tf.ones([2, 2]), tf.constant([[0, 1]]), r"indices|rank"),
     "scalar var": ((), tf.ones([1]), tf.constant([0]), r"rank >= 1|values"),
     "values dtype": ((5, 2), tf.ones([2, 2], tf.float64), tf.constant([0, 1]), r"dtype float32 but values"),
@@ -388,7 +410,7 @@ def test_sparse_op_checks_inputs(name, function):
     shape, values, indices, match = BAD_OP[name]
     var = tf.Variable(np.ones(shape, np.float32))
     before = var.numpy()
-    call = lambda: _raw_sparse_gd(var, values, indices) and None  # noqa: E731
+    call = lambda: _raw_sparse_gd(var, values, indices) and None
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=match):
         (tf.function(call) if function else call)()
     assert same_bits(var.numpy(), before)
@@ -447,8 +469,9 @@ def test_op_docs_state_the_semantics():
 
 def _embedding_model(seed):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([keras.Input((4,), dtype="int32"), keras.layers.Embedding(20, 3),
-                             keras.layers.Flatten(), keras.layers.Dense(1)])
+    return keras.Sequential(
+        [keras.Input((4,), dtype="int32"), keras.layers.Embedding(20, 3), keras.layers.Flatten(), keras.layers.Dense(1)]
+    )
 
 
 def _batches(unique_tokens, steps=4):

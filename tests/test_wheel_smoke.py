@@ -14,7 +14,6 @@ import warnings
 
 import numpy as np
 import pytest
-
 import reference as ref
 
 RULES = {
@@ -78,8 +77,9 @@ def test_fused_tf_op_step(rule):
             m, v = variables[1:]
             used = pyopt.ops.adam(variables[0], tf.constant(grad), m, v, clipnorm=1.5, backend="fused", **hyper)
         else:
-            used = getattr(pyopt.ops, rule)(variables[0], tf.constant(grad), *variables[1:], clipnorm=1.5,
-                                            backend="fused", **hyper)
+            used = getattr(pyopt.ops, rule)(
+                variables[0], tf.constant(grad), *variables[1:], clipnorm=1.5, backend="fused", **hyper
+            )
     assert used == "fused"
     for got, want in zip(variables, expected):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create ./.venv and install pyopt from this checkout into it.
 #   bash tools/setup_env.sh          # pyopt with the chapter demo's extra
-#   bash tools/setup_env.sh test     # editable, with the test, benchmark and demo extras and tf_keras
+#   bash tools/setup_env.sh test     # editable, with the test, benchmark, demo and lint extras and tf_keras
 # TensorFlow is both a build and a runtime requirement: a TensorFlow 2.21 already in the venv
 # (tensorflow, tensorflow-cpu, ...) is used as it is, else tensorflow-cpu is installed. pyopt
 # is then built against it without build isolation, so TensorFlow is downloaded once.
@@ -26,7 +26,7 @@ fi
 if [ "$extras" = "test" ]; then
   # Editable, as developers work: the tests (some start subprocesses from the checkout)
   # then import exactly this tree, with the compiled modules built into ./build.
-  "${pip[@]}" --no-build-isolation -e ".[test,bench,demo]"
+  "${pip[@]}" --no-build-isolation -e ".[test,bench,demo,lint]"
   # tf_keras (the legacy API's tests) requires the `tensorflow` distribution by name; beside
   # tensorflow-cpu that would install a second TensorFlow, so it comes without its requirements.
   "${pip[@]}" --no-deps "tf_keras$tf_range"

@@ -23,7 +23,7 @@ import argparse
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Sequence
+from collections.abc import Callable, Sequence
 
 
 def busy_wait(seconds: float, clock: Callable[[], float] = time.perf_counter) -> None:
@@ -32,10 +32,14 @@ def busy_wait(seconds: float, clock: Callable[[], float] = time.perf_counter) ->
         pass
 
 
-def time_after_pauses(call: Callable[[], object], pauses: Sequence[float], calls: int,
-                      pause: Callable[[float], None] = busy_wait,
-                      clock: Callable[[], float] = time.perf_counter,
-                      cpu_clock: Callable[[], float] = time.thread_time) -> List[Dict[str, float]]:
+def time_after_pauses(
+    call: Callable[[], object],
+    pauses: Sequence[float],
+    calls: int,
+    pause: Callable[[float], None] = busy_wait,
+    clock: Callable[[], float] = time.perf_counter,
+    cpu_clock: Callable[[], float] = time.thread_time,
+) -> list[dict[str, float]]:
     """Per pause (seconds): the median wall and calling-thread CPU seconds of ``call`` made
     right after that pause, over ``calls`` calls."""
     if calls < 1:
@@ -84,7 +88,7 @@ def main(argv=None) -> int:
     try:
         pauses = [float(x) / 1e3 for x in args.pauses.split(",") if x.strip()]
     except ValueError:
-        raise SystemExit(f"--pauses must be comma-separated numbers of ms, got {args.pauses!r}")
+        raise SystemExit(f"--pauses must be comma-separated numbers of ms, got {args.pauses!r}") from None
     if args.calls < 1:
         raise SystemExit(f"--calls must be >= 1, got {args.calls}")
     if any(p < 0 for p in pauses):

@@ -200,8 +200,9 @@ class ChapterAdam(ChapterGradientDescent):
         tf = _tf()
         t = self.t.assign_add(1.0)
         alpha = self.lr * tf.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
-        for g, var, m, v in zip(_chapter_clip(grads, self.clipnorm, self.global_clipnorm), variables, self.ms,
-                                self.vs, strict=True):
+        for g, var, m, v in zip(
+            _chapter_clip(grads, self.clipnorm, self.global_clipnorm), variables, self.ms, self.vs, strict=True
+        ):
             m.assign(self.beta_1 * m + (1 - self.beta_1) * g)
             v.assign(self.beta_2 * v + (1 - self.beta_2) * g * g)
             var.assign_sub(tf.cast(alpha, var.dtype) * m / (tf.sqrt(v) + self.epsilon))
@@ -209,8 +210,11 @@ class ChapterAdam(ChapterGradientDescent):
 
 def _chapter_updater(rule, clip, variables):
     kw = _clip_kwargs(clip)
-    opt = {"gd": lambda: ChapterGradientDescent(LR, **kw), "momentum": lambda: ChapterMomentum(LR, MOMENTUM, **kw),
-           "adam": lambda: ChapterAdam(LR, BETA_1, BETA_2, EPSILON, **kw)}[rule]()
+    opt = {
+        "gd": lambda: ChapterGradientDescent(LR, **kw),
+        "momentum": lambda: ChapterMomentum(LR, MOMENTUM, **kw),
+        "adam": lambda: ChapterAdam(LR, BETA_1, BETA_2, EPSILON, **kw),
+    }[rule]()
     opt.build(variables)
     return lambda grads: opt.apply_gradients(grads, variables)
 
@@ -220,12 +224,17 @@ def _tf_raw_updater(rule, clip, variables):
     tf = _tf()
     kw = _clip_kwargs(clip)
     dtype = variables[0].dtype
-    const = lambda x: tf.constant(x, dtype)  # noqa: E731
+
+    def const(x):
+        return tf.constant(x, dtype)
+
     if rule == "gd":
+
         def apply(grads):
             clipped = _chapter_clip(grads, kw.get("clipnorm"), kw.get("global_clipnorm"))
             for g, var in zip(clipped, variables, strict=True):
                 tf.raw_ops.ResourceApplyGradientDescent(var=var.handle, alpha=const(LR), delta=g)
+
         return apply
     if rule == "momentum":
         ms = _zeros_like(variables)
@@ -233,8 +242,10 @@ def _tf_raw_updater(rule, clip, variables):
         def apply(grads):
             clipped = _chapter_clip(grads, kw.get("clipnorm"), kw.get("global_clipnorm"))
             for g, var, m in zip(clipped, variables, ms, strict=True):
-                tf.raw_ops.ResourceApplyKerasMomentum(var=var.handle, accum=m.handle, lr=const(LR), grad=g,
-                                                      momentum=const(MOMENTUM))
+                tf.raw_ops.ResourceApplyKerasMomentum(
+                    var=var.handle, accum=m.handle, lr=const(LR), grad=g, momentum=const(MOMENTUM)
+                )
+
         return apply
     ms, vs = _zeros_like(variables), _zeros_like(variables)
     t = tf.Variable(0.0, dtype=tf.float64)
@@ -242,11 +253,22 @@ def _tf_raw_updater(rule, clip, variables):
     def apply(grads):
         step = t.assign_add(1.0)
         b1p, b2p = tf.cast(BETA_1**step, dtype), tf.cast(BETA_2**step, dtype)
-        for g, var, m, v in zip(_chapter_clip(grads, kw.get("clipnorm"), kw.get("global_clipnorm")), variables, ms,
-                                vs, strict=True):
-            tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, beta1_power=b1p, beta2_power=b2p,
-                                         lr=const(LR), beta1=const(BETA_1), beta2=const(BETA_2),
-                                         epsilon=const(EPSILON), grad=g)
+        for g, var, m, v in zip(
+            _chapter_clip(grads, kw.get("clipnorm"), kw.get("global_clipnorm")), variables, ms, vs, strict=True
+        ):
+            tf.raw_ops.ResourceApplyAdam(
+                var=var.handle,
+                m=m.handle,
+                v=v.handle,
+                beta1_power=b1p,
+                beta2_power=b2p,
+                lr=const(LR),
+                beta1=const(BETA_1),
+                beta2=const(BETA_2),
+                epsilon=const(EPSILON),
+                grad=g,
+            )
+
     return apply
 
 
@@ -264,8 +286,10 @@ class TFImpl:
 
     def check(self, workload) -> None:
         if self.max_tensors is not None and workload.n_tensors > self.max_tensors:
-            raise Unavailable(f"{self.label}: skipped above {self.max_tensors} tensors ({self.too_many_reason}; "
-                              "keeps the default run short)")
+            raise Unavailable(
+                f"{self.label}: skipped above {self.max_tensors} tensors ({self.too_many_reason}; "
+                "keeps the default run short)"
+            )
 
     def updater(self, rule, clip, variables):
         return self.make_updater(rule, clip, variables)
@@ -478,16 +502,36 @@ IMPLEMENTATIONS = {
     impl.name: impl
     for impl in (
         TFImpl("pyopt_op", "pyopt op (fused)", _pyopt_ops_updater("fused")),
-        TFImpl("pyopt_keras", "pyopt Keras (fused)", _keras_optimizer("pyopt.optimizers", "fused"),
-               keras_variables=True),
-        TFImpl("pyopt_tf", "pyopt pure-TF", _pyopt_ops_updater("tf"), max_tensors=GRAPH_MAX_TENSORS,
-               too_many_reason=GRAPH_REASON),
-        TFImpl("keras", "Keras built-in", _keras_optimizer("keras.optimizers", None), keras_variables=True,
-               max_tensors=GRAPH_MAX_TENSORS, too_many_reason=GRAPH_REASON),
-        TFImpl("keras_xla", "Keras built-in, XLA", _keras_optimizer("keras.optimizers", None), keras_variables=True,
-               jit_compile=True, max_tensors=XLA_MAX_TENSORS, too_many_reason=XLA_REASON),
-        TFImpl("chapter", "chapter classes", _chapter_updater, max_tensors=GRAPH_MAX_TENSORS,
-               too_many_reason=GRAPH_REASON),
+        TFImpl(
+            "pyopt_keras", "pyopt Keras (fused)", _keras_optimizer("pyopt.optimizers", "fused"), keras_variables=True
+        ),
+        TFImpl(
+            "pyopt_tf",
+            "pyopt pure-TF",
+            _pyopt_ops_updater("tf"),
+            max_tensors=GRAPH_MAX_TENSORS,
+            too_many_reason=GRAPH_REASON,
+        ),
+        TFImpl(
+            "keras",
+            "Keras built-in",
+            _keras_optimizer("keras.optimizers", None),
+            keras_variables=True,
+            max_tensors=GRAPH_MAX_TENSORS,
+            too_many_reason=GRAPH_REASON,
+        ),
+        TFImpl(
+            "keras_xla",
+            "Keras built-in, XLA",
+            _keras_optimizer("keras.optimizers", None),
+            keras_variables=True,
+            jit_compile=True,
+            max_tensors=XLA_MAX_TENSORS,
+            too_many_reason=XLA_REASON,
+        ),
+        TFImpl(
+            "chapter", "chapter classes", _chapter_updater, max_tensors=GRAPH_MAX_TENSORS, too_many_reason=GRAPH_REASON
+        ),
         TFImpl("tf_raw", "TF ResourceApply*", _tf_raw_updater),
         TFImpl("tf_call_floor", "tf.function call, no update (floor)", _call_floor_updater),
         FnImpl("pyopt_numpy", "pyopt NumPy kernels", _pyopt_numpy_runner),

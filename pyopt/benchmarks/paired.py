@@ -33,14 +33,14 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List
 
 from .implementations import IMPLEMENTATIONS, Unavailable
 from .workloads import CLIPS, FLOOR_IMPL, RULES, check_runner, data_for, update_cases
 
 
-def round_orders(names: List[str], rounds: int, seed: int = 0) -> List[List[str]]:
+def round_orders(names: list[str], rounds: int, seed: int = 0) -> list[list[str]]:
     """The order of each round. Rounds come in blocks of len(names): within a block, each round
     starts one name further along the block's order, so every name leads once per block (the
     first block keeps the given order; names lead equally often when rounds is a multiple of
@@ -58,12 +58,17 @@ def round_orders(names: List[str], rounds: int, seed: int = 0) -> List[List[str]
     return orders
 
 
-def time_rounds(steps: Dict[str, Callable[[], object]], rounds: int, reps: int,
-                clock: Callable[[], float] = time.perf_counter, seed: int = 0) -> Dict[str, List[float]]:
+def time_rounds(
+    steps: dict[str, Callable[[], object]],
+    rounds: int,
+    reps: int,
+    clock: Callable[[], float] = time.perf_counter,
+    seed: int = 0,
+) -> dict[str, list[float]]:
     """Seconds per call of each step, one entry per round, in the orders of round_orders."""
     if rounds < 1 or reps < 1:
         raise ValueError(f"rounds and reps must be >= 1, got rounds={rounds}, reps={reps}")
-    times: Dict[str, List[float]] = {n: [] for n in steps}
+    times: dict[str, list[float]] = {n: [] for n in steps}
     for order in round_orders(list(steps), rounds, seed):
         for name in order:
             t0 = clock()
@@ -73,19 +78,25 @@ def time_rounds(steps: Dict[str, Callable[[], object]], rounds: int, reps: int,
     return times
 
 
-def summarize(times: Dict[str, List[float]], steps_per_call: int = 1) -> List[dict]:
+def summarize(times: dict[str, list[float]], steps_per_call: int = 1) -> list[dict]:
     """Per name: the median and the least of its per-round means (seconds per step), and the
     median over rounds of base / this."""
     base = next(iter(times))
     rows = []
     for name, ts in times.items():
         ratios = [b / t for b, t in zip(times[base], ts)]
-        rows.append(dict(name=name, median_s=statistics.median(ts) / steps_per_call, min_s=min(ts) / steps_per_call,
-                         x_base=statistics.median(ratios)))
+        rows.append(
+            dict(
+                name=name,
+                median_s=statistics.median(ts) / steps_per_call,
+                min_s=min(ts) / steps_per_call,
+                x_base=statistics.median(ratios),
+            )
+        )
     return rows
 
 
-def ratio_of(times: Dict[str, List[float]], num: str, den: str) -> float:
+def ratio_of(times: dict[str, list[float]], num: str, den: str) -> float:
     """Median over rounds of times[num] / times[den] (e.g. clipped / unclipped)."""
     return statistics.median(a / b for a, b in zip(times[num], times[den]))
 
@@ -122,24 +133,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("impls", help="comma-separated implementation names; the first is the base")
     p.add_argument("--clip", choices=[c for c in CLIPS if c], default=None)
     p.add_argument("--with-unclipped", action="store_true", help="with --clip: also time each unclipped")
-    p.add_argument("--with-concrete", action="store_true",
-                   help="also time each TF implementation through its ConcreteFunction (rows '... (concrete)'): "
-                        "the traced graph called directly, without tf.function's per-call lookup of the "
-                        "trace, which hashes every captured input")
+    p.add_argument(
+        "--with-concrete",
+        action="store_true",
+        help="also time each TF implementation through its ConcreteFunction (rows '... (concrete)'): "
+        "the traced graph called directly, without tf.function's per-call lookup of the "
+        "trace, which hashes every captured input",
+    )
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--reps", type=int, default=5, help="calls per implementation per round")
-    p.add_argument("--processes", type=int, default=1,
-                   help="run the whole comparison in this many fresh processes, one after another, and "
-                        "also print each implementation's ratio per process and their median (the same "
-                        "step can take 1.4x longer in one process than in the next)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="run the whole comparison in this many fresh processes, one after another, and "
+        "also print each implementation's ratio per process and their median (the same "
+        "step can take 1.4x longer in one process than in the next)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the round orders (process k of --processes: seed + k)")
-    p.add_argument("--json", type=Path, default=None,
-                   help="also write the rows (and clip ratios) here; with --processes, the combined rows "
-                        "(x_base_per_process) and each process's clip ratios")
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="also write the rows (and clip ratios) here; with --processes, the combined rows "
+        "(x_base_per_process) and each process's clip ratios",
+    )
     return p
 
 
-def _child_argv(argv: List[str], k: int, seed: int, json_path: Path) -> List[str]:
+def _child_argv(argv: list[str], k: int, seed: int, json_path: Path) -> list[str]:
     """The arguments of child process k: argv without --processes, --seed and --json (either
     spelling), then --processes 1, its own seed and its own JSON file."""
     out, skip = [], False
@@ -156,7 +178,7 @@ def _child_argv(argv: List[str], k: int, seed: int, json_path: Path) -> List[str
     return out + ["--processes", "1", "--seed", str(seed + k), "--json", str(json_path)]
 
 
-def combine_processes(runs: List[dict]) -> List[dict]:
+def combine_processes(runs: list[dict]) -> list[dict]:
     """Per implementation of the first run, in its order: its x base in each process (None
     where that process could not run it), the median of those, and the median over processes
     of its median ms/step. Every run must have the same base (its first row)."""
@@ -167,13 +189,18 @@ def combine_processes(runs: List[dict]) -> List[dict]:
     for row in runs[0]["rows"]:
         found = [next((r for r in run["rows"] if r["name"] == row["name"]), None) for run in runs]
         present = [r for r in found if r is not None]
-        out.append(dict(name=row["name"], x_base_per_process=[None if r is None else r["x_base"] for r in found],
-                        x_base_median=statistics.median(r["x_base"] for r in present),
-                        median_s=statistics.median(r["median_s"] for r in present)))
+        out.append(
+            dict(
+                name=row["name"],
+                x_base_per_process=[None if r is None else r["x_base"] for r in found],
+                x_base_median=statistics.median(r["x_base"] for r in present),
+                median_s=statistics.median(r["median_s"] for r in present),
+            )
+        )
     return out
 
 
-def _run_processes(args, argv: List[str]) -> int:
+def _run_processes(args, argv: list[str]) -> int:
     """Runs this module ``args.processes`` times, one after another, then the combined table."""
     import subprocess
     import tempfile
@@ -186,8 +213,10 @@ def _run_processes(args, argv: List[str]) -> int:
             child = [sys.executable, "-m", "pyopt.benchmarks.paired", *_child_argv(argv, k, args.seed, out)]
             status = subprocess.call(child)
             if status != 0:
-                print(f"process {k + 1} of {args.processes} exited with status {status}; nothing combined",
-                      file=sys.stderr)
+                print(
+                    f"process {k + 1} of {args.processes} exited with status {status}; nothing combined",
+                    file=sys.stderr,
+                )
                 return status if status > 0 else 1
             runs.append(json.loads(out.read_text()))
     try:
@@ -204,8 +233,10 @@ def _run_processes(args, argv: List[str]) -> int:
     clip_ratios = [run.get("clip_ratios", {}) for run in runs]
     for name in sorted({k for c in clip_ratios for k in c}):
         vals = [c[name] for c in clip_ratios if name in c]
-        print(f"{name}: {args.clip} / unclipped per process {', '.join(f'{v:.3f}' for v in vals)}; "
-              f"median {statistics.median(vals):.3f}")
+        print(
+            f"{name}: {args.clip} / unclipped per process {', '.join(f'{v:.3f}' for v in vals)}; "
+            f"median {statistics.median(vals):.3f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(dict(rows=rows, clip_ratios_per_process=clip_ratios), indent=1))
     return 0
@@ -245,8 +276,10 @@ def main(argv=None) -> int:
     times = time_rounds(steps, args.rounds, args.reps, seed=args.seed)
     rows = summarize(times, workload.steps_per_call)
     base = rows[0]["name"]
-    print(f"{args.rule}{' ' + args.clip if args.clip else ''} {workload.name}: {args.rounds} rounds x {args.reps} "
-          f"calls, {workload.steps_per_call} step(s) per call, interleaved")
+    print(
+        f"{args.rule}{' ' + args.clip if args.clip else ''} {workload.name}: {args.rounds} rounds x {args.reps} "
+        f"calls, {workload.steps_per_call} step(s) per call, interleaved"
+    )
     print(f"| implementation | ms/step (median) | ms/step (min) | x {base} |\n|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['name']} | {r['median_s'] * 1e3:.3f} | {r['min_s'] * 1e3:.3f} | {r['x_base']:.2f} |")

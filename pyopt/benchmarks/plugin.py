@@ -32,10 +32,19 @@ MAX_ROUNDS = 2000
 
 def pytest_addoption(parser):
     group = parser.getgroup("pyopt-bench")
-    group.addoption("--quick", action="store_true", default=False,
-                    help="pyopt bench: a subset of cases and fewer rounds (~3 minutes)")
-    group.addoption("--impl", action="append", default=None, choices=sorted(IMPLEMENTATIONS) + ["probe"],
-                    help="pyopt bench: only these implementations (repeatable; 'probe': the bandwidth probes)")
+    group.addoption(
+        "--quick",
+        action="store_true",
+        default=False,
+        help="pyopt bench: a subset of cases and fewer rounds (~3 minutes)",
+    )
+    group.addoption(
+        "--impl",
+        action="append",
+        default=None,
+        choices=sorted(IMPLEMENTATIONS) + ["probe"],
+        help="pyopt bench: only these implementations (repeatable; 'probe': the bandwidth probes)",
+    )
 
 
 def pytest_configure(config):
@@ -47,8 +56,7 @@ def pytest_configure(config):
 def pytest_benchmark_update_machine_info(config, machine_info):
     import pyopt
 
-    info = {k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v))
-            for k, v in pyopt.config().items()}
+    info = {k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v)) for k, v in pyopt.config().items()}
     versions = {}
     for name in ("numpy", "tensorflow", "keras", "torch"):
         try:

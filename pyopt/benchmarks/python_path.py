@@ -85,8 +85,18 @@ class Paths:
 
         def bare():
             t[0] += 1
-            return ops.adam_multi(self.bare_variables, grads, ms, vs, lr=lr, beta_1=BETA_1, beta_2=BETA_2,
-                                  epsilon=EPSILON, step=t[0], backend=backend)
+            return ops.adam_multi(
+                self.bare_variables,
+                grads,
+                ms,
+                vs,
+                lr=lr,
+                beta_1=BETA_1,
+                beta_2=BETA_2,
+                epsilon=EPSILON,
+                step=t[0],
+                backend=backend,
+            )
 
         self.steps = {
             "bare": bare,
@@ -129,19 +139,27 @@ def main(argv=None) -> int:
     times = time_rounds(paths.steps, args.rounds, args.reps, seed=args.seed)
     rows = {r["name"]: r for r in summarize(times)}
     keras_x, floor_x = ratio_of(times, "keras", "bare"), ratio_of(times, "keras_floor", "bare")
-    print(f"Adam on the chapter MLP (4 variables), eager, backend={args.backend} (ran: "
-          f"{paths.optimizer.last_backend}): {args.rounds} rounds x {args.reps} calls, interleaved; "
-          f"{CHECK_STEPS} steps of both paths equal bitwise, max rel. error vs float64 {error:.1e}")
+    print(
+        f"Adam on the chapter MLP (4 variables), eager, backend={args.backend} (ran: "
+        f"{paths.optimizer.last_backend}): {args.rounds} rounds x {args.reps} calls, interleaved; "
+        f"{CHECK_STEPS} steps of both paths equal bitwise, max rel. error vs float64 {error:.1e}"
+    )
     print("| step | ms/call (median) | ms/call (min) | x bare (median of rounds) |\n|---|---:|---:|---:|")
-    labels = {"bare": "pyopt.ops.adam_multi", "keras": "pyopt.optimizers.Adam.apply_gradients",
-              "keras_floor": "Keras's apply, no update"}
+    labels = {
+        "bare": "pyopt.ops.adam_multi",
+        "keras": "pyopt.optimizers.Adam.apply_gradients",
+        "keras_floor": "Keras's apply, no update",
+    }
     for name, label in labels.items():
         x = {"bare": 1.0, "keras": keras_x, "keras_floor": floor_x}[name]
         print(f"| {label} | {rows[name]['median_s'] * 1e3:.3f} | {rows[name]['min_s'] * 1e3:.3f} | {x:.2f} |")
     pyopt_share = statistics.median(
-        (k - f) / b for k, f, b in zip(times["keras"], times["keras_floor"], times["bare"], strict=True))
-    print(f"keras / bare = {keras_x:.2f}: Keras's apply {floor_x:.2f} + pyopt's step {pyopt_share:.2f} "
-          "(medians of the per-round ratios)")
+        (k - f) / b for k, f, b in zip(times["keras"], times["keras_floor"], times["bare"], strict=True)
+    )
+    print(
+        f"keras / bare = {keras_x:.2f}: Keras's apply {floor_x:.2f} + pyopt's step {pyopt_share:.2f} "
+        "(medians of the per-round ratios)"
+    )
     return 0
 
 

@@ -85,5 +85,17 @@ def test_probe(probe_case, arrays, timed, benchmark):
     step()
     expected = b + np.float32(0.5) * c if name == "probe_triad" else before + b
     np.testing.assert_allclose(a, expected, rtol=1e-6)
-    timed(step, impl=name, label=name.replace("_", " "), rule="probe", clip=None, workload=f"dense_{size_label(n)}",
-          kind="probe", dtype="float32", n_tensors=1, n_elements=n, bytes_per_step=12 * n, train=False)
+    timed(
+        step,
+        impl=name,
+        label=name.replace("_", " "),
+        rule="probe",
+        clip=None,
+        workload=f"dense_{size_label(n)}",
+        kind="probe",
+        dtype="float32",
+        n_tensors=1,
+        n_elements=n,
+        bytes_per_step=12 * n,
+        train=False,
+    )

@@ -36,8 +36,11 @@ def train_cases(quick: bool) -> list:
 def pytest_generate_tests(metafunc):
     if "train_case" not in metafunc.fixturenames:
         return
-    params = [(m, r, i) for m, r in train_cases(metafunc.config.getoption("quick"))
-              for i in selected(metafunc.config, TRAIN_IMPLS)]
+    params = [
+        (m, r, i)
+        for m, r in train_cases(metafunc.config.getoption("quick"))
+        for i in selected(metafunc.config, TRAIN_IMPLS)
+    ]
     metafunc.parametrize("train_case", params, ids=[f"{r}-train_{m}-{i}" for m, r, i in params])
 
 
@@ -50,7 +53,8 @@ def _batch(model):
         return x[:BATCH].copy(), y[:BATCH].copy()
     rng = np.random.default_rng(2)
     return rng.standard_normal((BATCH, MODELS[model][0]), dtype=np.float32), rng.standard_normal(
-        (BATCH, 1), dtype=np.float32)
+        (BATCH, 1), dtype=np.float32
+    )
 
 
 def _init_params(model):
@@ -147,7 +151,19 @@ def test_train(train_case, timed, benchmark):
     first_step_s = time.perf_counter() - t0
     rel_err = check_first_step(data, rule, None, sample(data.positions()), torch_epsilon=name == "torch")
     workload = data.workload
-    timed(step, impl=name, label=impl.label, rule=rule, clip=None, workload=workload.name, kind="train",
-          dtype="float32", n_tensors=workload.n_tensors, n_elements=workload.n_elements,
-          bytes_per_step=workload.bytes_per_step(rule), first_step_s=first_step_s, check_rel_err=rel_err, train=True)
-
+    timed(
+        step,
+        impl=name,
+        label=impl.label,
+        rule=rule,
+        clip=None,
+        workload=workload.name,
+        kind="train",
+        dtype="float32",
+        n_tensors=workload.n_tensors,
+        n_elements=workload.n_elements,
+        bytes_per_step=workload.bytes_per_step(rule),
+        first_step_s=first_step_s,
+        check_rel_err=rel_err,
+        train=True,
+    )

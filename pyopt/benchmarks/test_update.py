@@ -12,8 +12,16 @@ import time
 
 from .implementations import IMPLEMENTATIONS
 from .plugin import build_or_skip, selected
-from .workloads import (FLOOR_IMPL, SLOTS_PER_RULE, ParamUnchanged, case_impls, check_runner, data_for,
-                        runs_call_floor, update_cases)
+from .workloads import (
+    FLOOR_IMPL,
+    SLOTS_PER_RULE,
+    ParamUnchanged,
+    case_impls,
+    check_runner,
+    data_for,
+    runs_call_floor,
+    update_cases,
+)
 
 # Keras' Adam and TF's ResourceApplyAdam compute the bias correction in the variable's dtype:
 # in bfloat16, beta_2 = 0.999 rounds to 1.0, so alpha = lr*sqrt(1 - beta_2^t)/(1 - beta_1^t) = 0
@@ -71,7 +79,21 @@ def test_update(case, timed, benchmark):
             if not (workload.dtype == "bfloat16" and (rule == "adam" or name == "torch")):
                 raise
             rel_err, note = None, BF16_NO_UPDATE[rule]
-    timed(runner.step, impl=name, label=impl.label, rule=rule, clip=clip, workload=workload.name,
-          kind=workload.kind, dtype=workload.dtype, n_tensors=workload.n_tensors, n_elements=workload.n_elements,
-          bytes_per_step=workload.bytes_per_step(rule), first_step_s=first_step_s, check_rel_err=rel_err,
-          train=False, note=note, steps_per_call=workload.steps_per_call)
+    timed(
+        runner.step,
+        impl=name,
+        label=impl.label,
+        rule=rule,
+        clip=clip,
+        workload=workload.name,
+        kind=workload.kind,
+        dtype=workload.dtype,
+        n_tensors=workload.n_tensors,
+        n_elements=workload.n_elements,
+        bytes_per_step=workload.bytes_per_step(rule),
+        first_step_s=first_step_s,
+        check_rel_err=rel_err,
+        train=False,
+        note=note,
+        steps_per_call=workload.steps_per_call,
+    )

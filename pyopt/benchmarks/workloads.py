@@ -41,8 +41,8 @@ def hyper(rule: str, step=None) -> dict:
     row = TABLE_ROWS[rule]
     return {name: step if name == "step" else HYPER[name] for name in row.param_names}
 
-DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64),
-          "bfloat16": np.dtype(ml_dtypes.bfloat16)}
+
+DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 
 
 def size_label(n: int) -> str:
@@ -93,8 +93,9 @@ def many(count: int, n: int, steps_per_call: int = 1) -> Workload:
 MLP_SHAPES = ((13, 4), (4,), (4, 1), (1,))
 MLP_UPDATE = Workload("mlp_13_4_1", "mlp", MLP_SHAPES)
 MLP_STEPS_PER_CALL = 100
-MLP_UPDATE_LOOPED = Workload(f"mlp_13_4_1_{MLP_STEPS_PER_CALL}_per_call", "mlp", MLP_SHAPES,
-                             steps_per_call=MLP_STEPS_PER_CALL)
+MLP_UPDATE_LOOPED = Workload(
+    f"mlp_13_4_1_{MLP_STEPS_PER_CALL}_per_call", "mlp", MLP_SHAPES, steps_per_call=MLP_STEPS_PER_CALL
+)
 MANY_STEPS_PER_CALL = 10
 
 SWEEP_SIZES = tuple(1 << k for k in (10, 14, 18, 20, 22, 24, 26))  # 1K .. 64M
@@ -174,7 +175,7 @@ class WorkloadData:
             flat = g.reshape(-1)
             total = 0.0
             for i in range(0, flat.size, 1 << 22):
-                chunk = flat[i:i + (1 << 22)].astype(np.float64)
+                chunk = flat[i : i + (1 << 22)].astype(np.float64)
                 total += float(np.dot(chunk, chunk))
             out.append(total)
         return out
@@ -248,8 +249,9 @@ def data_for(workload: Workload) -> WorkloadData:
     return _cache[workload]
 
 
-def check_first_step(data: WorkloadData, rule: str, clip, after: np.ndarray, torch_epsilon: bool = False,
-                     steps: int = 1) -> float:
+def check_first_step(
+    data: WorkloadData, rule: str, clip, after: np.ndarray, torch_epsilon: bool = False, steps: int = 1
+) -> float:
     """Check the parameters after the first call (``steps`` steps) against the float64
     reference; the max relative error of the update. Raises AssertionError when the step was
     a no-op or wrong.
@@ -286,5 +288,6 @@ def check_first_step(data: WorkloadData, rule: str, clip, after: np.ndarray, tor
 def check_runner(data: WorkloadData, rule: str, clip, impl_name: str, runner, steps: int = 1) -> float:
     """``check_first_step`` on the parameters a runner samples after its first call; torch's
     Adam adds epsilon after the bias correction, so it is checked against that form."""
-    return check_first_step(data, rule, clip, runner.sample(data.positions()), torch_epsilon=impl_name == "torch",
-                            steps=steps)
+    return check_first_step(
+        data, rule, clip, runner.sample(data.positions()), torch_epsilon=impl_name == "torch", steps=steps
+    )

@@ -26,7 +26,19 @@ import numpy as np
 __all__ = ["load_data", "load_raw", "FEATURE_NAMES", "TARGET_NAME", "SHA256"]
 
 FEATURE_NAMES = (
-    "CRIM", "ZN", "INDUS", "CHAS", "NOX", "RM", "AGE", "DIS", "RAD", "TAX", "PTRATIO", "B", "LSTAT",
+    "CRIM",
+    "ZN",
+    "INDUS",
+    "CHAS",
+    "NOX",
+    "RM",
+    "AGE",
+    "DIS",
+    "RAD",
+    "TAX",
+    "PTRATIO",
+    "B",
+    "LSTAT",
 )
 TARGET_NAME = "MEDV"
 SHA256 = "fd6aae7c42ed5998b4157a6149aa35d47c60fc0664c5bcfea5f3df4f423376cc"
@@ -38,9 +50,7 @@ def _read() -> tuple[np.ndarray, np.ndarray]:
     raw = resources.files(__package__).joinpath(_FILE).read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
     if digest != SHA256:
-        raise RuntimeError(
-            f"pyopt/data/{_FILE} is damaged: sha256 {digest}, expected {SHA256}; reinstall pyopt"
-        )
+        raise RuntimeError(f"pyopt/data/{_FILE} is damaged: sha256 {digest}, expected {SHA256}; reinstall pyopt")
     lines = raw.decode("ascii").splitlines()
     header = tuple(name.strip('"') for name in lines[0].split(","))
     if header != (*FEATURE_NAMES, TARGET_NAME):  # pragma: no cover - guarded by the hash

@@ -40,27 +40,88 @@ from ._api import (
 _ADAM = ADAM.defaults
 
 
-def gradient_descent(variable, grad, *, lr, weight_decay=0.0, clipnorm=None, use_locking=True, backend="auto",
-                     lazy=False):
+def gradient_descent(
+    variable, grad, *, lr, weight_decay=0.0, clipnorm=None, use_locking=True, backend="auto", lazy=False
+):
     """Single-variable :func:`gradient_descent_multi`: ``p = p - lr*wd*p - lr*g``."""
-    return gradient_descent_multi([variable], [grad], lr=lr, weight_decay=weight_decay, clipnorm=clipnorm,
-                                  use_locking=use_locking, backend=backend, lazy=lazy)
+    return gradient_descent_multi(
+        [variable],
+        [grad],
+        lr=lr,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        use_locking=use_locking,
+        backend=backend,
+        lazy=lazy,
+    )
 
 
-def momentum(variable, grad, velocity, *, lr, momentum, nesterov=False, weight_decay=0.0, clipnorm=None,
-             use_locking=True, backend="auto", lazy=False):
+def momentum(
+    variable,
+    grad,
+    velocity,
+    *,
+    lr,
+    momentum,
+    nesterov=False,
+    weight_decay=0.0,
+    clipnorm=None,
+    use_locking=True,
+    backend="auto",
+    lazy=False,
+):
     """Single-variable :func:`momentum_multi`: ``m = mu*m - lr*g; p = p - lr*wd*p + m``."""
-    return momentum_multi([variable], [grad], [velocity], lr=lr, momentum=momentum, nesterov=nesterov,
-                          weight_decay=weight_decay, clipnorm=clipnorm, use_locking=use_locking, backend=backend,
-                          lazy=lazy)
+    return momentum_multi(
+        [variable],
+        [grad],
+        [velocity],
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        use_locking=use_locking,
+        backend=backend,
+        lazy=lazy,
+    )
 
 
-def adam(variable, grad, m, v, *, lr, beta_1=_ADAM["beta_1"], beta_2=_ADAM["beta_2"], epsilon=_ADAM["epsilon"], step,
-         vhat=None, weight_decay=0.0, clipnorm=None, use_locking=True, backend="auto", lazy=False):
+def adam(
+    variable,
+    grad,
+    m,
+    v,
+    *,
+    lr,
+    beta_1=_ADAM["beta_1"],
+    beta_2=_ADAM["beta_2"],
+    epsilon=_ADAM["epsilon"],
+    step,
+    vhat=None,
+    weight_decay=0.0,
+    clipnorm=None,
+    use_locking=True,
+    backend="auto",
+    lazy=False,
+):
     """Single-variable :func:`adam_multi` (amsgrad when ``vhat`` is given; ``lazy=True``: lazy Adam)."""
-    return adam_multi([variable], [grad], [m], [v], lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step,
-                      vhats=None if vhat is None else [vhat], weight_decay=weight_decay, clipnorm=clipnorm,
-                      use_locking=use_locking, backend=backend, lazy=lazy)
+    return adam_multi(
+        [variable],
+        [grad],
+        [m],
+        [v],
+        lr=lr,
+        beta_1=beta_1,
+        beta_2=beta_2,
+        epsilon=epsilon,
+        step=step,
+        vhats=None if vhat is None else [vhat],
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        use_locking=use_locking,
+        backend=backend,
+        lazy=lazy,
+    )
 
 
 __all__ = [

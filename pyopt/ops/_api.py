@@ -109,8 +109,17 @@ class StepOptions:
     lazy: bool = False
 
     @classmethod
-    def build(cls, n: int, *, weight_decay=0.0, clipnorm=None, global_clipnorm=None, skip_nonfinite=False,
-              use_locking=True, lazy=False) -> StepOptions:
+    def build(
+        cls,
+        n: int,
+        *,
+        weight_decay=0.0,
+        clipnorm=None,
+        global_clipnorm=None,
+        skip_nonfinite=False,
+        use_locking=True,
+        lazy=False,
+    ) -> StepOptions:
         """The options of a call over ``n`` variables, checked: ``weight_decay`` a number or
         one per variable, the clip thresholds Python numbers > 0 or None (at most one), flags bool."""
         return cls(
@@ -135,8 +144,9 @@ class StepOptions:
 def _weight_decays(weight_decay, n: int) -> tuple:
     if isinstance(weight_decay, (list, tuple)):
         _check_lengths([("variables", range(n)), ("weight_decay", weight_decay)])
-        return tuple(_rules.check(_rules.WEIGHT_DECAY, wd, name=f"weight_decay[{i}]")
-                     for i, wd in enumerate(weight_decay))
+        return tuple(
+            _rules.check(_rules.WEIGHT_DECAY, wd, name=f"weight_decay[{i}]") for i, wd in enumerate(weight_decay)
+        )
     return (_rules.check(_rules.WEIGHT_DECAY, weight_decay, what="a real number or a list of real numbers"),) * n
 
 
@@ -184,9 +194,14 @@ def _hyper_asserts(rule, hyper: dict) -> list:
         x = tf.cast(hyper[param.name], tf.float64)
         if x.shape.rank is None:
             x = tf.reshape(x, [])
-        checks.append(tf.raw_ops.Assert(condition=param.range.contains(x, tf.logical_and),
-                                        data=[f"{param.name} must be {param.range.text}, got", x], summarize=1,
-                                        name=f"check_{param.name}"))
+        checks.append(
+            tf.raw_ops.Assert(
+                condition=param.range.contains(x, tf.logical_and),
+                data=[f"{param.name} must be {param.range.text}, got", x],
+                summarize=1,
+                name=f"check_{param.name}",
+            )
+        )
     return checks
 
 
@@ -232,11 +247,14 @@ def _check_sparse(variables, grads) -> None:
         if not _is_sparse(grad):
             continue
         if grad.indices.dtype not in (tf.int32, tf.int64):
-            raise TypeError(f"grads[{i}] is a tf.IndexedSlices with {grad.indices.dtype.name} indices; "
-                            "int32 or int64 needed")
+            raise TypeError(
+                f"grads[{i}] is a tf.IndexedSlices with {grad.indices.dtype.name} indices; int32 or int64 needed"
+            )
         if tf.TensorShape(var.shape).rank == 0:
-            raise ValueError(f"grads[{i}] is a tf.IndexedSlices but variables[{i}] is a scalar; "
-                             "row-sparse gradients need a variable of rank >= 1")
+            raise ValueError(
+                f"grads[{i}] is a tf.IndexedSlices but variables[{i}] is a scalar; "
+                "row-sparse gradients need a variable of rank >= 1"
+            )
 
 
 def _check_slots(variables, slots) -> list:
@@ -263,8 +281,9 @@ def _check_like(name, x, i, dtype, shape, check_shape=True) -> None:
     if check_shape:
         x_shape = getattr(x, "shape", None)
         if x_shape != shape and not tf.TensorShape(x_shape).is_compatible_with(shape):
-            raise ValueError(f"{name} has shape {tf.TensorShape(x_shape).as_list()} but variables[{i}] has shape "
-                             f"{shape.as_list()}")
+            raise ValueError(
+                f"{name} has shape {tf.TensorShape(x_shape).as_list()} but variables[{i}] has shape {shape.as_list()}"
+            )
 
 
 # --------------------------------------------------------------------------- the step
@@ -295,8 +314,10 @@ class Step:
             raise TypeError(f"{rule.name} has no flag {', '.join(unknown)}")
         self.flags = {name: _rules.check_flag(name, flags.get(name, False)) for name in rule.flags}
         self.variables = _as_list(variables, "variables")
-        self.slot_lists = [None if items is None and slot.optional else _as_list(items, slot.list)
-                           for slot, items in zip(rule.slots, slot_lists, strict=True)]
+        self.slot_lists = [
+            None if items is None and slot.optional else _as_list(items, slot.list)
+            for slot, items in zip(rule.slots, slot_lists, strict=True)
+        ]
         for slot, items in zip(rule.slots, self.slot_lists, strict=True):
             if slot.optional:
                 self.flags[slot.given] = items is not None
@@ -369,11 +390,23 @@ class Step:
         op_call = _fused_module().OpCall
         calls = []
         for (_, _, is_sparse), idx in groups.items():
+
             def pick(items, idx=idx):
                 return None if items is None else [items[i] for i in idx]
 
-            calls.append((idx, op_call(self.rule, pick(self.variables), [pick(s) for s in self.slot_lists],
-                                       self.flags, options.pick(idx), sparse=is_sparse)))
+            calls.append(
+                (
+                    idx,
+                    op_call(
+                        self.rule,
+                        pick(self.variables),
+                        [pick(s) for s in self.slot_lists],
+                        self.flags,
+                        options.pick(idx),
+                        sparse=is_sparse,
+                    ),
+                )
+            )
         if len(self._op_calls) >= 4:  # a new pattern of sparse gradients: rarely more than one
             self._op_calls.clear()
         self._op_calls[sparse] = calls
@@ -390,10 +423,19 @@ class Step:
             run_all(grads)
 
 
-def gradient_descent_multi(variables: Sequence, grads: Sequence, *, lr, weight_decay=0.0,
-                           clipnorm: float | None = None, global_clipnorm: float | None = None,
-                           skip_nonfinite: bool = False, use_locking: bool = True, backend: str = "auto",
-                           lazy: bool = False) -> str:
+def gradient_descent_multi(
+    variables: Sequence,
+    grads: Sequence,
+    *,
+    lr,
+    weight_decay=0.0,
+    clipnorm: float | None = None,
+    global_clipnorm: float | None = None,
+    skip_nonfinite: bool = False,
+    use_locking: bool = True,
+    backend: str = "auto",
+    lazy: bool = False,
+) -> str:
     """Gradient descent on every variable in one step: ``p = p - lr*wd*p - lr*g``.
 
     Gradients are clipped first (``clipnorm``: each by its own norm, ``global_clipnorm``:
@@ -415,34 +457,81 @@ def gradient_descent_multi(variables: Sequence, grads: Sequence, *, lr, weight_d
     slots (lazy Adam). Clipping uses the norm of the summed gradient. An index outside
     ``[0, rows)`` raises InvalidArgumentError and nothing is written.
     """
-    step = Step(GRADIENT_DESCENT, variables, [], backend=backend, weight_decay=weight_decay, clipnorm=clipnorm,
-                global_clipnorm=global_clipnorm, skip_nonfinite=skip_nonfinite, use_locking=use_locking, lazy=lazy)
+    step = Step(
+        GRADIENT_DESCENT,
+        variables,
+        [],
+        backend=backend,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        global_clipnorm=global_clipnorm,
+        skip_nonfinite=skip_nonfinite,
+        use_locking=use_locking,
+        lazy=lazy,
+    )
     return step(grads, dict(lr=lr))
 
 
-def momentum_multi(variables: Sequence, grads: Sequence, velocities: Sequence, *, lr, momentum: float,
-                   nesterov: bool = False, weight_decay=0.0, clipnorm: float | None = None,
-                   global_clipnorm: float | None = None, skip_nonfinite: bool = False, use_locking: bool = True,
-                   backend: str = "auto", lazy: bool = False) -> str:
+def momentum_multi(
+    variables: Sequence,
+    grads: Sequence,
+    velocities: Sequence,
+    *,
+    lr,
+    momentum: float,
+    nesterov: bool = False,
+    weight_decay=0.0,
+    clipnorm: float | None = None,
+    global_clipnorm: float | None = None,
+    skip_nonfinite: bool = False,
+    use_locking: bool = True,
+    backend: str = "auto",
+    lazy: bool = False,
+) -> str:
     """Momentum (Keras form) on every variable: ``m = mu*m - lr*g; p = p - lr*wd*p + m``
     (nesterov: ``p = p - lr*wd*p + mu*m - lr*g``). Returns the backend used.
 
     IndexedSlices gradients and ``lazy``: as in :func:`gradient_descent_multi`.
     """
-    step = Step(MOMENTUM, variables, [velocities], flags=dict(nesterov=nesterov), backend=backend,
-                weight_decay=weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
-                skip_nonfinite=skip_nonfinite, use_locking=use_locking, lazy=lazy)
+    step = Step(
+        MOMENTUM,
+        variables,
+        [velocities],
+        flags=dict(nesterov=nesterov),
+        backend=backend,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        global_clipnorm=global_clipnorm,
+        skip_nonfinite=skip_nonfinite,
+        use_locking=use_locking,
+        lazy=lazy,
+    )
     return step(grads, dict(lr=lr, momentum=momentum))
 
 
 _ADAM = ADAM.defaults
 
 
-def adam_multi(variables: Sequence, grads: Sequence, ms: Sequence, vs: Sequence, *, lr,
-               beta_1: float = _ADAM["beta_1"], beta_2: float = _ADAM["beta_2"], epsilon: float = _ADAM["epsilon"],
-               step, vhats: Sequence | None = None, weight_decay=0.0, clipnorm: float | None = None,
-               global_clipnorm: float | None = None, skip_nonfinite: bool = False, use_locking: bool = True,
-               backend: str = "auto", lazy: bool = False) -> str:
+def adam_multi(
+    variables: Sequence,
+    grads: Sequence,
+    ms: Sequence,
+    vs: Sequence,
+    *,
+    lr,
+    beta_1: float = _ADAM["beta_1"],
+    beta_2: float = _ADAM["beta_2"],
+    epsilon: float = _ADAM["epsilon"],
+    step,
+    vhats: Sequence | None = None,
+    weight_decay=0.0,
+    clipnorm: float | None = None,
+    global_clipnorm: float | None = None,
+    skip_nonfinite: bool = False,
+    use_locking: bool = True,
+    backend: str = "auto",
+    lazy: bool = False,
+) -> str:
     """Adam (Keras' "epsilon hat" form) on every variable; ``step`` is 1-based::
 
         alpha = lr*sqrt(1-beta_2^t)/(1-beta_1^t)
@@ -452,6 +541,16 @@ def adam_multi(variables: Sequence, grads: Sequence, ms: Sequence, vs: Sequence,
     ``vhats`` given means amsgrad. Returns the backend used. IndexedSlices gradients and
     ``lazy`` (``True``: lazy Adam): as in :func:`gradient_descent_multi`.
     """
-    adam = Step(ADAM, variables, [ms, vs, vhats], backend=backend, weight_decay=weight_decay, clipnorm=clipnorm,
-                global_clipnorm=global_clipnorm, skip_nonfinite=skip_nonfinite, use_locking=use_locking, lazy=lazy)
+    adam = Step(
+        ADAM,
+        variables,
+        [ms, vs, vhats],
+        backend=backend,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        global_clipnorm=global_clipnorm,
+        skip_nonfinite=skip_nonfinite,
+        use_locking=use_locking,
+        lazy=lazy,
+    )
     return adam(grads, dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step))

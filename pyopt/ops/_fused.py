@@ -26,7 +26,7 @@ SUPPORTED_DTYPES = tuple(tf.as_dtype(name) for name in _rules.SUPPORTED_DTYPES)
 
 
 def _device_type(var) -> str:
-    """"CPU", "GPU", ... of the variable's device ("CPU" when unplaced, the default device here)."""
+    """ "CPU", "GPU", ... of the variable's device ("CPU" when unplaced, the default device here)."""
     if not var.device:
         return "CPU"
     return tf.DeviceSpec.from_string(var.device).device_type or "CPU"

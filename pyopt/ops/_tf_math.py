@@ -71,10 +71,10 @@ def index_checks(variables, grads, names=None) -> list:
         indices, rows = tf.cast(g.indices, tf.int64), _shape(var)[0]
         where = f"grads[{i}]" if names is None else names[i]
         checks += [
-            tf.debugging.assert_non_negative(indices, message=f"{where}: indices must lie in [0, rows), got a "
-                                                              "negative index"),
-            tf.debugging.assert_less(indices, rows, message=f"{where}: indices must lie in [0, rows) of the "
-                                                            "variable"),
+            tf.debugging.assert_non_negative(
+                indices, message=f"{where}: indices must lie in [0, rows), got a negative index"
+            ),
+            tf.debugging.assert_less(indices, rows, message=f"{where}: indices must lie in [0, rows) of the variable"),
         ]
     return checks
 
@@ -118,8 +118,10 @@ def _prepare_gradients(grads, clipnorm, global_clipnorm, skip_nonfinite):
 
     ``grads``: tensors or :class:`Rows` (IndexedSlices are summed per row for their norm).
     """
-    grads = [g if isinstance(g, Rows) else _sum_rows(g) if isinstance(g, tf.IndexedSlices)
-             else tf.convert_to_tensor(g) for g in grads]
+    grads = [
+        g if isinstance(g, Rows) else _sum_rows(g) if isinstance(g, tf.IndexedSlices) else tf.convert_to_tensor(g)
+        for g in grads
+    ]
     need_norms = bool(clipnorm) or bool(global_clipnorm) or skip_nonfinite
     sums = [_sum_of_squares(g) for g in grads] if need_norms else []
     total = tf.add_n(sums) if sums else tf.constant(0.0, tf.float64)
@@ -177,8 +179,9 @@ def apply(rule, variables, grads, slot_lists, hyper: dict, flags: dict, options)
 
 
 def _apply_checked(rule, variables, grads, slot_lists, hyper, flags, options):
-    grads, scales, ok = _prepare_gradients(_gradients(variables, grads, options.lazy), options.clipnorm,
-                                           options.global_clipnorm, options.skip_nonfinite)
+    grads, scales, ok = _prepare_gradients(
+        _gradients(variables, grads, options.lazy), options.clipnorm, options.global_clipnorm, options.skip_nonfinite
+    )
     scalars = rule.scalars(hyper, _Scalar64)
     lr64 = scalars["lr"]
     slot_lists = [lst for lst in slot_lists if lst is not None]
@@ -191,20 +194,25 @@ def _apply_checked(rule, variables, grads, slot_lists, hyper, flags, options):
                 cast[ct] = {name: tf.cast(value, ct) for name, value in scalars.items()}
             slots = [lst[i] for lst in slot_lists]
             if isinstance(g, Rows):
+
                 def read(x, rows=g.indices, ct=ct):
                     return tf.cast(tf.gather(tf_variable(x), rows), ct)
 
                 def write(x, value, rows=g.indices):
                     x = tf_variable(x)
-                    return x.scatter_update(tf.IndexedSlices(tf.cast(value, x.dtype), rows),
-                                            use_locking=options.use_locking)
+                    return x.scatter_update(
+                        tf.IndexedSlices(tf.cast(value, x.dtype), rows), use_locking=options.use_locking
+                    )
+
                 g = g.values
             else:
+
                 def read(x, ct=ct):
                     return tf.cast(tf.convert_to_tensor(x), ct)
 
                 def write(x, value):
                     return _write(x, value, options.use_locking)
+
             p = read(var)
             if wd:  # p = p - lr*wd*p  (decoupled weight decay, before the update)
                 p = p - p * tf.cast(lr64 * wd, ct)

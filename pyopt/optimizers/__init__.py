@@ -15,7 +15,7 @@ from .._deps import missing
 
 try:
     import keras  # noqa: F401  (imported first only to say what to install when it is missing)
-    import tensorflow  # noqa: F401
+    import tensorflow  # noqa: F401  (likewise)
 except ImportError as exc:
     raise missing("pyopt.optimizers", exc) from exc
 

@@ -31,13 +31,35 @@ class Adam(PyoptOptimizer, keras.optimizers.Adam):
     are Keras's.
     """
 
-    def __init__(self, learning_rate=_LR, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, *,
-                 lr=None, backend="auto", skip_nonfinite=False, **kwargs):
-        super().__init__(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=amsgrad, lr=lr,
-                         backend=backend, skip_nonfinite=skip_nonfinite, **kwargs)
+    def __init__(
+        self,
+        learning_rate=_LR,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-7,
+        amsgrad=False,
+        *,
+        lr=None,
+        backend="auto",
+        skip_nonfinite=False,
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            amsgrad=amsgrad,
+            lr=lr,
+            backend=backend,
+            skip_nonfinite=skip_nonfinite,
+            **kwargs,
+        )
         # Keras checks none of these; as floats, for the update call (the core divides by sqrt(v)+eps)
-        self.beta_1, self.beta_2, self.epsilon = (_rules.check(ADAM.param(name), value) for name, value in
-                                                  (("beta_1", beta_1), ("beta_2", beta_2), ("epsilon", epsilon)))
+        self.beta_1, self.beta_2, self.epsilon = (
+            _rules.check(ADAM.param(name), value)
+            for name, value in (("beta_1", beta_1), ("beta_2", beta_2), ("epsilon", epsilon))
+        )
         _rules.check_flag("amsgrad", amsgrad)
 
     def _rule(self):

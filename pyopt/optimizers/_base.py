@@ -186,16 +186,21 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
                 self._fused_update(mean, trainable_variables)
                 self._backend_reset_gradient_accumulators()
 
-            keras_ops.cond((self._iterations + 1) % steps == 0, update,
-                           lambda: self._backend_increment_gradient_accumulators(grads, acc_grads))
+            keras_ops.cond(
+                (self._iterations + 1) % steps == 0,
+                update,
+                lambda: self._backend_increment_gradient_accumulators(grads, acc_grads),
+            )
         else:
             self._fused_update(grads, trainable_variables)
         if self.use_ema:
             self._update_model_variables_moving_average(self._trainable_variables)
             if self.ema_overwrite_frequency:
-                keras_ops.cond((self.iterations + 1) % self.ema_overwrite_frequency == 0,
-                               lambda: self._overwrite_model_variables_with_average_value(self._trainable_variables),
-                               lambda: None)
+                keras_ops.cond(
+                    (self.iterations + 1) % self.ema_overwrite_frequency == 0,
+                    lambda: self._overwrite_model_variables_with_average_value(self._trainable_variables),
+                    lambda: None,
+                )
 
     def _clip_option(self, name: str):
         value = getattr(self, name)
@@ -208,24 +213,45 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
         step = self._step(trainable_variables)
         # t = iterations + 1, iterations counting updates (calls // gradient_accumulation_steps)
         t = self.iterations + 1 if self.gradient_accumulation_steps else _next_step(self._iterations)
-        self.last_backend = step([_dense(g, v.dtype) for g, v in zip(grads, step.variables, strict=True)],
-                                 self._hyperparameters(self.learning_rate, t))
+        self.last_backend = step(
+            [_dense(g, v.dtype) for g, v in zip(grads, step.variables, strict=True)],
+            self._hyperparameters(self.learning_rate, t),
+        )
 
     def _step(self, trainable_variables) -> Step:
         """The :class:`~pyopt.ops._api.Step` of these variables with the current rule and options,
         built (and checked) when either changed since the last step."""
         wd = self.weight_decay or 0.0
-        built_from = (self._rule(), self._flags(), wd, self._clip_option("clipnorm"),
-                      self._clip_option("global_clipnorm"), self.skip_nonfinite, self.lazy)
+        built_from = (
+            self._rule(),
+            self._flags(),
+            wd,
+            self._clip_option("clipnorm"),
+            self._clip_option("global_clipnorm"),
+            self.skip_nonfinite,
+            self.lazy,
+        )
         kept = self._kept_step
-        if (kept is not None and kept.built_from == built_from and len(kept.variables) == len(trainable_variables)
-                and all(a is b for a, b in zip(kept.variables, trainable_variables, strict=True))):
+        if (
+            kept is not None
+            and kept.built_from == built_from
+            and len(kept.variables) == len(trainable_variables)
+            and all(a is b for a, b in zip(kept.variables, trainable_variables, strict=True))
+        ):
             return kept.step
         rule, flags, _, clipnorm, global_clipnorm, skip_nonfinite, lazy = built_from
-        step = Step(rule, [tf_variable(v) for v in trainable_variables], self._slot_lists(trainable_variables),
-                    flags=flags, backend=self._backend,
-                    weight_decay=[wd if wd and self._use_weight_decay(v) else 0.0 for v in trainable_variables],
-                    clipnorm=clipnorm, global_clipnorm=global_clipnorm, skip_nonfinite=skip_nonfinite, lazy=lazy)
+        step = Step(
+            rule,
+            [tf_variable(v) for v in trainable_variables],
+            self._slot_lists(trainable_variables),
+            flags=flags,
+            backend=self._backend,
+            weight_decay=[wd if wd and self._use_weight_decay(v) else 0.0 for v in trainable_variables],
+            clipnorm=clipnorm,
+            global_clipnorm=global_clipnorm,
+            skip_nonfinite=skip_nonfinite,
+            lazy=lazy,
+        )
         self._kept_step = _KeptStep(tuple(trainable_variables), built_from, step)
         return step
 
@@ -234,10 +260,18 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
 
         With ``skip_nonfinite`` a variable whose own gradient is not finite is left alone.
         """
-        step = Step(self._rule(), [tf_variable(variable)], self._slot_lists([variable]), flags=self._flags(),
-                    backend=self._backend, skip_nonfinite=self.skip_nonfinite, lazy=self.lazy)
-        self.last_backend = step([_dense(gradient, step.variables[0].dtype)],
-                                 self._hyperparameters(learning_rate, self.iterations + 1))
+        step = Step(
+            self._rule(),
+            [tf_variable(variable)],
+            self._slot_lists([variable]),
+            flags=self._flags(),
+            backend=self._backend,
+            skip_nonfinite=self.skip_nonfinite,
+            lazy=self.lazy,
+        )
+        self.last_backend = step(
+            [_dense(gradient, step.variables[0].dtype)], self._hyperparameters(learning_rate, self.iterations + 1)
+        )
 
     def _rule(self) -> _rules.Rule:
         raise NotImplementedError

@@ -27,11 +27,27 @@ class SGD(PyoptOptimizer, keras.optimizers.SGD):
     Other keyword arguments are Keras's.
     """
 
-    def __init__(self, learning_rate=_LR, momentum=0.0, nesterov=False, *, lr=None, backend="auto",
-                 skip_nonfinite=False, **kwargs):
+    def __init__(
+        self,
+        learning_rate=_LR,
+        momentum=0.0,
+        nesterov=False,
+        *,
+        lr=None,
+        backend="auto",
+        skip_nonfinite=False,
+        **kwargs,
+    ):
         # Keras refuses a momentum that is no float in [0, 1] with its own message; ints are taken as floats
-        super().__init__(learning_rate, momentum=float(momentum) if _rules.is_number(momentum) else momentum,
-                         nesterov=nesterov, lr=lr, backend=backend, skip_nonfinite=skip_nonfinite, **kwargs)
+        super().__init__(
+            learning_rate,
+            momentum=float(momentum) if _rules.is_number(momentum) else momentum,
+            nesterov=nesterov,
+            lr=lr,
+            backend=backend,
+            skip_nonfinite=skip_nonfinite,
+            **kwargs,
+        )
         _rules.check(_MU, self.momentum)  # NaN passes Keras's check
         _rules.check_flag("nesterov", nesterov)
 
@@ -73,8 +89,14 @@ class Momentum(SGD):
     """
 
     def __init__(self, learning_rate=_LR, beta=0.9, clipnorm=None, nesterov=False, *, lr=None, **kwargs):
-        super().__init__(learning_rate, momentum=_rules.check(_MU, beta, name="beta"), nesterov=nesterov,
-                         clipnorm=clipnorm, lr=lr, **kwargs)
+        super().__init__(
+            learning_rate,
+            momentum=_rules.check(_MU, beta, name="beta"),
+            nesterov=nesterov,
+            clipnorm=clipnorm,
+            lr=lr,
+            **kwargs,
+        )
 
     @property
     def beta(self) -> float:

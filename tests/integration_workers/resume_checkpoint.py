@@ -17,17 +17,15 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared definitions
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import test_integration_xla_saving as shared  # noqa: E402
+import numpy as np
+import tensorflow as tf
+import test_integration_xla_saving as shared
 
 
 def main(ckpt_dir: str, which: str, backend: str, out: str) -> None:
     model, optimizer = shared.small_model(seed=12), shared.OPTIMIZERS[which](backend)
     optimizer.build(model.trainable_variables)
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model, optimizer=optimizer), ckpt_dir,
-                                         max_to_keep=1)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model, optimizer=optimizer), ckpt_dir, max_to_keep=1)
     manager.checkpoint.restore(manager.latest_checkpoint).assert_consumed()
     weights = shared.fit(model, optimizer, epochs=3, initial_epoch=2)
     arrays = {f"w{i}": w for i, w in enumerate(weights)}
