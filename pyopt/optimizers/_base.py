@@ -18,8 +18,8 @@ global_clipnorm, weight decay and the update run as ONE ``pyopt.ops`` step of th
 maths as plain TF ops (``backend="tf"``, under XLA, or when the op library is missing).
 The step's checks of the variables, slots and options run once per set of variables
 (a :class:`pyopt.ops._api.Step` kept until they change); each call checks the gradients
-and hyperparameters. ``clipvalue`` stays
-Keras's own pass; gradient accumulation and EMA are Keras's, around the fused call.
+and hyperparameters. ``clipvalue`` stays Keras's own pass; gradient accumulation and EMA
+are Keras's, around the fused call.
 ``_clip_gradients`` and ``_apply_weight_decay`` are Keras's and do their work when called.
 Under a strategy, Keras's step runs unchanged and ``update_step`` updates one variable
 with the same ``pyopt.ops`` rule.
