@@ -174,8 +174,11 @@ class Slot:
 
 @dataclass(frozen=True)
 class Rule:
-    """One update rule. ``params`` start with ``lr``; ``flags`` are bool attrs of the TF ops
-    and keywords of the NumPy functions (default False).
+    """One update rule. ``params`` start with ``lr`` (a ``default`` of None: the functions'
+    keyword has no default); ``flags`` are bool attrs of the TF ops and keywords of the
+    NumPy functions (default False). ``pyopt.kernels`` and ``pyopt.ops`` make their public
+    functions, signatures and docstrings from the row (``title``, ``formula``, the docs of
+    params and slots).
 
     ``scalars(h, s)``: the per-step scalars in float64 from the hyperparameters ``h`` (by
     name; numbers or tensors), with ``s`` the float64 scalar maths (:mod:`pyopt.ops._tf_math`);
@@ -187,6 +190,8 @@ class Rule:
 
     name: str  # "adam": the pyopt.ops / pyopt.kernels functions <name>[_multi|_sparse]
     short: str  # "gd": the benchmarks' and the chapter's name
+    title: str  # the first words of the functions' docstrings: 'Adam ("epsilon hat" form, as Keras)'
+    formula: str  # the update of one tensor, lines of plain text, for the docstrings
     params: tuple
     slots: tuple
     flags: tuple
@@ -289,6 +294,8 @@ def _adam_update(p, g, slots, c, flags, m):
 GRADIENT_DESCENT = Rule(
     name="gradient_descent",
     short="gd",
+    title="Gradient descent",
+    formula="p = p - lr*wd*p - lr*g",
     params=(LR,),
     slots=(),
     flags=(),
@@ -299,6 +306,12 @@ GRADIENT_DESCENT = Rule(
 MOMENTUM = Rule(
     name="momentum",
     short="momentum",
+    title="Momentum, Keras form",
+    formula=(
+        "m = momentum*m - lr*g\n"
+        "p = p - lr*wd*p + m                    # nesterov=False\n"
+        "p = p - lr*wd*p + momentum*m - lr*g    # nesterov=True, with the updated m"
+    ),
     params=(LR, Param("momentum", closed(0, 1), None, "mu")),
     slots=(Slot("velocity", "velocities", "momentum buffer m"),),
     flags=("nesterov",),
@@ -309,6 +322,14 @@ MOMENTUM = Rule(
 ADAM = Rule(
     name="adam",
     short="adam",
+    title='Adam ("epsilon hat" form, as Keras)',
+    formula=(
+        "alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)\n"
+        "m = m + (g - m) * (1 - beta_1)\n"
+        "v = v + (g*g - v) * (1 - beta_2)\n"
+        "vhat = max(vhat, v)                       # amsgrad, when vhat is given\n"
+        "p = p - lr*wd*p - alpha * m / (sqrt(v or vhat) + epsilon)"
+    ),
     params=(
         LR,
         Param("beta_1", closed_open(0, 1), 0.9, "decay rate of the first moment m"),

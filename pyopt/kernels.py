@@ -20,207 +20,20 @@ Each function returns True when the step was applied.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import numpy as np
 
 from . import _rules
 from ._config import core as _load_core
-from ._rules import ADAM, GRADIENT_DESCENT, MOMENTUM, RULES
+from ._rules import RULES
 
 _core = _load_core()
 # Each rule's _core functions: (dense, sparse).
 _CORE = {rule.name: (getattr(_core, rule.core), getattr(_core, rule.core_sparse)) for rule in RULES.values()}
-_ADAM = ADAM.defaults
-
-__all__ = [
-    "gradient_descent",
-    "momentum",
-    "adam",
-    "gradient_descent_multi",
-    "momentum_multi",
-    "adam_multi",
-]
 
 WeightDecay = float | Sequence[float]
-
-
-def gradient_descent(
-    param: np.ndarray,
-    grad: np.ndarray,
-    *,
-    lr: float,
-    clipnorm: float | None = None,
-    weight_decay: float = 0.0,
-    skip_nonfinite: bool = False,
-) -> bool:
-    """Gradient descent with optional clip-by-norm, in place.
-
-    ``g = g * c / max(||g||_2, c)`` (if ``clipnorm=c``);  ``p = p - lr*wd*p - lr*g``.
-    """
-    return _step(
-        GRADIENT_DESCENT,
-        [[param], [grad]],
-        dict(lr=lr),
-        {},
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        skip_nonfinite=skip_nonfinite,
-    )
-
-
-def momentum(
-    param: np.ndarray,
-    grad: np.ndarray,
-    velocity: np.ndarray,
-    *,
-    lr: float,
-    momentum: float,
-    nesterov: bool = False,
-    clipnorm: float | None = None,
-    weight_decay: float = 0.0,
-    skip_nonfinite: bool = False,
-) -> bool:
-    """Momentum, Keras form, in place on ``param`` and ``velocity``.
-
-    ``m = momentum*m - lr*g``;  ``p = p - lr*wd*p + m``
-    (Nesterov: ``p = p - lr*wd*p + momentum*m - lr*g`` with the updated ``m``).
-    """
-    return _step(
-        MOMENTUM,
-        [[param], [grad], [velocity]],
-        dict(lr=lr, momentum=momentum),
-        dict(nesterov=nesterov),
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        skip_nonfinite=skip_nonfinite,
-    )
-
-
-def adam(
-    param: np.ndarray,
-    grad: np.ndarray,
-    m: np.ndarray,
-    v: np.ndarray,
-    *,
-    lr: float,
-    beta_1: float = _ADAM["beta_1"],
-    beta_2: float = _ADAM["beta_2"],
-    epsilon: float = _ADAM["epsilon"],
-    step: int,
-    vhat: np.ndarray | None = None,
-    clipnorm: float | None = None,
-    weight_decay: float = 0.0,
-    skip_nonfinite: bool = False,
-) -> bool:
-    """Adam ("epsilon hat" form, as Keras), in place on ``param``, ``m``, ``v`` (and ``vhat``).
-
-    ``step`` is the 1-based step number t (Keras: ``iterations + 1``)::
-
-        alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)
-        m = m + (g - m) * (1 - beta_1)
-        v = v + (g*g - v) * (1 - beta_2)
-        vhat = max(vhat, v)                       # amsgrad, when vhat is given
-        p = p - lr*wd*p - alpha * m / (sqrt(v or vhat) + epsilon)
-    """
-    return _step(
-        ADAM,
-        [[param], [grad], [m], [v], None if vhat is None else [vhat]],
-        dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step),
-        {},
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        skip_nonfinite=skip_nonfinite,
-    )
-
-
-def gradient_descent_multi(
-    params: Sequence[np.ndarray],
-    grads: Sequence[np.ndarray],
-    *,
-    lr: float,
-    clipnorm: float | None = None,
-    global_clipnorm: float | None = None,
-    weight_decay: WeightDecay = 0.0,
-    skip_nonfinite: bool = False,
-) -> bool:
-    """:func:`gradient_descent` on every ``(params[i], grads[i])`` in one call.
-
-    ``weight_decay`` is one value or one per parameter. ``global_clipnorm=c`` scales
-    all gradients by ``c / max(sqrt(sum_i ||g_i||^2), c)``.
-    """
-    return _step(
-        GRADIENT_DESCENT,
-        [_list(params, "params"), _list(grads, "grads")],
-        dict(lr=lr),
-        {},
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        global_clipnorm=global_clipnorm,
-        skip_nonfinite=skip_nonfinite,
-    )
-
-
-def momentum_multi(
-    params: Sequence[np.ndarray],
-    grads: Sequence[np.ndarray],
-    velocities: Sequence[np.ndarray],
-    *,
-    lr: float,
-    momentum: float,
-    nesterov: bool = False,
-    clipnorm: float | None = None,
-    global_clipnorm: float | None = None,
-    weight_decay: WeightDecay = 0.0,
-    skip_nonfinite: bool = False,
-) -> bool:
-    """:func:`momentum` on every tensor in one call (see :func:`gradient_descent_multi`)."""
-    return _step(
-        MOMENTUM,
-        [_list(params, "params"), _list(grads, "grads"), _list(velocities, "velocities")],
-        dict(lr=lr, momentum=momentum),
-        dict(nesterov=nesterov),
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        global_clipnorm=global_clipnorm,
-        skip_nonfinite=skip_nonfinite,
-    )
-
-
-def adam_multi(
-    params: Sequence[np.ndarray],
-    grads: Sequence[np.ndarray],
-    ms: Sequence[np.ndarray],
-    vs: Sequence[np.ndarray],
-    *,
-    lr: float,
-    beta_1: float = _ADAM["beta_1"],
-    beta_2: float = _ADAM["beta_2"],
-    epsilon: float = _ADAM["epsilon"],
-    step: int,
-    vhats: Sequence[np.ndarray] | None = None,
-    clipnorm: float | None = None,
-    global_clipnorm: float | None = None,
-    weight_decay: WeightDecay = 0.0,
-    skip_nonfinite: bool = False,
-) -> bool:
-    """:func:`adam` on every tensor in one call (amsgrad when ``vhats`` is given)."""
-    return _step(
-        ADAM,
-        [
-            _list(params, "params"),
-            _list(grads, "grads"),
-            _list(ms, "ms"),
-            _list(vs, "vs"),
-            None if vhats is None else _list(vhats, "vhats"),
-        ],
-        dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step),
-        {},
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        global_clipnorm=global_clipnorm,
-        skip_nonfinite=skip_nonfinite,
-    )
 
 
 def _list(arrays, name: str) -> list:
@@ -285,81 +98,132 @@ def _step(
 # indices raise ValueError before anything is written.
 
 
-def gradient_descent_sparse(
-    param, values, indices, *, lr, clipnorm=None, weight_decay=0.0, lazy=False, skip_nonfinite=False
-) -> bool:
-    """:func:`gradient_descent` with a row-sparse gradient ``(values, indices)``."""
-    return _step(
-        GRADIENT_DESCENT,
-        [[param], [values], [indices]],
-        dict(lr=lr),
-        {},
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        skip_nonfinite=skip_nonfinite,
-        lazy=lazy,
-        sparse=True,
-    )
+# --- The public functions, made from the rule table ----------------------------------------
+# Each rule of pyopt._rules.RULES gives <rule>, <rule>_multi and <rule>_sparse: the signature
+# and docstring come from its row, so a new row needs no edit here.
+
+_P = inspect.Parameter
+_FORMS = {"single": "", "multi": "_multi", "sparse": "_sparse"}
+_OPTIONS_DOC = {
+    "clipnorm": "clip each gradient by its own L2 norm: ``g = g * c / max(||g||_2, c)``",
+    "global_clipnorm": "clip all gradients by their joint norm: ``g = g * c / max(sqrt(sum_i ||g_i||^2), c)``",
+    "weight_decay": "decoupled weight decay ``p = p - lr*wd*p`` before the update",
+    "lazy": "move only the rows present (lazy Adam); False: the dense step with the densified gradient",
+    "skip_nonfinite": "leave every array untouched and return False when a gradient holds NaN/Inf",
+}
 
 
-def momentum_sparse(
-    param,
-    values,
-    indices,
-    velocity,
-    *,
-    lr,
-    momentum,
-    nesterov=False,
-    clipnorm=None,
-    weight_decay=0.0,
-    lazy=False,
-    skip_nonfinite=False,
-) -> bool:
-    """:func:`momentum` with a row-sparse gradient ``(values, indices)``."""
-    return _step(
-        MOMENTUM,
-        [[param], [values], [indices], [velocity]],
-        dict(lr=lr, momentum=momentum),
-        dict(nesterov=nesterov),
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        skip_nonfinite=skip_nonfinite,
-        lazy=lazy,
-        sparse=True,
-    )
+def _signature(rule, form: str) -> inspect.Signature:
+    """The arrays (positional), then keyword-only: the hyperparameters (a default of None in the
+    row: required), the flags, the optional slots and the options of ``form``. The sparse
+    functions carry no annotations, as they never did."""
+    multi = form == "multi"
+
+    def ann(text):
+        return _P.empty if form == "sparse" else text
+
+    array = "Sequence[np.ndarray]" if multi else "np.ndarray"
+    arrays = {"single": ["param", "grad"], "multi": ["params", "grads"], "sparse": ["param", "values", "indices"]}[form]
+    arrays += [slot.list if multi else slot.name for slot in rule.required_slots]
+    params = [_P(name, _P.POSITIONAL_OR_KEYWORD, annotation=ann(array)) for name in arrays]
+    params += [
+        _P(
+            p.name,
+            _P.KEYWORD_ONLY,
+            default=_P.empty if p.default is None else p.default,
+            annotation=ann("int" if p.range.integer else "float"),
+        )
+        for p in rule.params
+    ]
+    params += [_P(flag, _P.KEYWORD_ONLY, default=False, annotation=ann("bool")) for flag in rule.flags]
+    params += [
+        _P(slot.list if multi else slot.name, _P.KEYWORD_ONLY, default=None, annotation=ann(f"{array} | None"))
+        for slot in rule.slots
+        if slot.optional
+    ]
+    options = [("clipnorm", None, "float | None")]
+    if multi:
+        options.append(("global_clipnorm", None, "float | None"))
+    options.append(("weight_decay", 0.0, "WeightDecay" if multi else "float"))
+    if form == "sparse":
+        options.append(("lazy", False, "bool"))
+    options.append(("skip_nonfinite", False, "bool"))
+    params += [_P(name, _P.KEYWORD_ONLY, default=default, annotation=ann(a)) for name, default, a in options]
+    return inspect.Signature(params, return_annotation=ann("bool"))
 
 
-def adam_sparse(
-    param,
-    values,
-    indices,
-    m,
-    v,
-    *,
-    lr,
-    beta_1=_ADAM["beta_1"],
-    beta_2=_ADAM["beta_2"],
-    epsilon=_ADAM["epsilon"],
-    step,
-    vhat=None,
-    clipnorm=None,
-    weight_decay=0.0,
-    lazy=False,
-    skip_nonfinite=False,
-) -> bool:
-    """:func:`adam` with a row-sparse gradient ``(values, indices)``; ``lazy=True`` is lazy Adam."""
-    return _step(
-        ADAM,
-        [[param], [values], [indices], [m], [v], None if vhat is None else [vhat]],
-        dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step),
-        {},
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        skip_nonfinite=skip_nonfinite,
-        lazy=lazy,
-        sparse=True,
-    )
+def _doc(rule, form: str, sig: inspect.Signature) -> str:
+    multi = form == "multi"
+    slots = "".join(f", ``{slot.name}``" for slot in rule.required_slots)
+    slots += "".join(f" (and ``{slot.name}``)" for slot in rule.slots if slot.optional)
+    first = {
+        "single": f"{rule.title}, in place on ``param``{slots}.",
+        "multi": f":func:`{rule.name}` on every ``(params[i], grads[i])`` and their slots in one call.",
+        "sparse": f":func:`{rule.name}` with a row-sparse gradient ``(values, indices)``.",
+    }[form]
+    lines = [first, "", "Per tensor, after clipping ``g``::", ""]
+    lines += ["    " + line for line in rule.formula.splitlines()]
+    lines += ["", "Arguments:"]
+    docs = {p.name: p.doc for p in rule.params}
+    docs.update((flag, "a bool, see the formula") for flag in rule.flags)
+    for slot in rule.slots:
+        docs[slot.list if multi else slot.name] = slot.doc + (f" (given: {slot.given})" if slot.optional else "")
+    docs.update(_OPTIONS_DOC)
+    if multi:
+        docs["weight_decay"] += ", one value or one per parameter"
+    lines += [f"    {name}: {docs[name]}" for name in sig.parameters if name in docs]
+    if form == "sparse":
+        lines += ["", "Rows listed twice in ``indices`` are summed; an index out of range raises ValueError."]
+    lines += ["", "Returns True when the step was applied. See :mod:`pyopt.kernels` for dtypes and checks."]
+    return "\n".join(lines)
 
 
-__all__ += ["gradient_descent_sparse", "momentum_sparse", "adam_sparse"]
+def _bind(name: str, sig: inspect.Signature, args, kwargs) -> dict:
+    """The call's arguments by name, defaults filled in; a TypeError naming the function."""
+    try:
+        bound = sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{name}() {exc}") from None
+    bound.apply_defaults()
+    return bound.arguments
+
+
+def _make_function(rule, form: str):
+    name, sig = rule.name + _FORMS[form], _signature(rule, form)
+
+    def function(*args, **kwargs):
+        a = _bind(name, sig, args, kwargs)
+        if form == "multi":
+            arrays = [_list(a["params"], "params"), _list(a["grads"], "grads")]
+            arrays += [None if s.optional and a[s.list] is None else _list(a[s.list], s.list) for s in rule.slots]
+        else:
+            arrays = [[a["param"]], [a["values"]], [a["indices"]]] if form == "sparse" else [[a["param"]], [a["grad"]]]
+            arrays += [None if s.optional and a[s.name] is None else [a[s.name]] for s in rule.slots]
+        options = ("weight_decay", "clipnorm", "global_clipnorm", "skip_nonfinite", "lazy")
+        return _step(
+            rule,
+            arrays,
+            {p.name: a[p.name] for p in rule.params},
+            {flag: a[flag] for flag in rule.flags},
+            sparse=form == "sparse",
+            **{option: a[option] for option in options if option in a},
+        )
+
+    function.__name__ = function.__qualname__ = name
+    function.__module__ = __name__
+    function.__signature__ = sig
+    function.__doc__ = _doc(rule, form, sig)
+    return function
+
+
+def _make_kernels_functions(rule) -> dict:
+    """``{name: function}``: the rule's <rule>, <rule>_multi and <rule>_sparse."""
+    return {rule.name + suffix: _make_function(rule, form) for form, suffix in _FORMS.items()}
+
+
+__all__ = []
+for _rule in RULES.values():
+    for _name, _function in _make_kernels_functions(_rule).items():
+        globals()[_name] = _function
+        __all__.append(_name)
+del _rule, _name, _function

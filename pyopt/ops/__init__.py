@@ -24,117 +24,73 @@ try:
 except ImportError as exc:
     raise missing("pyopt.ops", exc) from exc
 
-from .._rules import ADAM
+import inspect
+
+from .._rules import RULES
+from . import _api
 from ._api import (
     BACKENDS,
     FusedBackendError,
-    adam_multi,
     check_backend,
     fused_unsupported_reason,
-    gradient_descent_multi,
     in_xla_context,
-    momentum_multi,
     resolve_backend,
 )
 
-_ADAM = ADAM.defaults
+_P = inspect.Parameter
+# The options of every single-variable function, after the rule's arguments: (name, default).
+_SINGLE_OPTIONS = (
+    ("weight_decay", 0.0),
+    ("clipnorm", None),
+    ("use_locking", True),
+    ("backend", "auto"),
+    ("lazy", False),
+)
 
 
-def gradient_descent(
-    variable, grad, *, lr, weight_decay=0.0, clipnorm=None, use_locking=True, backend="auto", lazy=False
-):
-    """Single-variable :func:`gradient_descent_multi`: ``p = p - lr*wd*p - lr*g``."""
-    return gradient_descent_multi(
-        [variable],
-        [grad],
-        lr=lr,
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        use_locking=use_locking,
-        backend=backend,
-        lazy=lazy,
+def _make_single(rule, multi):
+    """``<rule>(variable, grad, *slots, ...)``: ``multi`` (``<rule>_multi``) on one variable."""
+    arrays = ["variable", "grad"] + [slot.name for slot in rule.required_slots]
+    sig = inspect.Signature(
+        [_P(a, _P.POSITIONAL_OR_KEYWORD) for a in arrays]
+        + _api.rule_parameters(rule, lambda slot: slot.name)
+        + [_P(o, _P.KEYWORD_ONLY, default=d) for o, d in _SINGLE_OPTIONS]
     )
 
+    def single(*args, **kwargs):
+        a = _api.bind(rule.name, sig, args, kwargs)
+        return multi(
+            [a["variable"]],
+            [a["grad"]],
+            *[[a[slot.name]] for slot in rule.required_slots],
+            **{p.name: a[p.name] for p in rule.params},
+            **{flag: a[flag] for flag in rule.flags},
+            **{s.list: None if a[s.name] is None else [a[s.name]] for s in rule.slots if s.optional},
+            **{option: a[option] for option, _ in _SINGLE_OPTIONS},
+        )
 
-def momentum(
-    variable,
-    grad,
-    velocity,
-    *,
-    lr,
-    momentum,
-    nesterov=False,
-    weight_decay=0.0,
-    clipnorm=None,
-    use_locking=True,
-    backend="auto",
-    lazy=False,
-):
-    """Single-variable :func:`momentum_multi`: ``m = mu*m - lr*g; p = p - lr*wd*p + m``."""
-    return momentum_multi(
-        [variable],
-        [grad],
-        [velocity],
-        lr=lr,
-        momentum=momentum,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        use_locking=use_locking,
-        backend=backend,
-        lazy=lazy,
+    single.__name__ = single.__qualname__ = rule.name
+    single.__module__ = __name__
+    single.__signature__ = sig
+    first = f"Single-variable :func:`{multi.__name__}`: {rule.title}, in place."
+    single.__doc__ = _api.rule_doc(rule, first, lambda slot: slot.name) + (
+        f"\n\nThe options and the checks are :func:`{multi.__name__}`'s (without ``global_clipnorm``\n"
+        "and ``skip_nonfinite``, which concern several variables). ``lazy=True``: only the rows\n"
+        "of an IndexedSlices gradient move. Returns the backend used."
     )
-
-
-def adam(
-    variable,
-    grad,
-    m,
-    v,
-    *,
-    lr,
-    beta_1=_ADAM["beta_1"],
-    beta_2=_ADAM["beta_2"],
-    epsilon=_ADAM["epsilon"],
-    step,
-    vhat=None,
-    weight_decay=0.0,
-    clipnorm=None,
-    use_locking=True,
-    backend="auto",
-    lazy=False,
-):
-    """Single-variable :func:`adam_multi` (amsgrad when ``vhat`` is given; ``lazy=True``: lazy Adam)."""
-    return adam_multi(
-        [variable],
-        [grad],
-        [m],
-        [v],
-        lr=lr,
-        beta_1=beta_1,
-        beta_2=beta_2,
-        epsilon=epsilon,
-        step=step,
-        vhats=None if vhat is None else [vhat],
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        use_locking=use_locking,
-        backend=backend,
-        lazy=lazy,
-    )
+    return single
 
 
 __all__ = [
     "BACKENDS",
     "FusedBackendError",
-    "adam",
-    "adam_multi",
     "check_backend",
     "fused_unsupported_reason",
-    "gradient_descent",
-    "gradient_descent_multi",
     "in_xla_context",
-    "momentum",
-    "momentum_multi",
     "resolve_backend",
 ]
+for _rule in RULES.values():
+    _multi = getattr(_api, f"{_rule.name}_multi")
+    globals()[_rule.name], globals()[_multi.__name__] = _make_single(_rule, _multi), _multi
+    __all__ += [_rule.name, _multi.__name__]
+del _rule, _multi

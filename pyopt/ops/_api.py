@@ -8,14 +8,13 @@ which become one :class:`StepOptions` passed down to the backend (:mod:`._fused`
 
 from __future__ import annotations
 
+import inspect
 import numbers
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import tensorflow as tf
 
 from .. import _loader, _rules
-from .._rules import ADAM, GRADIENT_DESCENT, MOMENTUM
 from . import _tf_math
 from ._variables import tf_variable
 
@@ -423,134 +422,119 @@ class Step:
             run_all(grads)
 
 
-def gradient_descent_multi(
-    variables: Sequence,
-    grads: Sequence,
-    *,
-    lr,
-    weight_decay=0.0,
-    clipnorm: float | None = None,
-    global_clipnorm: float | None = None,
-    skip_nonfinite: bool = False,
-    use_locking: bool = True,
-    backend: str = "auto",
-    lazy: bool = False,
-) -> str:
-    """Gradient descent on every variable in one step: ``p = p - lr*wd*p - lr*g``.
+# --------------------------------------------------------------------------- the public functions
+# Each rule of pyopt._rules.RULES gives <rule>_multi (exported by pyopt.ops with the
+# single-variable <rule>): the signature and docstring come from its row, so a new row needs no
+# edit here.
 
-    Gradients are clipped first (``clipnorm``: each by its own norm, ``global_clipnorm``:
-    all by their joint norm, ``g *= c / max(norm, c)``). ``lr`` may be a float or a scalar
-    tensor or variable (so may ``momentum``, ``beta_1``, ``beta_2``, ``epsilon`` and ``step``
-    of the other rules); ``weight_decay``, ``clipnorm`` and ``global_clipnorm`` are Python
-    numbers. Returns the backend that ran the step ("fused" or "tf").
+_P = inspect.Parameter
+# The options of every *_multi function, after the rule's arguments: (name, default, annotation).
+_MULTI_OPTIONS = (
+    ("weight_decay", 0.0, _P.empty),
+    ("clipnorm", None, "float | None"),
+    ("global_clipnorm", None, "float | None"),
+    ("skip_nonfinite", False, "bool"),
+    ("use_locking", True, "bool"),
+    ("backend", "auto", "str"),
+    ("lazy", False, "bool"),
+)
+_STEP_OPTIONS = ("weight_decay", "clipnorm", "global_clipnorm", "skip_nonfinite", "use_locking", "lazy")
 
-    Both backends check the call before anything runs: list lengths, dtypes (float16,
-    bfloat16, float32, float64; TypeError otherwise), shapes, no variable twice among
-    variables and slots (ValueError), Python-number hyperparameters in range (ValueError); a
-    tensor hyperparameter out of range raises InvalidArgumentError when the step runs, with
-    nothing written (except under XLA, where assertions are no-ops).
+# The text every *_multi docstring shares, after the rule's formula.
+_MULTI_DOC = """
+Gradients are clipped first (``clipnorm``: each by its own norm, ``global_clipnorm``:
+all by their joint norm, ``g *= c / max(norm, c)``). The hyperparameters ({hyper}) may be
+floats or scalar tensors or variables; ``weight_decay`` (one value or one per variable),
+``clipnorm`` and ``global_clipnorm`` are Python numbers. Returns the backend that ran the
+step ("fused" or "tf").
 
-    Gradients may be ``tf.IndexedSlices`` (row-sparse, e.g. from ``Embedding``), mixed with
-    dense ones. Rows listed twice are summed. ``lazy=False`` (default) gives the dense step with
-    the densified gradient, as Keras does: rows without a gradient get g = 0 (their slots decay,
-    weight decay applies to every row). ``lazy=True`` moves only the rows present and their
-    slots (lazy Adam). Clipping uses the norm of the summed gradient. An index outside
-    ``[0, rows)`` raises InvalidArgumentError and nothing is written.
-    """
-    step = Step(
-        GRADIENT_DESCENT,
-        variables,
-        [],
-        backend=backend,
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        global_clipnorm=global_clipnorm,
-        skip_nonfinite=skip_nonfinite,
-        use_locking=use_locking,
-        lazy=lazy,
+Both backends check the call before anything runs: list lengths, dtypes (float16,
+bfloat16, float32, float64; TypeError otherwise), shapes, no variable twice among
+variables and slots (ValueError), Python-number hyperparameters in range (ValueError); a
+tensor hyperparameter out of range raises InvalidArgumentError when the step runs, with
+nothing written (except under XLA, where assertions are no-ops).
+
+Gradients may be ``tf.IndexedSlices`` (row-sparse, e.g. from ``Embedding``), mixed with
+dense ones. Rows listed twice are summed. ``lazy=False`` (default) gives the dense step with
+the densified gradient, as Keras does: rows without a gradient get g = 0 (their slots decay,
+weight decay applies to every row). ``lazy=True`` moves only the rows present and their
+slots (lazy Adam). Clipping uses the norm of the summed gradient. An index outside
+``[0, rows)`` raises InvalidArgumentError and nothing is written.
+"""
+
+
+def rule_parameters(rule, slot_name, slot_annotation=_P.empty) -> list:
+    """The rule's keyword-only arguments, shared by ``<rule>_multi`` and ``pyopt.ops.<rule>``:
+    the hyperparameters (a default of None in the row: required), the flags (default False)
+    and the optional slots (``slot_name(slot)``, default None: not given)."""
+    params = [_P(p.name, _P.KEYWORD_ONLY, default=_P.empty if p.default is None else p.default) for p in rule.params]
+    params += [_P(flag, _P.KEYWORD_ONLY, default=False) for flag in rule.flags]
+    params += [
+        _P(slot_name(slot), _P.KEYWORD_ONLY, default=None, annotation=slot_annotation)
+        for slot in rule.slots
+        if slot.optional
+    ]
+    return params
+
+
+def rule_doc(rule, first: str, slot_name) -> str:
+    """A docstring: ``first``, the rule's formula, its hyperparameters and slots."""
+    lines = [first, "", "Per variable, after clipping ``g``::", ""]
+    lines += ["    " + line for line in rule.formula.splitlines()]
+    lines += ["", "Arguments:"]
+    lines += [f"    {slot_name(s)}: {s.doc}" for s in rule.slots if not s.optional]
+    lines += [f"    {p.name}: {p.doc}" for p in rule.params]
+    lines += [f"    {flag}: a bool, see the formula" for flag in rule.flags]
+    lines += [f"    {slot_name(s)}: {s.doc} (given: {s.given})" for s in rule.slots if s.optional]
+    return "\n".join(lines)
+
+
+def bind(name: str, sig: inspect.Signature, args, kwargs) -> dict:
+    """The call's arguments by name, defaults filled in; a TypeError naming the function."""
+    try:
+        bound = sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{name}() {exc}") from None
+    bound.apply_defaults()
+    return bound.arguments
+
+
+def _make_multi(rule):
+    """``<rule>_multi(variables, grads, *slot lists, **hyperparameters, flags and options)``:
+    one :class:`Step` of the rule, built and called."""
+    name = f"{rule.name}_multi"
+    arrays = ["variables", "grads"] + [slot.list for slot in rule.required_slots]
+    sig = inspect.Signature(
+        [_P(a, _P.POSITIONAL_OR_KEYWORD, annotation="Sequence") for a in arrays]
+        + rule_parameters(rule, lambda slot: slot.list, "Sequence | None")
+        + [_P(o, _P.KEYWORD_ONLY, default=d, annotation=a) for o, d, a in _MULTI_OPTIONS],
+        return_annotation="str",
     )
-    return step(grads, dict(lr=lr))
 
+    def multi(*args, **kwargs):
+        a = bind(name, sig, args, kwargs)
+        step = Step(
+            rule,
+            a["variables"],
+            [a[slot.list] for slot in rule.slots],
+            flags={flag: a[flag] for flag in rule.flags},
+            backend=a["backend"],
+            **{option: a[option] for option in _STEP_OPTIONS},
+        )
+        return step(a["grads"], {p.name: a[p.name] for p in rule.params})
 
-def momentum_multi(
-    variables: Sequence,
-    grads: Sequence,
-    velocities: Sequence,
-    *,
-    lr,
-    momentum: float,
-    nesterov: bool = False,
-    weight_decay=0.0,
-    clipnorm: float | None = None,
-    global_clipnorm: float | None = None,
-    skip_nonfinite: bool = False,
-    use_locking: bool = True,
-    backend: str = "auto",
-    lazy: bool = False,
-) -> str:
-    """Momentum (Keras form) on every variable: ``m = mu*m - lr*g; p = p - lr*wd*p + m``
-    (nesterov: ``p = p - lr*wd*p + mu*m - lr*g``). Returns the backend used.
-
-    IndexedSlices gradients and ``lazy``: as in :func:`gradient_descent_multi`.
-    """
-    step = Step(
-        MOMENTUM,
-        variables,
-        [velocities],
-        flags=dict(nesterov=nesterov),
-        backend=backend,
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        global_clipnorm=global_clipnorm,
-        skip_nonfinite=skip_nonfinite,
-        use_locking=use_locking,
-        lazy=lazy,
+    multi.__name__ = multi.__qualname__ = name
+    multi.__module__ = "pyopt.ops"
+    multi.__signature__ = sig
+    hyper = ", ".join(f"``{p.name}``" for p in rule.params)
+    multi.__doc__ = (
+        rule_doc(rule, f"{rule.title}, on every variable in one step.", lambda slot: slot.list)
+        + "\n"
+        + _MULTI_DOC.format(hyper=hyper)
     )
-    return step(grads, dict(lr=lr, momentum=momentum))
+    return multi
 
 
-_ADAM = ADAM.defaults
-
-
-def adam_multi(
-    variables: Sequence,
-    grads: Sequence,
-    ms: Sequence,
-    vs: Sequence,
-    *,
-    lr,
-    beta_1: float = _ADAM["beta_1"],
-    beta_2: float = _ADAM["beta_2"],
-    epsilon: float = _ADAM["epsilon"],
-    step,
-    vhats: Sequence | None = None,
-    weight_decay=0.0,
-    clipnorm: float | None = None,
-    global_clipnorm: float | None = None,
-    skip_nonfinite: bool = False,
-    use_locking: bool = True,
-    backend: str = "auto",
-    lazy: bool = False,
-) -> str:
-    """Adam (Keras' "epsilon hat" form) on every variable; ``step`` is 1-based::
-
-        alpha = lr*sqrt(1-beta_2^t)/(1-beta_1^t)
-        m = m + (g-m)*(1-beta_1);  v = v + (g^2-v)*(1-beta_2);  [vhat = max(vhat, v)]
-        p = p - lr*wd*p - alpha*m/(sqrt(v or vhat)+epsilon)
-
-    ``vhats`` given means amsgrad. Returns the backend used. IndexedSlices gradients and
-    ``lazy`` (``True``: lazy Adam): as in :func:`gradient_descent_multi`.
-    """
-    adam = Step(
-        ADAM,
-        variables,
-        [ms, vs, vhats],
-        backend=backend,
-        weight_decay=weight_decay,
-        clipnorm=clipnorm,
-        global_clipnorm=global_clipnorm,
-        skip_nonfinite=skip_nonfinite,
-        use_locking=use_locking,
-        lazy=lazy,
-    )
-    return adam(grads, dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, step=step))
+for _rule in _rules.RULES.values():
+    globals()[f"{_rule.name}_multi"] = _make_multi(_rule)
+del _rule
