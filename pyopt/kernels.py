@@ -75,7 +75,8 @@ def _step(
     sparse=False,
 ) -> bool:
     """One call of the rule's _core function (``sparse``: its row-sparse one, with ``lazy``):
-    ``arrays`` positional, the hyperparameters, flags and options checked, by keyword."""
+    ``arrays`` positional, the hyperparameters (read by name from ``hyper``), flags and options
+    checked, by keyword."""
     kwargs = {param.name: _rules.check(param, hyper[param.name]) for param in rule.params}
     kwargs.update((name, _rules.check_flag(name, value)) for name, value in flags.items())
     kwargs.update(
@@ -178,35 +179,32 @@ def _doc(rule, form: str, sig: inspect.Signature) -> str:
     return "\n".join(lines)
 
 
-def _bind(name: str, sig: inspect.Signature, args, kwargs) -> dict:
-    """The call's arguments by name, defaults filled in; a TypeError naming the function."""
-    try:
-        bound = sig.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"{name}() {exc}") from None
-    bound.apply_defaults()
-    return bound.arguments
-
-
 def _make_function(rule, form: str):
     name, sig = rule.name + _FORMS[form], _signature(rule, form)
+    bind = _rules.binder(name, sig)
+    # What a call reads, worked out once: calls of small arrays are dominated by Python time.
+    multi, sparse = form == "multi", form == "sparse"
+    slots = [(slot.list if multi else slot.name, slot.optional) for slot in rule.slots]
 
     def function(*args, **kwargs):
-        a = _bind(name, sig, args, kwargs)
-        if form == "multi":
+        a = bind(args, kwargs)
+        if multi:
             arrays = [_list(a["params"], "params"), _list(a["grads"], "grads")]
-            arrays += [None if s.optional and a[s.list] is None else _list(a[s.list], s.list) for s in rule.slots]
+            arrays += [None if optional and a[s] is None else _list(a[s], s) for s, optional in slots]
         else:
-            arrays = [[a["param"]], [a["values"]], [a["indices"]]] if form == "sparse" else [[a["param"]], [a["grad"]]]
-            arrays += [None if s.optional and a[s.name] is None else [a[s.name]] for s in rule.slots]
-        options = ("weight_decay", "clipnorm", "global_clipnorm", "skip_nonfinite", "lazy")
+            arrays = [[a["param"]], [a["values"]], [a["indices"]]] if sparse else [[a["param"]], [a["grad"]]]
+            arrays += [None if optional and a[s] is None else [a[s]] for s, optional in slots]
         return _step(
             rule,
             arrays,
-            {p.name: a[p.name] for p in rule.params},
+            a,  # _step reads the rule's hyperparameters from the arguments
             {flag: a[flag] for flag in rule.flags},
-            sparse=form == "sparse",
-            **{option: a[option] for option in options if option in a},
+            weight_decay=a["weight_decay"],
+            clipnorm=a["clipnorm"],
+            global_clipnorm=a.get("global_clipnorm"),
+            skip_nonfinite=a["skip_nonfinite"],
+            lazy=a.get("lazy"),
+            sparse=sparse,
         )
 
     function.__name__ = function.__qualname__ = name

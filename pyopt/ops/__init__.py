@@ -26,6 +26,7 @@ except ImportError as exc:
 
 import inspect
 
+from .. import _rules
 from .._rules import RULES
 from . import _api
 from ._api import (
@@ -57,8 +58,10 @@ def _make_single(rule, multi):
         + [_P(o, _P.KEYWORD_ONLY, default=d) for o, d in _SINGLE_OPTIONS]
     )
 
+    bind = _rules.binder(rule.name, sig)
+
     def single(*args, **kwargs):
-        a = _api.bind(rule.name, sig, args, kwargs)
+        a = bind(args, kwargs)
         return multi(
             [a["variable"]],
             [a["grad"]],

@@ -489,16 +489,6 @@ def rule_doc(rule, first: str, slot_name) -> str:
     return "\n".join(lines)
 
 
-def bind(name: str, sig: inspect.Signature, args, kwargs) -> dict:
-    """The call's arguments by name, defaults filled in; a TypeError naming the function."""
-    try:
-        bound = sig.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"{name}() {exc}") from None
-    bound.apply_defaults()
-    return bound.arguments
-
-
 def _make_multi(rule):
     """``<rule>_multi(variables, grads, *slot lists, **hyperparameters, flags and options)``:
     one :class:`Step` of the rule, built and called."""
@@ -511,8 +501,10 @@ def _make_multi(rule):
         return_annotation="str",
     )
 
+    bind = _rules.binder(name, sig)
+
     def multi(*args, **kwargs):
-        a = bind(name, sig, args, kwargs)
+        a = bind(args, kwargs)
         step = Step(
             rule,
             a["variables"],
