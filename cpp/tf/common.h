@@ -1,4 +1,4 @@
-// Error helpers shared by ops.cc and kernels.cc.
+// Error helpers shared by ops.cc and op_kernels.cc.
 #pragma once
 
 #include <string>

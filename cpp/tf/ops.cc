@@ -1,5 +1,5 @@
 // Op definitions of the pyopt TensorFlow library: names, inputs, attrs, shape functions, docs,
-// generated from the rule traits (cpp/include/pyopt/rules.h). The kernels are in kernels.cc;
+// generated from the rule traits (cpp/include/pyopt/rules.h). The OpKernels are in op_kernels.cc;
 // the maths in cpp/include/pyopt (one core for every front end).
 //
 // Each rule <Rule> has a single-tensor op and a multi-tensor op that updates N variables at once,

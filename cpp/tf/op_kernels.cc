@@ -1,10 +1,10 @@
-// CPU kernels of the pyopt ops (defined in ops.cc). A kernel only checks and unwraps its
+// CPU OpKernels of the pyopt ops (defined in ops.cc). An OpKernel only checks and unwraps its
 // inputs: it looks up the resource variables, locks them in address order, applies TF's
 // copy-on-write rule, and hands raw pointers to the core (cpp/include/pyopt/apply.h and
 // sparse.h), which runs on TF's intra-op thread pool. All checks happen before anything is
 // written.
 //
-// One kernel class (StepOp) serves every op: the rule's trait (cpp/include/pyopt/rules/) says
+// One OpKernel class (StepOp) serves every op: the rule's trait (cpp/include/pyopt/rules/) says
 // which slots, hyperparameters and flags it has, the gradient kind (DenseGrads for
 // Pyopt>Apply*[Multi], SparseGrads for Pyopt>SparseApply*Multi) how gradients are read,
 // checked against the variables, locked for, and handed to the core.
