@@ -14,7 +14,6 @@ variable of an unsupported dtype. This module imports neither TensorFlow nor ``p
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 from collections.abc import Callable
@@ -144,38 +143,6 @@ def check_flag(name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {show(value)}")
     return bool(value)
-
-
-def binder(name: str, sig: inspect.Signature) -> Callable:
-    """``bind(args, kwargs)``: the arguments of a call of the function ``name`` with the
-    signature ``sig`` (positional-or-keyword, then keyword-only), by name, defaults filled in;
-    else Python's TypeError naming the function. The generated functions of pyopt.kernels and
-    pyopt.ops use it instead of ``sig.bind``, which costs some 20 us per call."""
-    params = sig.parameters.values()
-    positional = [p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
-    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-    names = set(sig.parameters)
-    required = [n for n in sig.parameters if n not in defaults]
-
-    def bind(args: tuple, kwargs: dict) -> dict:
-        if len(args) > len(positional):
-            raise TypeError(f"{name}() takes {len(positional)} positional arguments but {len(args)} were given")
-        if not names.issuperset(kwargs):
-            unknown = next(key for key in kwargs if key not in names)
-            raise TypeError(f"{name}() got an unexpected keyword argument '{unknown}'")
-        if not kwargs.keys().isdisjoint(positional[: len(args)]):
-            twice = next(key for key in positional[: len(args)] if key in kwargs)
-            raise TypeError(f"{name}() got multiple values for argument '{twice}'")
-        arguments = dict(defaults)
-        arguments.update(zip(positional, args))
-        arguments.update(kwargs)
-        if len(arguments) < len(names):
-            missing = [f"'{n}'" for n in required if n not in arguments]
-            s = "s" if len(missing) > 1 else ""
-            raise TypeError(f"{name}() missing {len(missing)} required argument{s}: {', '.join(missing)}")
-        return arguments
-
-    return bind
 
 
 # Every rule's first hyperparameter, and the rule-generic options.

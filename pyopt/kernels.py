@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import _rules
+from . import _rules, _signatures
 from ._config import core as _load_core
 from ._rules import RULES
 
@@ -127,21 +127,7 @@ def _signature(rule, form: str) -> inspect.Signature:
     arrays = {"single": ["param", "grad"], "multi": ["params", "grads"], "sparse": ["param", "values", "indices"]}[form]
     arrays += [slot.list if multi else slot.name for slot in rule.required_slots]
     params = [_P(name, _P.POSITIONAL_OR_KEYWORD, annotation=ann(array)) for name in arrays]
-    params += [
-        _P(
-            p.name,
-            _P.KEYWORD_ONLY,
-            default=_P.empty if p.default is None else p.default,
-            annotation=ann("int" if p.range.integer else "float"),
-        )
-        for p in rule.params
-    ]
-    params += [_P(flag, _P.KEYWORD_ONLY, default=False, annotation=ann("bool")) for flag in rule.flags]
-    params += [
-        _P(slot.list if multi else slot.name, _P.KEYWORD_ONLY, default=None, annotation=ann(f"{array} | None"))
-        for slot in rule.slots
-        if slot.optional
-    ]
+    params += _signatures.rule_parameters(rule, _slot_name(form), ann(f"{array} | None"), annotate=form != "sparse")
     options = [("clipnorm", None, "float | None")]
     if multi:
         options.append(("global_clipnorm", None, "float | None"))
@@ -153,8 +139,12 @@ def _signature(rule, form: str) -> inspect.Signature:
     return inspect.Signature(params, return_annotation=ann("bool"))
 
 
+def _slot_name(form: str):
+    """A slot's argument: its list name in the ``*_multi`` functions ("ms"), else its name ("m")."""
+    return (lambda slot: slot.list) if form == "multi" else (lambda slot: slot.name)
+
+
 def _doc(rule, form: str, sig: inspect.Signature) -> str:
-    multi = form == "multi"
     slots = "".join(f", ``{slot.name}``" for slot in rule.required_slots)
     slots += "".join(f" (and ``{slot.name}``)" for slot in rule.slots if slot.optional)
     first = {
@@ -162,17 +152,11 @@ def _doc(rule, form: str, sig: inspect.Signature) -> str:
         "multi": f":func:`{rule.name}` on every ``(params[i], grads[i])`` and their slots in one call.",
         "sparse": f":func:`{rule.name}` with a row-sparse gradient ``(values, indices)``.",
     }[form]
-    lines = [first, "", "Per tensor, after clipping ``g``::", ""]
-    lines += ["    " + line for line in rule.formula.splitlines()]
-    lines += ["", "Arguments:"]
-    docs = {p.name: p.doc for p in rule.params}
-    docs.update((flag, "a bool, see the formula") for flag in rule.flags)
-    for slot in rule.slots:
-        docs[slot.list if multi else slot.name] = slot.doc + (f" (given: {slot.given})" if slot.optional else "")
-    docs.update(_OPTIONS_DOC)
-    if multi:
-        docs["weight_decay"] += ", one value or one per parameter"
-    lines += [f"    {name}: {docs[name]}" for name in sig.parameters if name in docs]
+    options = dict(_OPTIONS_DOC)
+    if form == "multi":
+        options["weight_decay"] += ", one value or one per parameter"
+    lines = [_signatures.rule_doc(rule, first, _slot_name(form), per="tensor")]
+    lines += [f"    {name}: {options[name]}" for name in sig.parameters if name in options]
     if form == "sparse":
         lines += ["", "Rows listed twice in ``indices`` are summed; an index out of range raises ValueError."]
     lines += ["", "Returns True when the step was applied. See :mod:`pyopt.kernels` for dtypes and checks."]
@@ -181,7 +165,7 @@ def _doc(rule, form: str, sig: inspect.Signature) -> str:
 
 def _make_function(rule, form: str):
     name, sig = rule.name + _FORMS[form], _signature(rule, form)
-    bind = _rules.binder(name, sig)
+    bind = _signatures.binder(name, sig)
     # What a call reads, worked out once: calls of small arrays are dominated by Python time.
     multi, sparse = form == "multi", form == "sparse"
     slots = [(slot.list if multi else slot.name, slot.optional) for slot in rule.slots]
@@ -207,11 +191,7 @@ def _make_function(rule, form: str):
             sparse=sparse,
         )
 
-    function.__name__ = function.__qualname__ = name
-    function.__module__ = __name__
-    function.__signature__ = sig
-    function.__doc__ = _doc(rule, form, sig)
-    return function
+    return _signatures.publish(function, name, __name__, sig, _doc(rule, form, sig))
 
 
 def _make_kernels_functions(rule) -> dict:

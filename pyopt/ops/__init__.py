@@ -26,7 +26,7 @@ except ImportError as exc:
 
 import inspect
 
-from .. import _rules
+from .. import _signatures
 from .._rules import RULES
 from . import _api
 from ._api import (
@@ -54,11 +54,11 @@ def _make_single(rule, multi):
     arrays = ["variable", "grad"] + [slot.name for slot in rule.required_slots]
     sig = inspect.Signature(
         [_P(a, _P.POSITIONAL_OR_KEYWORD) for a in arrays]
-        + _api.rule_parameters(rule, lambda slot: slot.name)
+        + _signatures.rule_parameters(rule, lambda slot: slot.name)
         + [_P(o, _P.KEYWORD_ONLY, default=d) for o, d in _SINGLE_OPTIONS]
     )
 
-    bind = _rules.binder(rule.name, sig)
+    bind = _signatures.binder(rule.name, sig)
 
     def single(*args, **kwargs):
         a = bind(args, kwargs)
@@ -72,16 +72,13 @@ def _make_single(rule, multi):
             **{option: a[option] for option, _ in _SINGLE_OPTIONS},
         )
 
-    single.__name__ = single.__qualname__ = rule.name
-    single.__module__ = __name__
-    single.__signature__ = sig
     first = f"Single-variable :func:`{multi.__name__}`: {rule.title}, in place."
-    single.__doc__ = _api.rule_doc(rule, first, lambda slot: slot.name) + (
+    doc = _signatures.rule_doc(rule, first, lambda slot: slot.name) + (
         f"\n\nThe options and the checks are :func:`{multi.__name__}`'s (without ``global_clipnorm``\n"
         "and ``skip_nonfinite``, which concern several variables). ``lazy=True``: only the rows\n"
         "of an IndexedSlices gradient move. Returns the backend used."
     )
-    return single
+    return _signatures.publish(single, rule.name, __name__, sig, doc)
 
 
 __all__ = [

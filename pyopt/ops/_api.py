@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import tensorflow as tf
 
-from .. import _loader, _rules
+from .. import _loader, _rules, _signatures
 from . import _tf_math
 from ._variables import tf_variable
 
@@ -463,32 +463,6 @@ slots (lazy Adam). Clipping uses the norm of the summed gradient. An index outsi
 """
 
 
-def rule_parameters(rule, slot_name, slot_annotation=_P.empty) -> list:
-    """The rule's keyword-only arguments, shared by ``<rule>_multi`` and ``pyopt.ops.<rule>``:
-    the hyperparameters (a default of None in the row: required), the flags (default False)
-    and the optional slots (``slot_name(slot)``, default None: not given)."""
-    params = [_P(p.name, _P.KEYWORD_ONLY, default=_P.empty if p.default is None else p.default) for p in rule.params]
-    params += [_P(flag, _P.KEYWORD_ONLY, default=False) for flag in rule.flags]
-    params += [
-        _P(slot_name(slot), _P.KEYWORD_ONLY, default=None, annotation=slot_annotation)
-        for slot in rule.slots
-        if slot.optional
-    ]
-    return params
-
-
-def rule_doc(rule, first: str, slot_name) -> str:
-    """A docstring: ``first``, the rule's formula, its hyperparameters and slots."""
-    lines = [first, "", "Per variable, after clipping ``g``::", ""]
-    lines += ["    " + line for line in rule.formula.splitlines()]
-    lines += ["", "Arguments:"]
-    lines += [f"    {slot_name(s)}: {s.doc}" for s in rule.slots if not s.optional]
-    lines += [f"    {p.name}: {p.doc}" for p in rule.params]
-    lines += [f"    {flag}: a bool, see the formula" for flag in rule.flags]
-    lines += [f"    {slot_name(s)}: {s.doc} (given: {s.given})" for s in rule.slots if s.optional]
-    return "\n".join(lines)
-
-
 def _make_multi(rule):
     """``<rule>_multi(variables, grads, *slot lists, **hyperparameters, flags and options)``:
     one :class:`Step` of the rule, built and called."""
@@ -496,12 +470,12 @@ def _make_multi(rule):
     arrays = ["variables", "grads"] + [slot.list for slot in rule.required_slots]
     sig = inspect.Signature(
         [_P(a, _P.POSITIONAL_OR_KEYWORD, annotation="Sequence") for a in arrays]
-        + rule_parameters(rule, lambda slot: slot.list, "Sequence | None")
+        + _signatures.rule_parameters(rule, lambda slot: slot.list, "Sequence | None")
         + [_P(o, _P.KEYWORD_ONLY, default=d, annotation=a) for o, d, a in _MULTI_OPTIONS],
         return_annotation="str",
     )
 
-    bind = _rules.binder(name, sig)
+    bind = _signatures.binder(name, sig)
 
     def multi(*args, **kwargs):
         a = bind(args, kwargs)
@@ -515,16 +489,9 @@ def _make_multi(rule):
         )
         return step(a["grads"], {p.name: a[p.name] for p in rule.params})
 
-    multi.__name__ = multi.__qualname__ = name
-    multi.__module__ = "pyopt.ops"
-    multi.__signature__ = sig
     hyper = ", ".join(f"``{p.name}``" for p in rule.params)
-    multi.__doc__ = (
-        rule_doc(rule, f"{rule.title}, on every variable in one step.", lambda slot: slot.list)
-        + "\n"
-        + _MULTI_DOC.format(hyper=hyper)
-    )
-    return multi
+    doc = _signatures.rule_doc(rule, f"{rule.title}, on every variable in one step.", lambda slot: slot.list)
+    return _signatures.publish(multi, name, "pyopt.ops", sig, doc + "\n" + _MULTI_DOC.format(hyper=hyper))
 
 
 for _rule in _rules.RULES.values():
