@@ -149,7 +149,7 @@ def op_functions() -> tuple:
     """The generated Python wrappers of every rule's ops (the rule table's)."""
     from ._rules import RULES
 
-    return tuple(name for rule in RULES.values() for name in rule.fused_ops)
+    return tuple(dict.fromkeys(name for rule in RULES.values() for name in rule.fused_ops))  # AdamW runs Adam's
 
 
 def load():

@@ -93,6 +93,10 @@ def closed_open(low, high):
     return Range(low, high)
 
 
+def open_closed(low, high):
+    return Range(low, high, low_open=True, high_open=False)
+
+
 @dataclass(frozen=True)
 class Param:
     """A hyperparameter: a float64 scalar in every front end (an int64 when its range is integer)."""
@@ -102,6 +106,7 @@ class Param:
     default: float | None = None  # None: the argument is required
     doc: str = ""
     optional: bool = False  # may be None (off): clipnorm
+    needs: str | None = None  # the flag of an optional slot that a value other than 0 needs
 
     def error(self, x: float, name: str | None = None) -> str | None:
         """The message for a number outside the range (the core's words), else None."""
@@ -184,8 +189,12 @@ class Rule:
     name; numbers or tensors), with ``s`` the float64 scalar maths (:mod:`pyopt.ops._tf_math`);
     ``lr`` among them (the weight decay ``p = p - lr*wd*p`` uses it).
     ``update(p, g, slots, c, flags, m)``: the new ``(p, slots)`` of one tensor, ``p`` already
-    weight-decayed, ``g`` clipped, ``c`` the scalars in the compute dtype, ``flags`` by name
-    (an optional slot's flag included), ``m`` the elementwise maths (``sqrt``, ``maximum``).
+    weight-decayed, ``g`` clipped, ``slots`` the slots given (an optional one only when its
+    flag is set), ``c`` the scalars in the compute dtype, ``flags`` by name (each optional
+    slot's flag included), ``m`` the elementwise maths (``sqrt``, ``maximum``, ``sign``).
+
+    ``core_name`` names the C++ trait that runs the rule when it is not ``name``: AdamW is
+    Adam's kernels and ops with a ``weight_decay`` default of its own.
     """
 
     name: str  # "adam": the pyopt.ops / pyopt.kernels functions <name>[_multi|_sparse]
@@ -197,6 +206,8 @@ class Rule:
     flags: tuple
     scalars: Callable
     update: Callable
+    weight_decay: float = 0.0  # the functions' default
+    core_name: str | None = None
 
     @property
     def param_names(self) -> tuple:
@@ -213,19 +224,29 @@ class Rule:
     def required_slots(self) -> tuple:
         return tuple(s for s in self.slots if not s.optional)
 
+    def slot_error(self, hyper: dict, flags: dict) -> str | None:
+        """The core's message for a number other than 0 whose optional slot is not given
+        (:attr:`Param.needs`; ``flags`` by name, each optional slot's included), else None."""
+        for p in self.params:
+            value = hyper.get(p.name)
+            if p.needs and not flags[p.needs] and is_number(value) and value != 0:
+                slot = next(s for s in self.slots if s.given == p.needs)
+                return f"{p.name} must be 0 when no {slot.list} are given, got {_fmt(float(value))}"
+        return None
+
     # The fused TF ops (cpp/tf/ops.cc): Pyopt>Apply<Rule>, Pyopt>Apply<Rule>Multi and
     # Pyopt>SparseApply<Rule>Multi, as TF names their generated Python wrappers.
     @property
     def fused_single_op(self) -> str:
-        return f"pyopt_apply_{self.name}"
+        return f"pyopt_apply_{self.core}"
 
     @property
     def fused_op(self) -> str:
-        return f"pyopt_apply_{self.name}_multi"
+        return f"pyopt_apply_{self.core}_multi"
 
     @property
     def fused_sparse_op(self) -> str:
-        return f"pyopt_sparse_apply_{self.name}_multi"
+        return f"pyopt_sparse_apply_{self.core}_multi"
 
     @property
     def fused_ops(self) -> tuple:
@@ -236,15 +257,15 @@ class Rule:
     # <name>_sparse(params, values, indices, *slot lists, ...), check_<name>(**params).
     @property
     def core(self) -> str:
-        return self.name
+        return self.core_name or self.name
 
     @property
     def core_sparse(self) -> str:
-        return f"{self.name}_sparse"
+        return f"{self.core}_sparse"
 
     @property
     def core_check(self) -> str:
-        return f"check_{self.name}"
+        return f"check_{self.core}"
 
 
 def _gd_scalars(h, s):

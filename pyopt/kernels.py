@@ -131,7 +131,7 @@ def _signature(rule, form: str) -> inspect.Signature:
     options = [("clipnorm", None, "float | None")]
     if multi:
         options.append(("global_clipnorm", None, "float | None"))
-    options.append(("weight_decay", 0.0, "WeightDecay" if multi else "float"))
+    options.append(("weight_decay", rule.weight_decay, "WeightDecay" if multi else "float"))
     if form == "sparse":
         options.append(("lazy", False, "bool"))
     options.append(("skip_nonfinite", False, "bool"))

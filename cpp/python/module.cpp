@@ -315,7 +315,7 @@ bool run_sparse(const std::vector<Arg>& args, std::size_t per_tensor, const py::
 //   <rule>(params, grads, <slot lists>, <optional slot lists>=None, *, <hyperparameters>,
 //          <flags>=False, weight_decay=0.0, clipnorm=None, global_clipnorm=None, skip_nonfinite=False)
 //   <rule>_sparse(params, values, indices, <slot lists>, <optional slot lists>=None, *, <the same>, lazy=False)
-//   check_<rule>(<hyperparameters>) -> "" when valid, else the message
+//   check_<rule>(<hyperparameters>) -> "" when each is in its range, else the message
 // An optional slot list given sets its flag (Adam: vhats -> amsgrad).
 
 enum class Form { dense, sparse, check };
@@ -481,7 +481,7 @@ struct RuleFunctions {
       Call<Rule> c;
       (c.take(S::kArgs[I], values), ...);
       if constexpr (F == Form::check)
-        return check<Rule>(c.hyper);
+        return check_ranges<Rule>(c.hyper);
       else if constexpr (F == Form::sparse)
         return sparse(c);
       else
@@ -503,11 +503,14 @@ struct RuleFunctions {
   // The trait's tables, for tests that compare them with the Python rule table.
   static py::dict describe() {
     py::list params, flags, slots;
-    for (const auto& p : Rule::kParams)
+    for (const auto& p : Rule::kParams) {
+      const auto* needed = needed_slot<Rule>(p);
       params.append(py::dict(py::arg("name") = p.name,
                              py::arg("default") = p.range.integer ? py::object(py::int_(std::int64_t(p.value)))
                                                                   : py::object(py::float_(p.value)),
-                             py::arg("must_be") = range_text(p.range), py::arg("integer") = p.range.integer));
+                             py::arg("must_be") = range_text(p.range), py::arg("integer") = p.range.integer,
+                             py::arg("needs") = needed ? py::object(py::str(needed->given.name)) : py::none()));
+    }
     for (const auto& f : Rule::kFlags) flags.append(f.name);
     for (const auto& s : Rule::kSlots)
       slots.append(py::dict(py::arg("name") = s.name, py::arg("list") = s.list,

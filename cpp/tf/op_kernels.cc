@@ -81,8 +81,8 @@ std::string Name(const std::string& list, size_t i, bool multi) {
   return multi ? list + "[" + std::to_string(i) + "]" : list;
 }
 
-// A rule's hyperparameters from the op: its flags from the attrs, the flag of an optional slot
-// from whether it was given, the values from the scalar inputs (in the trait's table order).
+// A rule's hyperparameters from the op: its flags from the attrs, the flag of each optional
+// slot from whether it was given, the values from the scalar inputs (in the trait's table order).
 template <class Rule>
 class RuleInputs {
  public:
@@ -94,10 +94,11 @@ class RuleInputs {
       attrs_.*f.field = on;
     }
   }
-  absl::Status Read(OpKernelContext* ctx, bool optional_slots_given, Hyper* h) const {
+  // given[k]: whether slot k (Rule::kSlots) was given.
+  absl::Status Read(OpKernelContext* ctx, const std::vector<char>& given, Hyper* h) const {
     *h = attrs_;
-    for (const auto& s : Rule::kSlots)
-      if (s.optional()) h->*s.given.field = optional_slots_given;
+    for (size_t k = 0; k < Rule::kSlots.size(); ++k)
+      if (Rule::kSlots[k].optional()) h->*Rule::kSlots[k].given.field = given[k] != 0;
     for (const auto& p : Rule::kParams) {
       if (p.range.integer) {
         std::int64_t x;
@@ -331,7 +332,7 @@ class StepOp : public OpKernel {
     // The variable inputs: vars[l][i] is the flat input index of variable i of list l.
     std::vector<std::vector<int>> vars(lists_.size());
     size_t total = 0;
-    bool optional_given = false;  // the optional slots (M of each; M = 0 or n)
+    std::vector<char> given(Rule::kSlots.size(), 1);  // per slot: given (an optional one: 0 or n variables)
     for (size_t l = 0; l < lists_.size(); ++l) {
       int start, stop;
       OP_REQUIRES_OK(ctx, InputRange(lists_[l], &start, &stop));
@@ -340,10 +341,10 @@ class StepOp : public OpKernel {
       vars[l].reserve(size_t(stop - start));
       for (int i = start; i < stop; ++i) vars[l].push_back(i);
       total += vars[l].size();
-      if (optional_[l] && stop > start) optional_given = true;
+      if (l > 0) given[l - 1] = stop > start;
     }
     StepOptions<Rule> step;
-    OP_REQUIRES_OK(ctx, ReadOptions(ctx, n, optional_given, &step));
+    OP_REQUIRES_OK(ctx, ReadOptions(ctx, n, given, &step));
 
     // Look up every variable (once: the locks below reuse these lookups).
     std::vector<core::RefCountPtr<Var>> handles;
@@ -412,8 +413,8 @@ class StepOp : public OpKernel {
 
  private:
   // Hyperparameters (checked by the core's rules), clipping options and weight decay.
-  absl::Status ReadOptions(OpKernelContext* ctx, int n, bool optional_given, StepOptions<Rule>* step) const {
-    TF_RETURN_IF_ERROR(rule_.Read(ctx, optional_given, &step->hyper));
+  absl::Status ReadOptions(OpKernelContext* ctx, int n, const std::vector<char>& given, StepOptions<Rule>* step) const {
+    TF_RETURN_IF_ERROR(rule_.Read(ctx, given, &step->hyper));
     if (const std::string e = pyopt::check<Rule>(step->hyper); !e.empty()) return Invalid(e);
     step->options.skip_nonfinite = skip_nonfinite_;
     TF_RETURN_IF_ERROR(ReadScalar(ctx, "clipnorm", &step->options.clipnorm));

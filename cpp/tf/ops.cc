@@ -3,13 +3,14 @@
 // the maths in cpp/include/pyopt (one core for every front end).
 //
 // Each rule <Rule> has a single-tensor op and a multi-tensor op that updates N variables at once,
-// Pyopt>Apply<Rule>[Multi], with inputs: var, the rule's slots (an optional slot: M * resource,
-// M = 0 or N), grad, lr (any float dtype), the rule's other hyperparameters (float64; int64 for
+// Pyopt>Apply<Rule>[Multi], with inputs: var, the rule's slots (an optional slot <s>: M_<s> * resource,
+// M_<s> = 0 or N), grad, lr (any float dtype), the rule's other hyperparameters (float64; int64 for
 // an integer one such as Adam's step), weight_decay, clipnorm (and global_clipnorm for the multi
 // ops); the rule's flags are bool attrs. Today:
 //   Pyopt>ApplyGradientDescent[Multi]   var                       lr
 //   Pyopt>ApplyMomentum[Multi]          var, velocity             lr, momentum      (nesterov)
 //   Pyopt>ApplyAdam[Multi]              var, m, v, vhat(0 or N)   lr, beta_1, beta_2, epsilon, step
+// and so on for every rule of PYOPT_RULES.
 // Variables are resource variables updated in place; there are no outputs.
 //
 // Row-sparse gradients (tf.IndexedSlices) have multi-tensor ops of their own,
@@ -37,19 +38,23 @@ using shape_inference::ShapeHandle;
 struct Arg {
   std::string name, doc;
 };
+struct OptionalSlot {
+  std::string name, doc;
+  std::string flag;                                  // what giving it means ("amsgrad")
+  std::string count() const { return "M_" + name; }  // its attr: how many are given, 0 or N
+};
 struct Input {
   std::string name, type, doc;
 };
 
 // What the registration needs of a rule, read from its trait.
 struct RuleSpec {
-  std::string op;                   // "ApplyAdam"
-  std::string summary, formula;     // doc text
-  std::vector<Arg> slots;           // resource inputs after var, one per variable
-  std::vector<Arg> optional_slots;  // then M resources each, M = 0 or N
-  std::string optional_flag;        // what giving them means ("amsgrad")
-  std::vector<Input> hyper;         // scalar inputs after grad: lr (Tlr), then float64 or int64
-  std::vector<Arg> flags;           // bool attrs, default false
+  std::string op;                            // "ApplyAdam"
+  std::string summary, formula;              // doc text
+  std::vector<Arg> slots;                    // resource inputs after var, one per variable
+  std::vector<OptionalSlot> optional_slots;  // then M_<slot> resources each, 0 or N
+  std::vector<Input> hyper;                  // scalar inputs after grad: lr (Tlr), then float64 or int64
+  std::vector<Arg> flags;                    // bool attrs, default false
 };
 
 // A hyperparameter's doc with its range: "decay rate of the first moment m; in [0, 1)."
@@ -65,8 +70,10 @@ RuleSpec Spec(const std::string& name) {
   r.summary = Rule::kSummary;
   r.formula = Rule::kFormula;
   for (const auto& s : Rule::kSlots) {
-    (s.optional() ? r.optional_slots : r.slots).push_back({s.name, s.doc});
-    if (s.optional()) r.optional_flag = s.given.name;
+    if (s.optional())
+      r.optional_slots.push_back({s.name, s.doc, s.given.name});
+    else
+      r.slots.push_back({s.name, s.doc});
   }
   for (const auto& p : Rule::kParams) {
     const bool lr = std::string(p.name) == "lr";  // Keras keeps lr in a float32 variable
@@ -88,28 +95,32 @@ std::string Indexed(const std::string& name, int i, bool multi) {
 // shape of its gradient (sparse: [rows] + values.shape[1:], indices 1-D of length nnz);
 // hyperparameters are scalars; weight_decay is a scalar or [N].
 OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi, bool sparse) {
-  std::vector<std::string> lists{"var"}, optional_lists;
+  std::vector<std::string> lists{"var"};
   for (const Arg& s : rule.slots) lists.push_back(s.name);
-  for (const Arg& s : rule.optional_slots) optional_lists.push_back(s.name);
+  const std::vector<OptionalSlot> optional = rule.optional_slots;
   // The inputs after grad, in order; all scalars but weight_decay.
   std::vector<std::string> scalars;
   for (const Input& h : rule.hyper) scalars.push_back(h.name);
   scalars.push_back("weight_decay");
   scalars.push_back("clipnorm");
   if (multi) scalars.push_back("global_clipnorm");
-  const std::string optional_flag = rule.optional_flag;
   return [=](InferenceContext* c) -> absl::Status {
-    int n = 1, m = 0;
+    int n = 1;
     if (multi) TF_RETURN_IF_ERROR(c->GetAttr("N", &n));
-    if (!optional_lists.empty()) TF_RETURN_IF_ERROR(c->GetAttr("M", &m));
-    if (m != 0 && m != n)
-      return Invalid(optional_lists[0], " has ", m, " variables but var has ", n, "; pass one per variable (",
-                     optional_flag, ") or none");
+    std::vector<int> m(optional.size(), 0);  // how many of each optional slot
+    int optional_inputs = 0;
+    for (size_t l = 0; l < optional.size(); ++l) {
+      TF_RETURN_IF_ERROR(c->GetAttr(optional[l].count(), &m[l]));
+      if (m[l] != 0 && m[l] != n)
+        return Invalid(optional[l].name, " has ", m[l], " variables but var has ", n, "; pass one per variable (",
+                       optional[l].flag, ") or none");
+      optional_inputs += m[l];
+    }
     DataType dtype;
     TF_RETURN_IF_ERROR(c->GetAttr("T", &dtype));
     // Inputs in order: the resource lists (n each), the optional ones (m each), grad (n) or values
     // and indices (n each), then the scalars.
-    const int grad_start = int(lists.size()) * n + int(optional_lists.size()) * m;
+    const int grad_start = int(lists.size()) * n + optional_inputs;
     const std::string grad_name = sparse ? "values" : "grad";
     // The shape every resource of variable i must have: grad's, or [rows] + values.shape[1:].
     std::vector<ShapeHandle> expected(static_cast<size_t>(n));
@@ -145,9 +156,8 @@ OpShapeInferenceFn ShapeFn(const RuleSpec& rule, bool multi, bool sparse) {
     };
     for (int l = 0; l < int(lists.size()); ++l)
       for (int i = 0; i < n; ++i) TF_RETURN_IF_ERROR(check_handle(lists[size_t(l)], l * n + i, i));
-    for (int l = 0; l < int(optional_lists.size()); ++l)
-      for (int i = 0; i < m; ++i)
-        TF_RETURN_IF_ERROR(check_handle(optional_lists[size_t(l)], int(lists.size()) * n + l * m + i, i));
+    for (int l = 0, first = int(lists.size()) * n; l < int(optional.size()); first += m[size_t(l)], ++l)
+      for (int i = 0; i < m[size_t(l)]; ++i) TF_RETURN_IF_ERROR(check_handle(optional[size_t(l)].name, first + i, i));
     for (int k = 0; k < int(scalars.size()); ++k) {
       const std::string& name = scalars[size_t(k)];
       const ShapeHandle shape = c->input(grad_start + (sparse ? 2 : 1) * n + k);
@@ -198,7 +208,7 @@ void Register(const RuleSpec& rule, bool multi, bool sparse = false) {
   };
   input("var", each, "the variable(s) to update (resource, dtype T).");
   for (const Arg& s : rule.slots) input(s.name, each, s.doc);
-  for (const Arg& s : rule.optional_slots) input(s.name, "M * resource", s.doc);
+  for (const OptionalSlot& s : rule.optional_slots) input(s.name, s.count() + " * resource", s.doc);
   if (sparse) {
     input("values", "N * T", "gradient rows, values[i] of shape [nnz_i] + var[i].shape[1:].");
     input("indices", "N * Tindices", "row numbers, indices[i] of shape [nnz_i], each in [0, var[i].shape[0]).");
@@ -218,7 +228,7 @@ void Register(const RuleSpec& rule, bool multi, bool sparse = false) {
     b.Attr("lazy: bool = false");
     docs.push_back({"lazy", "update only the rows present (lazy Adam); false: the dense-equivalent step."});
   }
-  if (!rule.optional_slots.empty()) b.Attr("M: int >= 0");
+  for (const OptionalSlot& s : rule.optional_slots) b.Attr(s.count() + ": int >= 0");
   for (const Arg& f : rule.flags) {
     b.Attr(f.name + ": bool = false");
     docs.push_back(f);

@@ -39,9 +39,10 @@ from ._api import (
 )
 
 _P = inspect.Parameter
-# The options of every single-variable function, after the rule's arguments: (name, default).
+# The options of every single-variable function, after the rule's arguments: (name, default);
+# weight_decay's default is the rule's.
 _SINGLE_OPTIONS = (
-    ("weight_decay", 0.0),
+    ("weight_decay", None),
     ("clipnorm", None),
     ("use_locking", True),
     ("backend", "auto"),
@@ -55,7 +56,7 @@ def _make_single(rule, multi):
     sig = inspect.Signature(
         [_P(a, _P.POSITIONAL_OR_KEYWORD) for a in arrays]
         + _signatures.rule_parameters(rule, lambda slot: slot.name)
-        + [_P(o, _P.KEYWORD_ONLY, default=d) for o, d in _SINGLE_OPTIONS]
+        + [_P(o, _P.KEYWORD_ONLY, default=rule.weight_decay if o == "weight_decay" else d) for o, d in _SINGLE_OPTIONS]
     )
 
     bind = _signatures.binder(rule.name, sig)

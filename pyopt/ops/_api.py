@@ -157,11 +157,12 @@ def _clip(param, value) -> float | None:
 # --------------------------------------------------------------------------- checks
 
 
-def _check_hyper(rule, hyper: dict) -> dict:
+def _check_hyper(rule, hyper: dict, flags: dict) -> dict:
     """The hyperparameters as the backends take them, checked when the step is built, the same
     for both backends: a number must lie in its range (ValueError, in the core's words) and
-    becomes a float (an int for ``step``); a tensor or variable must be a scalar where its
-    shape is known (its value is checked when the step runs, see :func:`_hyper_asserts`)."""
+    becomes a float (an int for ``step``), and is 0 if it needs an optional slot that is not
+    given (``flags``); a tensor or variable must be a scalar where its shape is known (its
+    value is checked when the step runs, see :func:`_hyper_asserts`)."""
     out = {}
     for param in rule.params:
         value = hyper[param.name]
@@ -173,10 +174,13 @@ def _check_hyper(rule, hyper: dict) -> dict:
         if shape is not None and shape != () and tf.TensorShape(shape).rank not in (None, 0):
             raise ValueError(f"{param.name} must be a scalar, got shape {tf.TensorShape(shape).as_list()}")
         out[param.name] = value
+    error = rule.slot_error(out, flags)
+    if error:
+        raise ValueError(error)
     return out
 
 
-def _hyper_asserts(rule, hyper: dict) -> list:
+def _hyper_asserts(rule, hyper: dict, flags: dict) -> list:
     """One assertion per tensor- or variable-valued hyperparameter (Python numbers were checked
     by :func:`_check_hyper`), for the pure-TF backend (the fused ops check their inputs
     themselves): InvalidArgumentError naming the argument, e.g. "assertion failed: [lr must
@@ -201,6 +205,16 @@ def _hyper_asserts(rule, hyper: dict) -> list:
                 name=f"check_{param.name}",
             )
         )
+        if param.needs and not flags[param.needs]:
+            slot = next(s for s in rule.slots if s.given == param.needs)
+            checks.append(
+                tf.raw_ops.Assert(
+                    condition=tf.equal(x, 0.0),
+                    data=[f"{param.name} must be 0 when no {slot.list} are given, got", x],
+                    summarize=1,
+                    name=f"check_{param.name}_needs_{slot.name}",
+                )
+            )
     return checks
 
 
@@ -336,7 +350,7 @@ class Step:
     # are absent).
     @tf.autograph.experimental.do_not_convert
     def _run(self, grads, hyper: dict) -> str:
-        hyper = _check_hyper(self.rule, hyper)
+        hyper = _check_hyper(self.rule, hyper, self.flags)
         grads = _as_list(grads, "grads")
         _check_lengths([("variables", self.variables), ("grads", grads)])
         _check_sparse(self.variables, grads)
@@ -348,7 +362,7 @@ class Step:
         chosen = self._resolve(grads)
         if chosen == "tf":
             # Every op of the step (reads included) waits for the checks of tensor hyperparameters.
-            with tf.control_dependencies(_hyper_asserts(self.rule, hyper)):
+            with tf.control_dependencies(_hyper_asserts(self.rule, hyper, self.flags)):
                 _tf_math.apply(self.rule, self.variables, grads, self.slot_lists, hyper, self.flags, self.options)
             return chosen
         sparse = tuple(_is_sparse(g) for g in grads)
@@ -428,9 +442,10 @@ class Step:
 # edit here.
 
 _P = inspect.Parameter
-# The options of every *_multi function, after the rule's arguments: (name, default, annotation).
+# The options of every *_multi function, after the rule's arguments: (name, default, annotation);
+# weight_decay's default is the rule's.
 _MULTI_OPTIONS = (
-    ("weight_decay", 0.0, _P.empty),
+    ("weight_decay", None, _P.empty),
     ("clipnorm", None, "float | None"),
     ("global_clipnorm", None, "float | None"),
     ("skip_nonfinite", False, "bool"),
@@ -471,7 +486,10 @@ def _make_multi(rule):
     sig = inspect.Signature(
         [_P(a, _P.POSITIONAL_OR_KEYWORD, annotation="Sequence") for a in arrays]
         + _signatures.rule_parameters(rule, lambda slot: slot.list, "Sequence | None")
-        + [_P(o, _P.KEYWORD_ONLY, default=d, annotation=a) for o, d, a in _MULTI_OPTIONS],
+        + [
+            _P(o, _P.KEYWORD_ONLY, default=rule.weight_decay if o == "weight_decay" else d, annotation=a)
+            for o, d, a in _MULTI_OPTIONS
+        ],
         return_annotation="str",
     )
 

@@ -31,6 +31,7 @@ constexpr Range at_least(double low) { return {low, kInf, false, true, false}; }
 constexpr Range above(double low) { return {low, kInf, true, true, false}; }                      // (low, inf)
 constexpr Range closed(double low, double high) { return {low, high, false, false, false}; }      // [low, high]
 constexpr Range closed_open(double low, double high) { return {low, high, false, true, false}; }  // [low, high)
+constexpr Range open_closed(double low, double high) { return {low, high, true, false, false}; }  // (low, high]
 constexpr Range integer_at_least(double low) { return {low, kInf, false, true, true}; }           // an integer >= low
 
 struct NoFields {};
@@ -45,6 +46,9 @@ struct Param {
   Range range;
   const char* doc;        // what it is, for the TF op docs (the range is added there)
   bool optional = false;  // may be left off: None in Python, 0 in the TF ops
+  // Set: a value other than 0 needs the optional slot whose `given` flag this is (RMSprop's
+  // momentum needs its momentum buffers); without them the value must be 0.
+  bool H::* needs = nullptr;
 };
 
 // A flag of a rule: a bool attr of its TF ops and a keyword of its NumPy functions, default false.
@@ -84,6 +88,18 @@ constexpr bool optional_slots_last() {
   return true;
 }
 
+// Every Param::needs of a rule is the `given` flag of one of its optional slots.
+template <class Rule>
+constexpr bool needs_optional_slots() {
+  for (const auto& p : Rule::kParams) {
+    if (p.needs == nullptr) continue;
+    bool found = false;
+    for (const auto& s : Rule::kSlots) found = found || (s.optional() && s.given.field == p.needs);
+    if (!found) return false;
+  }
+  return true;
+}
+
 namespace detail {
 inline std::string fmt(double x) {
   std::ostringstream s;
@@ -114,11 +130,32 @@ std::string check_range(const Param<H>& p, double x) {
          detail::fmt(x);
 }
 
-// Every hyperparameter of a rule, in table order: "" or the first message.
+// Every hyperparameter of a rule in its range, in table order: "" or the first message.
 template <class Rule>
-std::string check(const typename Rule::Hyper& h) {
+std::string check_ranges(const typename Rule::Hyper& h) {
   for (const auto& p : Rule::kParams)
     if (std::string e = check_range(p, h.*p.field); !e.empty()) return e;
+  return "";
+}
+
+// The optional slot that a hyperparameter needs (Param::needs), or null.
+template <class Rule>
+constexpr const Slot<typename Rule::Hyper>* needed_slot(const Param<typename Rule::Hyper>& p) {
+  if (p.needs == nullptr) return nullptr;
+  for (const auto& s : Rule::kSlots)
+    if (s.optional() && s.given.field == p.needs) return &s;
+  return nullptr;
+}
+
+// The hyperparameters of a step whose optional slots are set in h (their `given` flags): in
+// range, and a value that needs a slot is 0 without it. "" or the first message.
+template <class Rule>
+std::string check(const typename Rule::Hyper& h) {
+  if (std::string e = check_ranges<Rule>(h); !e.empty()) return e;
+  for (const auto& p : Rule::kParams)
+    if (p.needs != nullptr && h.*p.field != 0.0 && !(h.*p.needs))
+      return std::string(p.name) + " must be 0 when no " + needed_slot<Rule>(p)->list + " are given, got " +
+             detail::fmt(h.*p.field);
   return "";
 }
 

@@ -23,7 +23,9 @@
 
 namespace pyopt {
 
-#define PYOPT_CHECK_RULE(Rule) static_assert(optional_slots_last<Rule>(), #Rule ": optional slots must come last");
+#define PYOPT_CHECK_RULE(Rule)                                                         \
+  static_assert(optional_slots_last<Rule>(), #Rule ": optional slots must come last"); \
+  static_assert(needs_optional_slots<Rule>(), #Rule ": Param::needs must be an optional slot's flag");
 PYOPT_RULES(PYOPT_CHECK_RULE)
 #undef PYOPT_CHECK_RULE
 
