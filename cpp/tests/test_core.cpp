@@ -334,9 +334,9 @@ static void for_each_rule(F&& f) {
 }
 
 // Per rule, written here independently of the core: hyperparameters for the tests (flags off),
-// the initial value of slot k of an element from a normal sample x (earlier[j]: its slot j < k),
-// and the update of one element in double (p: after weight decay; *s[k]: slot k, updated in
-// place). A rule without a Reference does not compile here: add one with the rule.
+// the initial value of slot k (of Rule::kSlots) of an element from a normal sample x (earlier[j]:
+// its slot j < k, when given), and the update of one element in double (p: after weight decay;
+// *s[k]: slot k, updated in place; null for an optional slot not given). A rule without a Reference does not compile here: add one with the rule.
 template <class Rule>
 struct Reference;
 
@@ -387,6 +387,14 @@ struct Config {
     for (const auto& s : Rule::kSlots) n += !s.optional() || hyper.*s.given.field;
     return n;
   }
+  // The rule's slot (index into Rule::kSlots) of slot array j in use.
+  int slot_of(int j) const {
+    for (int k = 0; k < int(Rule::kSlots.size()); ++k) {
+      const auto& s = Rule::kSlots[size_t(k)];
+      if ((!s.optional() || hyper.*s.given.field) && j-- == 0) return k;
+    }
+    return -1;
+  }
   std::string name() const {
     std::string n = Rule::kName;
     for (const auto& f : Rule::kFlags)
@@ -410,6 +418,8 @@ static std::vector<Config<Rule>> all_configs() {
     for (size_t bits = 0; bits < (size_t(1) << switches.size()); ++bits) {
       Config<Rule> c{Reference<Rule>::hyper(), wd};
       for (size_t k = 0; k < switches.size(); ++k) c.hyper.*switches[k] = (bits >> k) & 1;
+      for (const auto& p : Rule::kParams)  // a value that needs a slot not given is 0
+        if (p.needs != nullptr && !(c.hyper.*p.needs)) c.hyper.*p.field = 0.0;
       out.push_back(c);
     }
   return out;
@@ -484,7 +494,7 @@ static void ref_update(const Config<Rule>& c, RefTensor& t, double scale) {
   const double decay = c.hyper.lr * t.weight_decay;
   for (size_t i = 0; i < p.size(); ++i) {
     double* s[kMaxSlots] = {};
-    for (int k = 0; k < c.slots(); ++k) s[k] = &t.a[2 + k][i];
+    for (int k = 0; k < c.slots(); ++k) s[c.slot_of(k)] = &t.a[2 + k][i];
     p[i] = Reference<Rule>::update(c.hyper, p[i] - decay * p[i], t.a[1][i] * scale, s);
   }
 }
@@ -576,8 +586,8 @@ static RefTensor random_tensor(const Config<Rule>& c, i64 n, double wd, std::mt1
       double x = normal(rng);
       if (k >= 2) {
         double earlier[kMaxSlots] = {};
-        for (int j = 0; j < k - 2; ++j) earlier[j] = t.a[2 + j][size_t(i)];
-        x = Reference<Rule>::slot(k - 2, x, earlier);
+        for (int j = 0; j < k - 2; ++j) earlier[c.slot_of(j)] = t.a[2 + j][size_t(i)];
+        x = Reference<Rule>::slot(c.slot_of(k - 2), x, earlier);
       }
       t.a[k].push_back(Traits<T>::to_double(Traits<T>::from_double(x)));
     }
@@ -592,7 +602,7 @@ static bool run_apply(const Config<Rule>& c, std::vector<Stored<T>>& st, const s
   for (size_t k = 0; k < st.size(); ++k) {
     ts[k].param = st[k].ptr(0);
     ts[k].grad = st[k].ptr(1);
-    for (int s = 0; s < c.slots(); ++s) ts[k].slots[s] = st[k].ptr(2 + s);
+    for (int s = 0; s < c.slots(); ++s) ts[k].slots[c.slot_of(s)] = st[k].ptr(2 + s);
     ts[k].size = st[k].size;
     ts[k].weight_decay = ref[k].weight_decay;
   }
@@ -791,7 +801,7 @@ static bool run_sparse(const Config<Rule>& c, std::vector<Stored<T>>& st, const 
   std::vector<SparseTensorSlots<T>> ts(st.size());
   for (size_t k = 0; k < st.size(); ++k) {
     ts[k].param = st[k].ptr(0);
-    for (int s = 0; s < c.slots(); ++s) ts[k].slots[s] = st[k].ptr(2 + s);
+    for (int s = 0; s < c.slots(); ++s) ts[k].slots[c.slot_of(s)] = st[k].ptr(2 + s);
     ts[k].row_size = row_sizes[k];
     ts[k].rows = row_sizes[k] ? st[k].size / row_sizes[k] : 0;
     ts[k].values = values[k].data();

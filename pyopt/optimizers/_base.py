@@ -140,7 +140,9 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
     Subclasses name their rule and its inputs: ``_rule()`` (a row of :mod:`pyopt._rules`),
     ``_flags()``, ``_slot_lists(variables)`` (Keras's slot variables of ``variables``, one
     list per slot of the rule, None for an optional slot not kept) and
-    ``_hyperparameters(learning_rate, step)`` (by name).
+    ``_hyperparameters(learning_rate, step)`` (by name; by default ``lr``, ``step`` and the
+    attributes named as the rule's other hyperparameters). ``_check_rule_arguments`` checks
+    the constructor's numbers against the rule's ranges.
     """
 
     def __init__(self, learning_rate, *, lr=None, backend="auto", skip_nonfinite=False, lazy=False, **kwargs):
@@ -283,7 +285,17 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
         raise NotImplementedError
 
     def _hyperparameters(self, learning_rate, step) -> dict:
-        raise NotImplementedError
+        """The rule's hyperparameters by name: ``lr``, ``step``, the others from this optimizer's
+        attributes of the same name."""
+        given = dict(lr=learning_rate, step=step)
+        return {p.name: given[p.name] if p.name in given else getattr(self, p.name) for p in self._rule().params}
+
+    def _check_rule_arguments(self, **values) -> None:
+        """Each of the rule's hyperparameters given (numbers Keras does not check), kept as a
+        float attribute of the same name (what the update call reads)."""
+        rule = self._rule()
+        for name, value in values.items():
+            setattr(self, name, _rules.check(rule.param(name), value))
 
     def _slots(self, variables, *slot_lists):
         """For each list of Keras slot variables, those of ``variables`` (as ``tf.Variable``), in order."""
