@@ -312,6 +312,16 @@ def _adam_update(p, g, slots, c, flags, m):
     return p - (first * c["alpha"]) / (m.sqrt(second) + c["epsilon"]), new_slots
 
 
+def _adagrad_scalars(h, s):
+    return dict(lr=s.f64(h["lr"]), epsilon=s.f64(h["epsilon"]))
+
+
+def _adagrad_update(p, g, slots, c, flags, m):
+    # acc = acc + g*g;  p = p - lr*g/sqrt(acc + eps)
+    accumulator = slots[0] + g * g
+    return p - (g * c["lr"]) / m.sqrt(accumulator + c["epsilon"]), [accumulator]
+
+
 GRADIENT_DESCENT = Rule(
     name="gradient_descent",
     short="gd",
@@ -368,5 +378,17 @@ ADAM = Rule(
     update=_adam_update,
 )
 
+ADAGRAD = Rule(
+    name="adagrad",
+    short="adagrad",
+    title="Adagrad (Keras form)",
+    formula="acc = acc + g*g\np = p - lr*wd*p - lr*g / sqrt(acc + epsilon)",
+    params=(LR, Param("epsilon", above(0), 1e-7, "added to the accumulator under the square root")),
+    slots=(Slot("accumulator", "accumulators", "sum of squared gradients (Keras starts it at 0.1)"),),
+    flags=(),
+    scalars=_adagrad_scalars,
+    update=_adagrad_update,
+)
+
 # Every rule, by name, in the order of the C++ list (cpp/include/pyopt/rules.h).
-RULES = {rule.name: rule for rule in (GRADIENT_DESCENT, MOMENTUM, ADAM)}
+RULES = {rule.name: rule for rule in (GRADIENT_DESCENT, MOMENTUM, ADAM, ADAGRAD)}

@@ -336,7 +336,8 @@ static void for_each_rule(F&& f) {
 // Per rule, written here independently of the core: hyperparameters for the tests (flags off),
 // the initial value of slot k (of Rule::kSlots) of an element from a normal sample x (earlier[j]:
 // its slot j < k, when given), and the update of one element in double (p: after weight decay;
-// *s[k]: slot k, updated in place; null for an optional slot not given). A rule without a Reference does not compile here: add one with the rule.
+// *s[k]: slot k, updated in place; null for an optional slot not given). A rule without a Reference does not compile
+// here: add one with the rule.
 template <class Rule>
 struct Reference;
 
@@ -373,6 +374,18 @@ struct Reference<Adam> {
     double denom_v = v;
     if (h.amsgrad) denom_v = *s[2] = std::max(*s[2], v);
     return p - alpha * m / (std::sqrt(denom_v) + h.epsilon);
+  }
+};
+
+template <>
+struct Reference<Adagrad> {
+  static Adagrad::Hyper hyper() { return {0.01, 1e-7}; }
+  // the accumulator: 0.1 + 0.01 x^2 (Keras starts it at 0.1; > 0)
+  static double slot(int, double x, const double*) { return 0.1 + 0.01 * x * x; }
+  static double update(const Adagrad::Hyper& h, double p, double g, double* const* s) {
+    double& acc = *s[0];
+    acc += g * g;
+    return p - h.lr * g / std::sqrt(acc + h.epsilon);
   }
 };
 

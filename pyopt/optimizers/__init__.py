@@ -1,4 +1,4 @@
-"""Keras 3 optimizers on pyopt's fused ops: drop-ins for ``keras.optimizers.Adam`` / ``SGD``.
+"""Keras 3 optimizers on pyopt's fused ops: drop-ins for the ``keras.optimizers`` of the same names.
 
 Each class is the Keras built-in with its update replaced by ONE ``pyopt.ops.*_multi`` call
 per step (clipnorm / global_clipnorm and weight decay fused in), on the fused custom ops or
@@ -19,8 +19,9 @@ try:
 except ImportError as exc:
     raise missing("pyopt.optimizers", exc) from exc
 
+from ._adagrad import Adagrad
 from ._adam import Adam
 from ._base import PyoptOptimizer
 from ._sgd import SGD, GradientDescent, Momentum
 
-__all__ = ["Adam", "GradientDescent", "Momentum", "PyoptOptimizer", "SGD"]
+__all__ = ["Adagrad", "Adam", "GradientDescent", "Momentum", "PyoptOptimizer", "SGD"]

@@ -10,6 +10,7 @@
 
 #include "rule_base.h"
 
+#include "rules/adagrad.h"
 #include "rules/adam.h"
 #include "rules/gradient_descent.h"
 #include "rules/momentum.h"
@@ -19,7 +20,8 @@
 #define PYOPT_RULES(X) \
   X(GradientDescent)   \
   X(Momentum)          \
-  X(Adam)
+  X(Adam)              \
+  X(Adagrad)
 
 namespace pyopt {
 
