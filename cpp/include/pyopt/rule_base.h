@@ -13,8 +13,23 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <type_traits>
 
 namespace pyopt {
+
+// f(std::bool_constant<b>{}...) for runtime bools b...: a rule's with_kernel picks its Kernel's
+// template switches with it, f(Kernel<T, decltype(b)::value...>{}).
+template <class F>
+void with_bools(F&& f) {
+  f();
+}
+template <class F, class... Bools>
+void with_bools(F&& f, bool first, Bools... rest) {
+  if (first)
+    with_bools([&](auto... b) { f(std::true_type{}, b...); }, rest...);
+  else
+    with_bools([&](auto... b) { f(std::false_type{}, b...); }, rest...);
+}
 
 // ------------------------------------------------------------------------------ hyperparameter tables
 

@@ -90,14 +90,8 @@ struct Adam {
   // f(Kernel<T, ...>{}) for a tensor with weight decay (decay) or not.
   template <class T, class F>
   static void with_kernel(const Hyper& h, bool decay, F&& f) {
-    if (decay && h.amsgrad)
-      f(Kernel<T, true, true>{});
-    else if (decay)
-      f(Kernel<T, true, false>{});
-    else if (h.amsgrad)
-      f(Kernel<T, false, true>{});
-    else
-      f(Kernel<T, false, false>{});
+    with_bools([&](auto d, auto amsgrad) { f(Kernel<T, decltype(d)::value, decltype(amsgrad)::value>{}); }, decay,
+               h.amsgrad);
   }
 };
 

@@ -45,10 +45,7 @@ struct GradientDescent {
 
   template <class T, class F>
   static void with_kernel(const Hyper&, bool decay, F&& f) {
-    if (decay)
-      f(Kernel<T, true>{});
-    else
-      f(Kernel<T, false>{});
+    with_bools([&](auto d) { f(Kernel<T, decltype(d)::value>{}); }, decay);
   }
 };
 

@@ -59,14 +59,8 @@ struct Momentum {
 
   template <class T, class F>
   static void with_kernel(const Hyper& h, bool decay, F&& f) {
-    if (decay && h.nesterov)
-      f(Kernel<T, true, true>{});
-    else if (decay)
-      f(Kernel<T, true, false>{});
-    else if (h.nesterov)
-      f(Kernel<T, false, true>{});
-    else
-      f(Kernel<T, false, false>{});
+    with_bools([&](auto d, auto nesterov) { f(Kernel<T, decltype(d)::value, decltype(nesterov)::value>{}); }, decay,
+               h.nesterov);
   }
 };
 
