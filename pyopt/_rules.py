@@ -322,6 +322,37 @@ def _adagrad_update(p, g, slots, c, flags, m):
     return p - (g * c["lr"]) / m.sqrt(accumulator + c["epsilon"]), [accumulator]
 
 
+def _rmsprop_scalars(h, s):
+    return dict(
+        lr=s.f64(h["lr"]),
+        rho=s.f64(h["rho"]),
+        one_minus_rho=s.one_minus(h["rho"]),
+        momentum=s.f64(h["momentum"]),
+        epsilon=s.f64(h["epsilon"]),
+    )
+
+
+def _rmsprop_update(p, g, slots, c, flags, m):
+    # v = rho*v + (1-rho)*g^2;  [a = rho*a + (1-rho)*g, d = v - a^2 + eps; else d = v + eps]
+    # inc = lr*g/sqrt(d);  [b = mu*b + inc, p = p - b; else p = p - inc]
+    velocity, *optional = slots
+    buffer = optional.pop(0) if flags["with_momentum"] else None
+    average = optional.pop(0) if flags["centered"] else None
+    velocity = c["rho"] * velocity + c["one_minus_rho"] * (g * g)
+    new_slots = [velocity]
+    denominator = velocity + c["epsilon"]
+    if average is not None:
+        average = c["rho"] * average + c["one_minus_rho"] * g
+        denominator = velocity - average * average + c["epsilon"]
+    step = (c["lr"] * g) / m.sqrt(denominator)
+    if buffer is not None:
+        step = c["momentum"] * buffer + step
+        new_slots.append(step)
+    if average is not None:
+        new_slots.append(average)
+    return p - step, new_slots
+
+
 GRADIENT_DESCENT = Rule(
     name="gradient_descent",
     short="gd",
@@ -390,5 +421,32 @@ ADAGRAD = Rule(
     update=_adagrad_update,
 )
 
+RMSPROP = Rule(
+    name="rmsprop",
+    short="rmsprop",
+    title="RMSprop (Keras form, optionally centered and with momentum)",
+    formula=(
+        "v = rho*v + (1 - rho)*g*g\n"
+        "a = rho*a + (1 - rho)*g                   # centered, when a (average_gradient) is given\n"
+        "inc = lr*g / sqrt(v + epsilon)            # centered: sqrt(v - a*a + epsilon)\n"
+        "b = momentum*b + inc                      # when b (momentum_buffer) is given; inc = b\n"
+        "p = p - lr*wd*p - inc"
+    ),
+    params=(
+        LR,
+        Param("rho", closed(0, 1), 0.9, "decay rate of the mean square v (and of the mean gradient a)"),
+        Param("momentum", closed(0, 1), 0.0, "mu of the momentum buffer b (0 without one)", needs="with_momentum"),
+        Param("epsilon", above(0), 1e-7, "added to v under the square root"),
+    ),
+    slots=(
+        Slot("velocity", "velocities", "mean square v of the gradient"),
+        Slot("momentum_buffer", "momentum_buffers", "momentum buffer b", given="with_momentum"),
+        Slot("average_gradient", "average_gradients", "mean gradient a", given="centered"),
+    ),
+    flags=(),
+    scalars=_rmsprop_scalars,
+    update=_rmsprop_update,
+)
+
 # Every rule, by name, in the order of the C++ list (cpp/include/pyopt/rules.h).
-RULES = {rule.name: rule for rule in (GRADIENT_DESCENT, MOMENTUM, ADAM, ADAGRAD)}
+RULES = {rule.name: rule for rule in (GRADIENT_DESCENT, MOMENTUM, ADAM, ADAGRAD, RMSPROP)}

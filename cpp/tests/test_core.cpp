@@ -389,6 +389,28 @@ struct Reference<Adagrad> {
   }
 };
 
+template <>
+struct Reference<Rmsprop> {
+  static Rmsprop::Hyper hyper() { return {0.01, 0.9, 0.8, 1e-7, false, false}; }
+  // v: 0.01 + 0.01 x^2;  b: 0.01 x;  a: 0.05 x (so that v - a^2 > 0 on most elements)
+  static double slot(int k, double x, const double*) {
+    return k == 0 ? 0.01 + 0.01 * x * x : k == 1 ? 0.01 * x : 0.05 * x;
+  }
+  static double update(const Rmsprop::Hyper& h, double p, double g, double* const* s) {
+    double& v = *s[0];
+    v = h.rho * v + (1 - h.rho) * g * g;
+    double denominator = v + h.epsilon;
+    if (s[2]) {
+      double& a = *s[2];
+      a = h.rho * a + (1 - h.rho) * g;
+      denominator = v - a * a + h.epsilon;
+    }
+    double step = h.lr * g / std::sqrt(denominator);
+    if (s[1]) step = *s[1] = h.momentum * *s[1] + step;
+    return p - step;
+  }
+};
+
 // One variant of a rule: its flags and which optional slots are given, and a weight decay.
 template <class Rule>
 struct Config {

@@ -22,6 +22,7 @@ except ImportError as exc:
 from ._adagrad import Adagrad
 from ._adam import Adam
 from ._base import PyoptOptimizer
+from ._rmsprop import RMSprop
 from ._sgd import SGD, GradientDescent, Momentum
 
-__all__ = ["Adagrad", "Adam", "GradientDescent", "Momentum", "PyoptOptimizer", "SGD"]
+__all__ = ["Adagrad", "Adam", "GradientDescent", "Momentum", "PyoptOptimizer", "RMSprop", "SGD"]

@@ -14,14 +14,17 @@
 #include "rules/adam.h"
 #include "rules/gradient_descent.h"
 #include "rules/momentum.h"
+#include "rules/rmsprop.h"
 
 // X(Trait) once per rule, in the order of the front ends' listings. The trait's name is also
-// its TF op's: Pyopt>Apply<Trait>[Multi], Pyopt>SparseApply<Trait>Multi.
+// its TF op's: Pyopt>Apply<Trait>[Multi], Pyopt>SparseApply<Trait>Multi, whose Python wrappers
+// TF names pyopt_apply_<kName>[_multi]: so the trait is kName in CamelCase (Rmsprop, not RMSprop).
 #define PYOPT_RULES(X) \
   X(GradientDescent)   \
   X(Momentum)          \
   X(Adam)              \
-  X(Adagrad)
+  X(Adagrad)           \
+  X(Rmsprop)
 
 namespace pyopt {
 
