@@ -353,6 +353,25 @@ def _rmsprop_update(p, g, slots, c, flags, m):
     return p - step, new_slots
 
 
+def _adamax_scalars(h, s):
+    # alpha = lr/(1-b1^t)
+    lr = s.f64(h["lr"])
+    return dict(
+        lr=lr,
+        alpha=lr / (1.0 - s.pow(s.f64(h["beta_1"]), s.f64(h["step"]))),
+        one_minus_beta_1=s.one_minus(h["beta_1"]),
+        beta_2=s.f64(h["beta_2"]),
+        epsilon=s.f64(h["epsilon"]),
+    )
+
+
+def _adamax_update(p, g, slots, c, flags, m):
+    # m = m + (g-m)*(1-b1);  u = max(b2*u, |g|);  p = p - alpha*m/(u+eps)
+    first = slots[0] + (g - slots[0]) * c["one_minus_beta_1"]
+    norm = m.maximum(c["beta_2"] * slots[1], m.abs(g))
+    return p - (first * c["alpha"]) / (norm + c["epsilon"]), [first, norm]
+
+
 GRADIENT_DESCENT = Rule(
     name="gradient_descent",
     short="gd",
@@ -448,5 +467,28 @@ RMSPROP = Rule(
     update=_rmsprop_update,
 )
 
+ADAMAX = Rule(
+    name="adamax",
+    short="adamax",
+    title="Adamax (Keras form)",
+    formula=(
+        "alpha = lr / (1 - beta_1**t)\n"
+        "m = m + (g - m) * (1 - beta_1)\n"
+        "u = max(beta_2*u, |g|)\n"
+        "p = p - lr*wd*p - alpha * m / (u + epsilon)"
+    ),
+    params=(
+        LR,
+        Param("beta_1", closed_open(0, 1), 0.9, "decay rate of the first moment m"),
+        Param("beta_2", closed(0, 1), 0.999, "decay rate of the infinity norm u"),
+        Param("epsilon", above(0), 1e-7, "added to u in the denominator"),
+        Param("step", Range(1, integer=True), None, "t, the 1-based step number (Keras: iterations + 1)"),
+    ),
+    slots=(Slot("m", "ms", "first moment"), Slot("u", "us", "exponentially weighted infinity norm")),
+    flags=(),
+    scalars=_adamax_scalars,
+    update=_adamax_update,
+)
+
 # Every rule, by name, in the order of the C++ list (cpp/include/pyopt/rules.h).
-RULES = {rule.name: rule for rule in (GRADIENT_DESCENT, MOMENTUM, ADAM, ADAGRAD, RMSPROP)}
+RULES = {rule.name: rule for rule in (GRADIENT_DESCENT, MOMENTUM, ADAM, ADAGRAD, RMSPROP, ADAMAX)}

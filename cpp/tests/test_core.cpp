@@ -411,6 +411,19 @@ struct Reference<Rmsprop> {
   }
 };
 
+template <>
+struct Reference<Adamax> {
+  static Adamax::Hyper hyper() { return {0.01, 0.9, 0.999, 1e-7, 5}; }
+  // m: 0.1 x;  u: 0.1 |x| (>= 0)
+  static double slot(int k, double x, const double*) { return k == 0 ? 0.1 * x : 0.1 * std::fabs(x); }
+  static double update(const Adamax::Hyper& h, double p, double g, double* const* s) {
+    double &m = *s[0], &u = *s[1];
+    m = h.beta_1 * m + (1 - h.beta_1) * g;
+    u = std::max(h.beta_2 * u, std::fabs(g));
+    return p - h.lr * m / ((1 - std::pow(h.beta_1, h.step)) * (u + h.epsilon));
+  }
+};
+
 // One variant of a rule: its flags and which optional slots are given, and a weight decay.
 template <class Rule>
 struct Config {

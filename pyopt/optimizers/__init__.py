@@ -21,8 +21,9 @@ except ImportError as exc:
 
 from ._adagrad import Adagrad
 from ._adam import Adam
+from ._adamax import Adamax
 from ._base import PyoptOptimizer
 from ._rmsprop import RMSprop
 from ._sgd import SGD, GradientDescent, Momentum
 
-__all__ = ["Adagrad", "Adam", "GradientDescent", "Momentum", "PyoptOptimizer", "RMSprop", "SGD"]
+__all__ = ["Adagrad", "Adam", "Adamax", "GradientDescent", "Momentum", "PyoptOptimizer", "RMSprop", "SGD"]

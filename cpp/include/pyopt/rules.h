@@ -12,6 +12,7 @@
 
 #include "rules/adagrad.h"
 #include "rules/adam.h"
+#include "rules/adamax.h"
 #include "rules/gradient_descent.h"
 #include "rules/momentum.h"
 #include "rules/rmsprop.h"
@@ -24,7 +25,8 @@
   X(Momentum)          \
   X(Adam)              \
   X(Adagrad)           \
-  X(Rmsprop)
+  X(Rmsprop)           \
+  X(Adamax)
 
 namespace pyopt {
 
