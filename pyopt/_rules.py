@@ -372,6 +372,30 @@ def _adamax_update(p, g, slots, c, flags, m):
     return p - (first * c["alpha"]) / (norm + c["epsilon"]), [first, norm]
 
 
+def _nadam_scalars(h, s):
+    # u_t = b1*(1 - 0.5*0.96^t); the coefficients of m and g in the step, and 1/(1-b2^t)
+    lr, t, beta_1, u_product = s.f64(h["lr"]), s.f64(h["step"]), s.f64(h["beta_1"]), s.f64(h["u_product"])
+    u_t = beta_1 * (1.0 - 0.5 * s.pow(s.f64(0.96), t))
+    u_next = beta_1 * (1.0 - 0.5 * s.pow(s.f64(0.96), t + 1.0))
+    return dict(
+        lr=lr,
+        m_coefficient=lr * u_next / (1.0 - u_product * u_next),
+        g_coefficient=lr * (1.0 - u_t) / (1.0 - u_product),
+        one_minus_beta_1=s.one_minus(h["beta_1"]),
+        one_minus_beta_2=s.one_minus(h["beta_2"]),
+        v_scale=1.0 / (1.0 - s.pow(s.f64(h["beta_2"]), t)),
+        epsilon=s.f64(h["epsilon"]),
+    )
+
+
+def _nadam_update(p, g, slots, c, flags, m):
+    # m = m + (g-m)*(1-b1);  v = v + (g^2-v)*(1-b2);  p = p - (m*cm + g*cg)/(sqrt(v/(1-b2^t)) + eps)
+    first = slots[0] + (g - slots[0]) * c["one_minus_beta_1"]
+    second = slots[1] + (g * g - slots[1]) * c["one_minus_beta_2"]
+    step = (first * c["m_coefficient"] + g * c["g_coefficient"]) / (m.sqrt(second * c["v_scale"]) + c["epsilon"])
+    return p - step, [first, second]
+
+
 GRADIENT_DESCENT = Rule(
     name="gradient_descent",
     short="gd",
@@ -490,5 +514,36 @@ ADAMAX = Rule(
     update=_adamax_update,
 )
 
+NADAM = Rule(
+    name="nadam",
+    short="nadam",
+    title="Nadam (Keras form)",
+    formula=(
+        "u_t = beta_1 * (1 - 0.5 * 0.96**t);  u_next = beta_1 * (1 - 0.5 * 0.96**(t+1))\n"
+        "m = m + (g - m) * (1 - beta_1)\n"
+        "v = v + (g*g - v) * (1 - beta_2)\n"
+        "m_hat = u_next*m / (1 - u_product*u_next) + (1 - u_t)*g / (1 - u_product)\n"
+        "p = p - lr*wd*p - lr * m_hat / (sqrt(v / (1 - beta_2**t)) + epsilon)"
+    ),
+    params=(
+        LR,
+        Param("beta_1", closed_open(0, 1), 0.9, "decay rate of the first moment m"),
+        Param("beta_2", closed_open(0, 1), 0.999, "decay rate of the second moment v"),
+        Param("epsilon", above(0), 1e-7, "added to sqrt(v/(1-beta_2^t)) in the denominator"),
+        Param("step", Range(1, integer=True), None, "t, the 1-based step number (Keras: iterations + 1)"),
+        Param(
+            "u_product",
+            closed_open(0, 1),
+            None,
+            "u_1*...*u_t, the running product of the momentum schedule including this step's u_t "
+            "(Keras: Nadam._u_product after its update)",
+        ),
+    ),
+    slots=(Slot("m", "ms", "first moment"), Slot("v", "vs", "second moment")),
+    flags=(),
+    scalars=_nadam_scalars,
+    update=_nadam_update,
+)
+
 # Every rule, by name, in the order of the C++ list (cpp/include/pyopt/rules.h).
-RULES = {rule.name: rule for rule in (GRADIENT_DESCENT, MOMENTUM, ADAM, ADAGRAD, RMSPROP, ADAMAX)}
+RULES = {rule.name: rule for rule in (GRADIENT_DESCENT, MOMENTUM, ADAM, ADAGRAD, RMSPROP, ADAMAX, NADAM)}

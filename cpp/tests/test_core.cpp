@@ -424,6 +424,23 @@ struct Reference<Adamax> {
   }
 };
 
+template <>
+struct Reference<Nadam> {
+  static Nadam::Hyper hyper() { return {0.01, 0.9, 0.999, 1e-7, 5, 0.05}; }
+  // m: 0.1 x;  v: 0.01 x^2 (>= 0)
+  static double slot(int k, double x, const double*) { return k == 0 ? 0.1 * x : 0.01 * x * x; }
+  static double update(const Nadam::Hyper& h, double p, double g, double* const* s) {
+    const double u_t = h.beta_1 * (1 - 0.5 * std::pow(0.96, h.step));
+    const double u_next = h.beta_1 * (1 - 0.5 * std::pow(0.96, h.step + 1));
+    double &m = *s[0], &v = *s[1];
+    m = h.beta_1 * m + (1 - h.beta_1) * g;
+    v = h.beta_2 * v + (1 - h.beta_2) * g * g;
+    const double m_hat = u_next * m / (1 - h.u_product * u_next) + (1 - u_t) * g / (1 - h.u_product);
+    const double v_hat = v / (1 - std::pow(h.beta_2, h.step));
+    return p - h.lr * m_hat / (std::sqrt(v_hat) + h.epsilon);
+  }
+};
+
 // One variant of a rule: its flags and which optional slots are given, and a weight decay.
 template <class Rule>
 struct Config {

@@ -15,6 +15,7 @@
 #include "rules/adamax.h"
 #include "rules/gradient_descent.h"
 #include "rules/momentum.h"
+#include "rules/nadam.h"
 #include "rules/rmsprop.h"
 
 // X(Trait) once per rule, in the order of the front ends' listings. The trait's name is also
@@ -26,7 +27,8 @@
   X(Adam)              \
   X(Adagrad)           \
   X(Rmsprop)           \
-  X(Adamax)
+  X(Adamax)            \
+  X(Nadam)
 
 namespace pyopt {
 
