@@ -396,6 +396,22 @@ def _nadam_update(p, g, slots, c, flags, m):
     return p - step, [first, second]
 
 
+def _lion_scalars(h, s):
+    return dict(
+        lr=s.f64(h["lr"]),
+        beta_1=s.f64(h["beta_1"]),
+        one_minus_beta_1=s.one_minus(h["beta_1"]),
+        beta_2=s.f64(h["beta_2"]),
+        one_minus_beta_2=s.one_minus(h["beta_2"]),
+    )
+
+
+def _lion_update(p, g, slots, c, flags, m):
+    # p = p - lr*sign(m*b1 + g*(1-b1));  m = m*b2 + g*(1-b2)
+    direction = m.sign(slots[0] * c["beta_1"] + g * c["one_minus_beta_1"])
+    return p - c["lr"] * direction, [slots[0] * c["beta_2"] + g * c["one_minus_beta_2"]]
+
+
 GRADIENT_DESCENT = Rule(
     name="gradient_descent",
     short="gd",
@@ -545,5 +561,21 @@ NADAM = Rule(
     update=_nadam_update,
 )
 
+LION = Rule(
+    name="lion",
+    short="lion",
+    title="Lion (Keras form)",
+    formula="p = p - lr*wd*p - lr * sign(beta_1*m + (1 - beta_1)*g)\nm = beta_2*m + (1 - beta_2)*g",
+    params=(
+        LR,
+        Param("beta_1", open_closed(0, 1), 0.9, "weight of m in the update's direction"),
+        Param("beta_2", closed(0, 1), 0.99, "decay rate of the momentum m"),
+    ),
+    slots=(Slot("m", "ms", "momentum"),),
+    flags=(),
+    scalars=_lion_scalars,
+    update=_lion_update,
+)
+
 # Every rule, by name, in the order of the C++ list (cpp/include/pyopt/rules.h).
-RULES = {rule.name: rule for rule in (GRADIENT_DESCENT, MOMENTUM, ADAM, ADAGRAD, RMSPROP, ADAMAX, NADAM)}
+RULES = {rule.name: rule for rule in (GRADIENT_DESCENT, MOMENTUM, ADAM, ADAGRAD, RMSPROP, ADAMAX, NADAM, LION)}

@@ -441,6 +441,18 @@ struct Reference<Nadam> {
   }
 };
 
+template <>
+struct Reference<Lion> {
+  static Lion::Hyper hyper() { return {0.01, 0.9, 0.99}; }
+  static double slot(int, double x, const double*) { return 0.1 * x; }
+  static double update(const Lion::Hyper& h, double p, double g, double* const* s) {
+    double& m = *s[0];
+    const double c = h.beta_1 * m + (1 - h.beta_1) * g;
+    m = h.beta_2 * m + (1 - h.beta_2) * g;
+    return p - h.lr * (c > 0 ? 1.0 : c < 0 ? -1.0 : 0.0);
+  }
+};
+
 // One variant of a rule: its flags and which optional slots are given, and a weight decay.
 template <class Rule>
 struct Config {

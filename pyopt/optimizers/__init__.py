@@ -23,8 +23,20 @@ from ._adagrad import Adagrad
 from ._adam import Adam
 from ._adamax import Adamax
 from ._base import PyoptOptimizer
+from ._lion import Lion
 from ._nadam import Nadam
 from ._rmsprop import RMSprop
 from ._sgd import SGD, GradientDescent, Momentum
 
-__all__ = ["Adagrad", "Adam", "Adamax", "GradientDescent", "Momentum", "Nadam", "PyoptOptimizer", "RMSprop", "SGD"]
+__all__ = [
+    "Adagrad",
+    "Adam",
+    "Adamax",
+    "GradientDescent",
+    "Lion",
+    "Momentum",
+    "Nadam",
+    "PyoptOptimizer",
+    "RMSprop",
+    "SGD",
+]

@@ -14,6 +14,7 @@
 #include "rules/adam.h"
 #include "rules/adamax.h"
 #include "rules/gradient_descent.h"
+#include "rules/lion.h"
 #include "rules/momentum.h"
 #include "rules/nadam.h"
 #include "rules/rmsprop.h"
@@ -28,7 +29,8 @@
   X(Adagrad)           \
   X(Rmsprop)           \
   X(Adamax)            \
-  X(Nadam)
+  X(Nadam)             \
+  X(Lion)
 
 namespace pyopt {
 
