@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -577,5 +577,16 @@ LION = Rule(
     update=_lion_update,
 )
 
-# Every rule, by name, in the order of the C++ list (cpp/include/pyopt/rules.h).
-RULES = {rule.name: rule for rule in (GRADIENT_DESCENT, MOMENTUM, ADAM, ADAGRAD, RMSPROP, ADAMAX, NADAM, LION)}
+# AdamW is Adam with decoupled weight decay (Keras's AdamW only changes the default): Adam's
+# kernels and ops, a weight_decay of 0.004 unless given.
+ADAMW = replace(
+    ADAM,
+    name="adamw",
+    short="adamw",
+    title='AdamW (Adam, "epsilon hat" form, with decoupled weight decay, as Keras)',
+    weight_decay=0.004,
+    core_name=ADAM.name,
+)
+
+# Every rule, by name: the C++ list's (cpp/include/pyopt/rules.h) in its order, then AdamW.
+RULES = {rule.name: rule for rule in (GRADIENT_DESCENT, MOMENTUM, ADAM, ADAGRAD, RMSPROP, ADAMAX, NADAM, LION, ADAMW)}

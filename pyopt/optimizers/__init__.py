@@ -20,7 +20,7 @@ except ImportError as exc:
     raise missing("pyopt.optimizers", exc) from exc
 
 from ._adagrad import Adagrad
-from ._adam import Adam
+from ._adam import Adam, AdamW
 from ._adamax import Adamax
 from ._base import PyoptOptimizer
 from ._lion import Lion
@@ -32,6 +32,7 @@ __all__ = [
     "Adagrad",
     "Adam",
     "Adamax",
+    "AdamW",
     "GradientDescent",
     "Lion",
     "Momentum",

@@ -1,11 +1,11 @@
-"""Adam as a drop-in for ``keras.optimizers.Adam``, on ``pyopt.ops.adam_multi``."""
+"""Adam and AdamW as drop-ins for ``keras.optimizers.Adam`` / ``AdamW``, on ``pyopt.ops.adam_multi``."""
 
 from __future__ import annotations
 
 import keras
 
 from .. import _rules
-from .._rules import ADAM
+from .._rules import ADAM, ADAMW
 from ._base import PyoptOptimizer, _Default
 
 _LR = _Default(0.001)  # Keras's default, told apart from a learning_rate the caller gives
@@ -72,3 +72,23 @@ class Adam(PyoptOptimizer, keras.optimizers.Adam):
 
     def _hyperparameters(self, learning_rate, step):
         return dict(lr=learning_rate, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, step=step)
+
+
+@keras.saving.register_keras_serializable(package="pyopt")
+class AdamW(Adam, keras.optimizers.AdamW):
+    """AdamW: :class:`Adam` with decoupled weight decay, by default 0.004, as
+    ``keras.optimizers.AdamW`` (same arguments in the same order; ``weight_decay=None`` is
+    Keras's error)::
+
+        p = p - lr*weight_decay*p - alpha*m / (sqrt(v) + epsilon)     (m, v, alpha: Adam's)
+
+    The weight decay runs inside Adam's one fused call.
+    """
+
+    def __init__(
+        self, learning_rate=_LR, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **kwargs
+    ):
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay=weight_decay, **kwargs)
+
+    def _rule(self):
+        return ADAMW
