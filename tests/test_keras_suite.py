@@ -1,14 +1,16 @@
 """Keras's own optimizer tests, run against pyopt's classes.
 
-At collection the installed Keras's ``keras/src/optimizers/{adam,sgd,optimizer}_test.py``
-are read, their class under test swapped for pyopt's by rewriting one import line, and
-compiled under Keras's file name (the line numbers are kept, so a traceback points at
-Keras's line). Their ``TestCase`` classes land in this module, so pytest runs every Keras
-test as its own item, e.g. ``test_keras_suite.py::AdamTest::test_clip_norm``.
+At collection the installed Keras's ``keras/src/optimizers/<name>_test.py`` (adam, sgd,
+adamw, rmsprop, adagrad, adamax, nadam, lion, optimizer) are read, their class under test
+swapped for pyopt's by rewriting one import line, and compiled under Keras's file name (the
+line numbers are kept, so a traceback points at Keras's line). Their ``TestCase`` classes
+land in this module, so pytest runs every Keras test as its own item, e.g.
+``test_keras_suite.py::AdamTest::test_clip_norm``.
 
 Rewrites (the import lines must be found once each, else ``test_suite_loaded`` fails; a
 file missing from the installed Keras fails it too):
-- ``from keras.src.optimizers.adam import Adam`` -> pyopt's ``Adam`` (``sgd_test.py``: ``SGD``);
+- ``from keras.src.optimizers.adam import Adam`` -> pyopt's ``Adam`` (likewise ``SGD``, ``AdamW``,
+  ``RMSprop``, ``Adagrad``, ``Adamax``, ``Nadam`` and ``Lion`` in their files);
   in ``optimizer_test.py`` the ``optimizers`` module becomes a namespace whose ``Adam`` and
   ``SGD`` are pyopt's (``optimizers.get("adam")`` and the other classes stay Keras's).
 - ``@pytest.mark.requires_trainable_backend``, wherever it appears: a marker of Keras's
@@ -58,6 +60,21 @@ SUITES = {
         ["SGD"],
         {"from keras.src.optimizers.sgd import SGD": "from pyopt.optimizers import SGD"},
     ),
+    **{
+        f"{module}_test.py": (
+            f"{name}Test",
+            [name],
+            {f"from keras.src.optimizers.{module} import {name}": f"from pyopt.optimizers import {name}"},
+        )
+        for module, name in [
+            ("adamw", "AdamW"),
+            ("rmsprop", "RMSprop"),
+            ("adagrad", "Adagrad"),
+            ("adamax", "Adamax"),
+            ("nadam", "Nadam"),
+            ("lion", "Lion"),
+        ]
+    },
     "optimizer_test.py": (
         "OptimizerTest",
         ["optimizers.Adam", "optimizers.SGD"],
