@@ -65,11 +65,16 @@ OPTIMIZERS: dict[str, tuple[str, Callable]] = {
         "Momentum",
         lambda lr, clipnorm, beta=0.9: keras.optimizers.SGD(lr, momentum=beta, clipnorm=clipnorm),
     ),
-    "adam": (
-        "Adam",
-        lambda lr, clipnorm, **hyper: keras.optimizers.Adam(lr, clipnorm=clipnorm, **hyper),
-    ),
 }
+# The Keras optimizers pyopt.optimizers replaces under the same class name, by lower-case name.
+for _class_name in ("Adam", "AdamW", "Adagrad", "RMSprop", "Adamax", "Nadam", "Lion"):
+    OPTIMIZERS[_class_name.lower()] = (
+        _class_name,
+        lambda lr, clipnorm, _class_name=_class_name, **hyper: getattr(keras.optimizers, _class_name)(
+            lr, clipnorm=clipnorm, **hyper
+        ),
+    )
+del _class_name
 BACKENDS = ("auto", "fused", "tf", "keras")
 
 
@@ -82,7 +87,8 @@ def make_optimizer(name: str, lr: float, *, backend: str = "auto", clipnorm: flo
 
     Args:
         name: ``gd`` / ``sgd`` (``p -= lr*g``), ``momentum`` (``m = beta*m - lr*g; p += m``,
-            ``beta=0.9``) or ``adam`` (Keras' Adam; ``beta_1``, ``beta_2``, ``epsilon``).
+            ``beta=0.9``), or ``adam``, ``adamw``, ``adagrad``, ``rmsprop``, ``adamax``, ``nadam``,
+            ``lion``: the Keras optimizer of that name, with its hyperparameters.
         lr: learning rate.
         backend: ``auto``, ``fused`` or ``tf`` for ``pyopt.optimizers`` with that backend, or
             ``keras`` for the Keras built-in.

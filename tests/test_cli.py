@@ -98,7 +98,7 @@ def test_bench_without_the_report_module(monkeypatch, capsys):
         (["train", "--clipnorm", "0"], "--clipnorm: must be > 0"),
         (["train", "--clipnorm", "nan"], "--clipnorm: must be > 0"),
         (["train", "--batch-size", "0"], "--batch-size: must be > 0"),
-        (["train", "--optimizer", "rmsprop"], "--optimizer: invalid choice: 'rmsprop'"),
+        (["train", "--optimizer", "adadelta"], "--optimizer: invalid choice: 'adadelta'"),
         (["train", "--backend", "cuda"], "--backend: invalid choice"),
         (["train", "--hidden", "4,x"], "--hidden"),
         (["train", "--hidden", "0"], "--hidden: layer widths must be >= 1"),

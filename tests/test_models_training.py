@@ -237,7 +237,7 @@ def test_make_optimizer(backend):
 
 def test_make_optimizer_errors(monkeypatch):
     with pytest.raises(ValueError, match="optimizer must be one of"):
-        make_optimizer("rmsprop", 0.1)
+        make_optimizer("adadelta", 0.1)
     with pytest.raises(ValueError, match="backend must be one of"):
         make_optimizer("gd", 0.1, backend="cuda")
     pytest.importorskip("pyopt.optimizers")
@@ -388,5 +388,21 @@ def test_dead_hidden_units():
 
 
 def test_optimizer_names_are_one_table():
-    assert set(training.OPTIMIZERS) == {"gd", "sgd", "momentum", "adam"}
+    keras_names = {"adam", "adamw", "adagrad", "rmsprop", "adamax", "nadam", "lion"}
+    assert set(training.OPTIMIZERS) == {"gd", "sgd", "momentum"} | keras_names
     assert training.BACKENDS == ("auto", "fused", "tf", "keras")
+
+
+@pytest.mark.parametrize("name", ["adamw", "adagrad", "rmsprop", "adamax", "nadam", "lion"])
+def test_keras_named_optimizers_are_pyopt_s_and_keras_s(name):
+    """``pyopt train --optimizer <name>``: pyopt's class of that name, or with backend "keras"
+    the Keras built-in, with the learning rate, clipnorm and extra hyperparameters passed."""
+    hyper = {"rmsprop": dict(momentum=0.5, centered=True), "lion": dict(beta_2=0.95)}.get(name, {})
+    keras_opt = make_optimizer(name, 0.02, backend="keras", clipnorm=2.0, **hyper)
+    assert type(keras_opt).__module__.startswith("keras") and type(keras_opt).__name__.lower() == name
+    po = pytest.importorskip("pyopt.optimizers")
+    opt = make_optimizer(name, 0.02, backend="tf", clipnorm=2.0, **hyper)
+    assert isinstance(opt, type(keras_opt)) and type(opt) is getattr(po, type(keras_opt).__name__)
+    assert float(opt.learning_rate) == pytest.approx(0.02) and opt.clipnorm == 2.0
+    for key, value in hyper.items():
+        assert getattr(opt, key) == value
