@@ -3,7 +3,7 @@
 The chapter closes by subclassing the Keras 2 optimizer base class
 (``tf_keras.optimizers.legacy.Optimizer``): hyperparameters with ``_set_hyper``, slots in
 ``_create_slots``, per-step coefficients in ``_prepare_local``, the update in
-``_resource_apply_dense`` / ``_resource_apply_sparse``, and ``get_config``. These three
+``_resource_apply_dense`` / ``_resource_apply_sparse``, and ``get_config``. These
 classes are written that way, with the update done by :mod:`pyopt.ops` (pyopt's fused
 custom op, or the same maths as plain TF ops when the op library is missing, under XLA, or
 with ``backend="tf"``)::
@@ -14,12 +14,22 @@ with ``backend="tf"``)::
                      m = beta_1*m + (1-beta_1)*g;  v = beta_2*v + (1-beta_2)*g^2
                      [amsgrad: vhat = max(vhat, v), used in place of v]
                      p = p - lr_t*m/(sqrt(v)+epsilon)
+    Adagrad          acc = acc + g^2;  p = p - lr*g/sqrt(acc + epsilon)
+    RMSprop          v = rho*v + (1-rho)*g^2   [centered: a = rho*a + (1-rho)*g, v - a^2 in place of v]
+                     inc = lr*g/sqrt(v + epsilon);  p = p - inc   [momentum > 0: b = momentum*b + inc, p = p - b]
+
+Adagrad and RMSprop are pyopt's rules, with ``epsilon`` under the square root. Legacy
+``Adagrad``, and legacy ``RMSprop`` with ``momentum=0``, add it after the root
+(``sqrt(acc) + epsilon``): for ``Adagrad`` with an accumulator of at least 0.1 (its default
+start) and ``epsilon=1e-7`` that is a relative difference of the step of at most 1.84e-7,
+float32 rounding; for ``RMSprop`` without momentum it is not (see the classes). Legacy
+``RMSprop`` with ``momentum > 0`` (TF's ``ApplyRMSProp`` kernels) has pyopt's form.
 
 ``lr`` is the decayed learning rate of the base class, ``lr/(1 + decay*iterations)`` (or a
 ``LearningRateSchedule``'s value), computed in float64. Defaults, slot names and hyperparameter
-names are those of ``tf_keras.optimizers.legacy.SGD`` / ``Adam`` (``Momentum`` keeps its
-velocity in SGD's ``"momentum"`` slot and ``beta`` in SGD's ``"momentum"`` hyperparameter), so
-checkpoints move between them.
+names are those of ``tf_keras.optimizers.legacy.SGD`` / ``Adam`` / ``Adagrad`` / ``RMSprop``
+(``Momentum`` keeps its velocity in SGD's ``"momentum"`` slot and ``beta`` in SGD's
+``"momentum"`` hyperparameter), so checkpoints move between them.
 
 Clipping: ``clipvalue``, ``clipnorm`` and ``global_clipnorm`` work as in the base class. A
 numeric ``clipnorm`` on a dense gradient is done inside pyopt's op (``g *= c/max(||g||, c)``,
@@ -27,16 +37,19 @@ fused into the update); sparse gradients are clipped by the base class, as legac
 
 Sparse gradients (``tf.IndexedSlices``, e.g. from an embedding) go to pyopt's sparse ops, which
 sum repeated indices themselves (so the base class's de-duplication is skipped).
-``GradientDescent`` and ``Momentum`` update only the touched rows (``lazy=True``: the velocity
-of other rows is left alone), as legacy ``SGD`` does. ``Adam`` runs the dense step with the
-densified gradient (``lazy=False``): legacy ``Adam``'s sparse update also decays ``m`` and ``v``
-and moves every row. So the results are legacy Keras' own, up to rounding.
+``GradientDescent``, ``Momentum``, ``Adagrad`` and ``RMSprop`` with ``momentum > 0`` update only
+the touched rows (``lazy=True``: the slots of other rows are left alone), as legacy ``SGD``,
+``Adagrad`` and ``RMSprop`` (TF's sparse kernels) do. ``Adam`` and ``RMSprop`` without momentum
+run the dense step with the densified gradient (``lazy=False``): legacy ``Adam``'s sparse update
+also decays ``m`` and ``v`` and moves every row, legacy ``RMSprop``'s decays ``rms`` (and ``mg``)
+everywhere and moves the touched rows (a zero gradient moves no row). So the results are legacy
+Keras' own, up to rounding (and, for ``RMSprop`` without momentum, the placement of ``epsilon``).
 
-``beta``, ``beta_1`` and ``beta_2`` are Python floats (pyopt's kernels take them as constants):
-each step reads their current value, and inside a ``tf.function`` the value is fixed when the
-function is traced; a step of that function fails with a clear error if the value has changed
-since (call ``model.make_train_function(force=True)`` or re-create the function). The
-learning rate and ``decay`` may change freely, as in Keras.
+``beta``, ``beta_1``, ``beta_2``, ``rho`` and ``momentum`` are Python floats (pyopt's kernels
+take them as constants): each step reads their current value, and inside a ``tf.function`` the
+value is fixed when the function is traced; a step of that function fails with a clear error if
+the value has changed since (call ``model.make_train_function(force=True)`` or re-create the
+function). The learning rate and ``decay`` may change freely, as in Keras.
 
 Needs ``tf_keras`` (``pip install "pyopt[legacy]"``); use ``tf_keras`` models (or ``tf.keras``
 with ``TF_USE_LEGACY_KERAS=1``). TF2 behaviour (eager or ``tf.function``) only: the update ops
@@ -55,9 +68,9 @@ except ImportError as exc:
 
 from . import _rules
 from . import ops as pyopt_ops
-from ._rules import ADAM, MOMENTUM
+from ._rules import ADAGRAD, ADAM, MOMENTUM, RMSPROP
 
-__all__ = ["Adam", "GradientDescent", "Momentum"]
+__all__ = ["Adagrad", "Adam", "GradientDescent", "Momentum", "RMSprop"]
 
 _register = tf_keras.saving.register_keras_serializable(package="pyopt.legacy")
 # The learning-rate decay of the legacy base class: lr / (1 + decay*iterations).
@@ -65,7 +78,7 @@ _DECAY = _rules.Param("decay", _rules.at_least(0), 0.0, "learning-rate decay")
 
 
 class _PyoptLegacyOptimizer(tf_keras.optimizers.legacy.Optimizer):
-    """What the three optimizers share: argument checks, per-step scalars, clipnorm fusion.
+    """What the optimizers share: argument checks, per-step scalars, clipnorm fusion.
 
     Subclasses set their own hyperparameters and implement ``_create_slots``,
     ``_resource_apply_dense``, ``_resource_apply_sparse`` and ``get_config``.
@@ -341,5 +354,192 @@ class Adam(_PyoptLegacyOptimizer):
             beta_2=self._serialize_hyperparameter("beta_2"),
             epsilon=self.epsilon,
             amsgrad=self.amsgrad,
+        )
+        return config
+
+
+# Legacy Adagrad's starting value of its accumulators (it refuses a negative one).
+_INITIAL_ACCUMULATOR = _rules.Param("initial_accumulator_value", _rules.at_least(0), 0.1, "the accumulators' start")
+
+
+@_register
+class Adagrad(_PyoptLegacyOptimizer):
+    """Adagrad with legacy Keras' defaults, slot (``accumulator``) and config, in pyopt's form::
+
+        acc = acc + g^2;  p = p - lr*g/sqrt(acc + epsilon)
+
+    Legacy ``Adagrad`` (TF's ``ResourceApplyAdagradV2``) computes ``lr*g/(sqrt(acc) + epsilon)``.
+    The two steps differ by the relative amount ``|sqrt(acc + eps)/(sqrt(acc) + eps) - 1|``,
+    about ``eps*|1/(2*acc) - 1/sqrt(acc)|``: at most 1.84e-7 for ``acc >= 0.1`` and
+    ``epsilon=1e-7`` (legacy's defaults: the accumulators start at 0.1 and only grow), under
+    two float32 ulps of the step, so float32 results are legacy's up to rounding (float64 ones
+    differ by up to ``1.84e-7*lr`` per step). With a smaller ``initial_accumulator_value`` the
+    difference grows as ``eps/(2*acc)`` (4e-6 at 0.01); with 0 and gradients near
+    ``sqrt(epsilon)`` or smaller the two differ outright (legacy ``g/(|g| + eps)``, pyopt
+    ``g/sqrt(g^2 + eps)`` on the first step).
+
+    Args:
+      learning_rate: float >= 0 (default 0.001), a ``LearningRateSchedule`` or a callable;
+        ``lr`` is an alias.
+      initial_accumulator_value: >= 0 (default 0.1), the accumulators' start.
+      epsilon: > 0 (default 1e-7; 0 or None mean ``tf_keras.backend.epsilon()``, as in Keras).
+      backend: ``"auto"``, ``"fused"`` or ``"tf"`` (see :mod:`pyopt.ops`).
+      **kwargs: ``clipnorm`` (fused into the update), ``clipvalue``, ``global_clipnorm``,
+        ``decay``, ``lr`` (the base class's).
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        initial_accumulator_value=0.1,
+        epsilon=1e-7,
+        name="Adagrad",
+        *,
+        backend="auto",
+        **kwargs,
+    ):
+        super().__init__(name, learning_rate, backend=backend, **kwargs)
+        self._initial_accumulator_value = _rules.check(_INITIAL_ACCUMULATOR, initial_accumulator_value)
+        self.epsilon = _rules.check(ADAGRAD.param("epsilon"), epsilon or tf_keras.backend.epsilon())
+
+    def _create_slots(self, var_list):
+        for var in var_list:
+            init = tf.compat.v1.constant_initializer(self._initial_accumulator_value, dtype=var.dtype.base_dtype)
+            self.add_slot(var, "accumulator", init)
+
+    def _apply(self, grad, var, apply_state, clipnorm, lazy=False):
+        c = self._coefficients(var, apply_state)
+        pyopt_ops.adagrad(
+            var,
+            grad,
+            self.get_slot(var, "accumulator"),
+            lr=c["lr_t"],
+            epsilon=self.epsilon,
+            lazy=lazy,
+            **self._op_options(clipnorm),
+        )
+        return tf.no_op()
+
+    def _resource_apply_dense(self, grad, var, apply_state=None):
+        return self._apply(grad, var, apply_state, self._fused_clipnorm)
+
+    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+        # On the touched rows only, as legacy Adagrad (ResourceSparseApplyAdagradV2). Already clipped.
+        return self._apply(_rows(grad, var, indices), var, apply_state, clipnorm=None, lazy=True)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(initial_accumulator_value=self._initial_accumulator_value, epsilon=self.epsilon)
+        return config
+
+
+@_register
+class RMSprop(_PyoptLegacyOptimizer):
+    """RMSprop with legacy Keras' defaults, slots (``rms``, ``momentum``, ``mg``) and config::
+
+        v = rho*v + (1-rho)*g^2                 (slot "rms")
+        a = rho*a + (1-rho)*g                   (centered; slot "mg")
+        inc = lr*g/sqrt(v + epsilon)            (centered: sqrt(v - a^2 + epsilon))
+        b = momentum*b + inc;  p = p - b        (momentum > 0; slot "momentum"; else p = p - inc)
+
+    With ``momentum > 0`` this is legacy ``RMSprop``'s formula (TF's ``ApplyRMSProp`` and
+    ``ApplyCenteredRMSProp``), up to rounding. With ``momentum=0`` legacy ``RMSprop`` computes
+    ``inc = lr*g/(sqrt(v) + epsilon)`` (centered: ``sqrt(v - a^2) + epsilon``) and pyopt's
+    rule, which puts ``epsilon`` under the root, does not: the step differs by the relative
+    amount ``|sqrt(d + eps)/(sqrt(d) + eps) - 1|``, about ``eps*|1/(2*d) - 1/sqrt(d)|`` for
+    the denominator ``d`` (``v``, or ``v - a^2``). That is float rounding only while ``d``
+    stays well above ``epsilon`` (1e-4 relative at ``d = 5e-4``, gradients of about 0.07 with
+    ``rho=0.9``); for smaller gradients pyopt's steps are smaller than legacy's (at
+    ``d = epsilon``, 0.7 of them), as in Keras 3's ``RMSprop``.
+
+    ``momentum`` decides at construction whether there are momentum slots (as legacy): an
+    optimizer made with ``momentum=0`` refuses a later ``momentum`` other than 0 (legacy ignores it).
+
+    Args:
+      learning_rate: float >= 0 (default 0.001), a ``LearningRateSchedule`` or a callable;
+        ``lr`` is an alias.
+      rho: Python float in [0, 1] (default 0.9).
+      momentum: Python float in [0, 1] (default 0.0).
+      epsilon: > 0 (default 1e-7; 0 or None mean ``tf_keras.backend.epsilon()``, as in Keras).
+      centered: divide by ``v - a^2`` (the centered second moment) in place of ``v``.
+      backend: ``"auto"``, ``"fused"`` or ``"tf"`` (see :mod:`pyopt.ops`).
+      **kwargs: ``clipnorm`` (fused into the update), ``clipvalue``, ``global_clipnorm``,
+        ``decay``, ``lr`` (the base class's).
+    """
+
+    _CONSTANT_HYPERS = {"rho": RMSPROP.param("rho"), "momentum": RMSPROP.param("momentum")}
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        rho=0.9,
+        momentum=0.0,
+        epsilon=1e-7,
+        centered=False,
+        name="RMSprop",
+        *,
+        backend="auto",
+        **kwargs,
+    ):
+        super().__init__(name, learning_rate, backend=backend, **kwargs)
+        self._set_hyper("rho", rho)
+        self._momentum = _rules.check(RMSPROP.param("momentum"), momentum) > 0
+        self._set_hyper("momentum", momentum)
+        self.epsilon = _rules.check(RMSPROP.param("epsilon"), epsilon or tf_keras.backend.epsilon())
+        self.centered = _rules.check_flag("centered", centered)
+
+    def _set_hyper(self, name, value):
+        if name == "momentum" and hasattr(self, "_momentum") and not self._momentum:
+            if _rules.check(RMSPROP.param("momentum"), value) != 0:
+                raise ValueError(
+                    f"momentum must stay 0 in an RMSprop made without momentum (it has no momentum slots), got "
+                    f"{_rules.show(value)}; make the optimizer with momentum > 0"
+                )
+        super()._set_hyper(name, value)
+
+    def _create_slots(self, var_list):
+        # rms for all variables, then momentum, then mg: legacy RMSprop's order
+        for var in var_list:
+            self.add_slot(var, "rms")
+        if self._momentum:
+            for var in var_list:
+                self.add_slot(var, "momentum")
+        if self.centered:
+            for var in var_list:
+                self.add_slot(var, "mg")
+
+    def _apply(self, grad, var, apply_state, clipnorm, lazy=False):
+        c = self._coefficients(var, apply_state)
+        pyopt_ops.rmsprop(
+            var,
+            grad,
+            self.get_slot(var, "rms"),
+            lr=c["lr_t"],
+            rho=c["rho"],
+            momentum=c["momentum"],
+            epsilon=self.epsilon,
+            momentum_buffer=self.get_slot(var, "momentum") if self._momentum else None,
+            average_gradient=self.get_slot(var, "mg") if self.centered else None,
+            lazy=lazy,
+            **self._op_options(clipnorm),
+        )
+        return tf.no_op()
+
+    def _resource_apply_dense(self, grad, var, apply_state=None):
+        return self._apply(grad, var, apply_state, self._fused_clipnorm)
+
+    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+        # Legacy RMSprop with momentum (TF's sparse kernels) moves only the touched rows and their
+        # slots: lazy=True. Without momentum it decays rms (and mg) everywhere and moves the
+        # touched rows: the dense step with the densified gradient, lazy=False. Already clipped.
+        return self._apply(_rows(grad, var, indices), var, apply_state, clipnorm=None, lazy=self._momentum)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            rho=self._serialize_hyperparameter("rho"),
+            momentum=self._serialize_hyperparameter("momentum"),
+            epsilon=self.epsilon,
+            centered=self.centered,
         )
         return config
