@@ -22,10 +22,12 @@ the installed package, whatever the current directory), then writes into ``DIR``
 ``medians.json``.
 
 GB/s counts the bytes a step must move per element: 28 for Adam (p, g, m, v read; p, m, v
-written), 20 for momentum, 12 for gradient descent (float32; scaled by the item size for
-other dtypes; clipping's extra read of g not counted). The probe is the best of the
-STREAM-like loops of ``pyopt/benchmarks/test_probe.py`` at the first size at or above the
-step's float32-equivalent element count (elements x item size / 4), measured in the same run.
+written), AdamW, Adamax and Nadam, 20 for momentum, Adagrad, RMSprop and Lion, 36 for RMSprop
+centered with momentum, 12 for gradient descent (float32; scaled by the item size for other
+dtypes; clipping's extra read of g not counted). The probe is the best of the STREAM-like
+loops of ``pyopt/benchmarks/probes.py`` at the first size at or above the step's
+float32-equivalent element count (elements x item size / 4), measured in the same run. The
+Embedding's steps (row-sparse gradients; a lazy one moves the rows present only) have no GB/s.
 """
 
 from __future__ import annotations
@@ -46,11 +48,40 @@ REFERENCES = {"keras": "Keras built-in", "tf_raw": "TF ResourceApply*"}
 FUSED = ("pyopt_op", "pyopt_keras")
 FLOOR = "tf_call_floor"  # pyopt.benchmarks.workloads.FLOOR_IMPL: a tf.function call that updates nothing
 BOUND = "bandwidth bound"  # the implementation column of a target that bounds what any implementation can reach
-RULE_NAMES = {"gd": "gradient descent", "momentum": "momentum", "adam": "Adam"}
+# The benchmarks' rules (pyopt.benchmarks.workloads.RULES), in the report's order.
+RULE_NAMES = {
+    "gd": "gradient descent",
+    "momentum": "momentum",
+    "adam": "Adam",
+    "adagrad": "Adagrad",
+    "rmsprop": "RMSprop",
+    "rmsprop_cm": "RMSprop centered + momentum",
+    "adamax": "Adamax",
+    "nadam": "Nadam",
+    "lion": "Lion",
+    "adamw": "AdamW",
+}
+# TF's fused op of each rule that has one (pyopt.benchmarks.implementations.TF_RAW_OPS).
+TF_OPS = {
+    "gd": "ResourceApplyGradientDescent",
+    "momentum": "ResourceApplyKerasMomentum",
+    "adam": "ResourceApplyAdam",
+    "adagrad": "ResourceApplyAdagradV2",
+    "rmsprop": "ResourceApplyRMSProp",
+    "rmsprop_cm": "ResourceApplyCenteredRMSProp",
+    "adamax": "ResourceApplyAdaMax",
+}
+# Issue #20's rules and their targets at 16M (float32): x Keras, x TF's op, fraction of the probe.
+NEW_RULES = ("adagrad", "rmsprop", "rmsprop_cm", "adamax", "nadam", "lion", "adamw")
+NEW_RULE_TARGETS = (5.0, 1.3, 0.85)
+NO_GBPS_KINDS = ("train", "embedding")  # train steps: not one update; the Embedding: rows present only
 IMPL_ORDER = (
     "pyopt_op",
+    "pyopt_op_lazy",
     "pyopt_keras",
+    "pyopt_keras_lazy",
     "pyopt_numpy",
+    "pyopt_numpy_lazy",
     "pyopt_tf",
     "keras",
     "keras_xla",
@@ -136,6 +167,7 @@ CASE_FIELDS = (
     "first_step_s",
     "page_faults_per_step",
     "note",
+    "rows_touched",
 )
 # What machine_lines reads of pytest-benchmark's machine info (the rest, e.g. the CPU's flags, is dropped).
 MACHINE_FIELDS = ("pyopt", "versions", "loadavg_at_end", "loadavg_at_start", "quick", "python_version", "datetime")
@@ -227,7 +259,7 @@ def _enrich(rows) -> None:
     for r in rows:
         if r["kind"] == "probe":
             continue
-        if probe and not r.get("train"):
+        if probe and r["kind"] not in NO_GBPS_KINDS:
             # The first probe size at or above the step's float32-equivalent parameter count (its
             # slots make the step's footprint larger still; a step above every probe takes the
             # largest): 200 x 10K = 2M elements is compared with the 4M probe, not with the 1M
@@ -395,6 +427,36 @@ def evaluate_targets(rows) -> list:
             threshold,
         )
 
+    keras_x, raw_x, probe_x = NEW_RULE_TARGETS
+    for rule in NEW_RULES:
+        name = RULE_NAMES[rule]
+        for impl in FUSED:
+            add(f"dense {name} 16M vs Keras built-in", impl, ratio(impl, rule, "dense_16M", "x_keras"), keras_x)
+            if rule in TF_OPS:
+                add(f"dense {name} 16M vs {TF_OPS[rule]}", impl, ratio(impl, rule, "dense_16M", "x_tf_raw"), raw_x)
+        for impl in (*FUSED, "pyopt_numpy"):
+            add(
+                f"dense {name} 16M, fraction of bandwidth probe",
+                impl,
+                ratio(impl, rule, "dense_16M", "probe_fraction"),
+                probe_x,
+                unit="%",
+            )
+        add(
+            f"dense {name} 16M: Keras built-in time / (the step's bytes at the best bandwidth seen), the bound "
+            "for any implementation",
+            BOUND,
+            bandwidth_bound("keras", rule, "dense_16M"),
+            keras_x,
+        )
+        if rule in TF_OPS:
+            add(
+                f"dense {name} 16M: {TF_OPS[rule]} time / (the step's bytes at the best bandwidth seen), the bound "
+                "for any implementation",
+                BOUND,
+                bandwidth_bound("tf_raw", rule, "dense_16M"),
+                raw_x,
+            )
     small_steps("Adam 200 x 10K tensors", "adam", "many_200x10K", 10, 3.5)
     for rule in ("adam", "gd", "momentum"):
         small_steps(f"chapter MLP 13-4-1 {RULE_NAMES[rule]} update", rule, "mlp_13_4_1", 100, 3.0)
@@ -439,7 +501,7 @@ def _sort_key(r) -> tuple:
     impl = IMPL_ORDER.index(r["impl"]) if r["impl"] in IMPL_ORDER else len(IMPL_ORDER)
     return (
         kinds.index(r["kind"]) if r["kind"] in kinds else 9,
-        ("gd", "momentum", "adam", "probe").index(r["rule"]),
+        (*RULE_NAMES, "probe").index(r["rule"]) if r["rule"] in (*RULE_NAMES, "probe") else len(RULE_NAMES) + 1,
         r.get("clip") or "",
         r["dtype"],
         r["n_elements"],
@@ -507,6 +569,7 @@ def cases_table(rows, only=None) -> str:
         if r["dtype"] != "float32":
             case += f" ({r['dtype']})"
         train = bool(r.get("train"))
+        no_gbps = train or r["kind"] in NO_GBPS_KINDS
         frac = r.get("probe_fraction")
         label = r["label"] + (" (see note)" if r.get("note") else "")
         lines.append(
@@ -515,7 +578,7 @@ def cases_table(rows, only=None) -> str:
                     f"| {case}",
                     label,
                     _num(r["median_s"] * 1e3),
-                    "" if train else _num(r["gbps"]),
+                    "" if no_gbps else _num(r["gbps"]),
                     "" if frac is None else f"{frac:.0%}",
                     _num(r.get("x_keras")),
                     _num(r.get("x_tf_raw")),
@@ -618,12 +681,14 @@ def plot(rows, path: Path) -> bool:
 
 
 LEGEND = (
-    "Median of rounds per case, per optimizer step. GB/s counts the bytes a step must move: 28 (Adam), 20 "
-    "(momentum), 12 (gradient descent) per float32 element (scaled by the item size for other dtypes; "
+    "Median of rounds per case, per optimizer step. GB/s counts the bytes a step must move: 28 (Adam, AdamW, "
+    "Adamax, Nadam), 20 (momentum, Adagrad, RMSprop, Lion), 36 (RMSprop centered + momentum), 12 (gradient "
+    "descent) per float32 element (scaled by the item size for other dtypes; "
     'clipping\'s extra read of the gradient not counted). "k steps per call": k steps in a loop inside one '
     "tf.function call (as Keras' steps_per_execution), times still per step. Train steps: forward, "
     "backward and update of a plain-variable MLP on a batch of 32 in one tf.function (torch: the same "
-    "maths), no GB/s."
+    "maths), no GB/s. The Embedding (1M x 64, an IndexedSlices gradient of 4096 ids with repeats): "
+    "pyopt's step with the densified gradient and its lazy step (rows present only), no GB/s."
 )
 CASES_LEGEND = (
     "% probe: of the best STREAM-like probe at the first size at or above the step's float32-equivalent "
@@ -639,6 +704,13 @@ HEADLINE_CASES = (
     ("Adam + clipnorm, float32 16M", "adam", "clipnorm", "dense_16M", False),
     ("momentum, float32 16M", "momentum", None, "dense_16M", False),
     ("gradient descent, float32 16M", "gd", None, "dense_16M", False),
+    ("Adagrad, float32 16M", "adagrad", None, "dense_16M", False),
+    ("RMSprop, float32 16M", "rmsprop", None, "dense_16M", False),
+    ("RMSprop centered + momentum, float32 16M", "rmsprop_cm", None, "dense_16M", False),
+    ("Adamax, float32 16M", "adamax", None, "dense_16M", False),
+    ("Nadam, float32 16M", "nadam", None, "dense_16M", False),
+    ("Lion, float32 16M", "lion", None, "dense_16M", False),
+    ("AdamW, float32 16M", "adamw", None, "dense_16M", False),
     ("Adam, 200 tensors x 10K", "adam", None, "many_200x10K", False),
     ("Adam, 200 x 10K, 10 steps per call", "adam", None, "many_200x10K_10_per_call", False),
     ("Adam, MLP 13-4-1 update", "adam", None, "mlp_13_4_1", False),
@@ -726,6 +798,7 @@ KEY_TABLES = (
     ("float32, 64M elements, one tensor", lambda r: r["kind"] == "dense" and r["n_elements"] == 1 << 26),
     ("Many small tensors", lambda r: r["kind"] == "many" and not r.get("clip")),
     ("The chapter's MLP 13-4-1: the update alone", lambda r: r["kind"] == "mlp"),
+    ("Embedding 1M x 64, IndexedSlices gradients (dense and lazy steps)", lambda r: r["kind"] == "embedding"),
     ("Whole train steps (forward, backward, update)", lambda r: r["kind"] == "train"),
 )
 

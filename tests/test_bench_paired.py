@@ -1,7 +1,10 @@
 """pyopt.benchmarks.paired: round-by-round interleaved timing and its ratios, on a fake clock, then
-end to end on the NumPy implementations of a small case."""
+end to end on the NumPy implementations of a small case; the bandwidth probes in the rounds;
+the tables of pyopt.benchmarks.rule_tables."""
 
 from __future__ import annotations
+
+import statistics
 
 import pytest
 
@@ -247,3 +250,83 @@ def test_end_to_end_in_two_processes(capsys, tmp_path):
     assert combined["clip_ratios_per_process"] == [{}, {}]
     with pytest.raises(SystemExit, match="--processes must be >= 1"):
         paired.main(["adam", "dense_1K", "numpy", "--processes", "0"])
+
+
+def test_probe_fractions_per_round():
+    # "a" moves 100 bytes a call, each probe 50: per round a's rate over the faster probe's
+    times = {"a": [1.0, 2.0, 4.0], "p1": [1.0, 1.0, 1.0], "p2": [2.0, 0.5, 2.0]}
+    # round 0: 100/1 over max(50/1, 50/2) = 2; round 1: 50 over 100 = 0.5; round 2: 25 over 50 = 0.5
+    assert paired.probe_fractions(times, {"a": 100.0}, {"p1": 50.0, "p2": 50.0}) == {"a": 0.5}
+
+
+def test_end_to_end_with_probe(capsys, tmp_path):
+    import json
+
+    out = tmp_path / "rows.json"
+    argv = ["adagrad", "dense_1K", "pyopt_numpy", "--with-probe", "--rounds", "3", "--reps", "2", "--json", str(out)]
+    assert paired.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| implementation | ms/step (median) | ms/step (min) | x pyopt_numpy | GB/s | % probe |" in printed
+    record = json.loads(out.read_text())
+    assert record["bytes_per_step"] == 20 * 1024 and record["steps_per_call"] == 1  # p, g, accumulator
+    assert set(record["probe_bytes"]) <= set(paired.PAIRED_PROBES) and "probe_rmw_mt" in record["probe_bytes"]
+    assert all(b == 12 * 1024 for b in record["probe_bytes"].values())
+    (row,) = record["rows"]
+    times = record["times"]
+    assert len(times["pyopt_numpy"]) == 3 and set(times) == {"pyopt_numpy", *record["probe_bytes"]}
+    assert row["gbps"] == pytest.approx(20 * 1024 / row["median_s"] / 1e9)
+    expected = paired.probe_fractions(times, {"pyopt_numpy": 20 * 1024}, record["probe_bytes"])
+    assert row["probe_fraction"] == pytest.approx(expected["pyopt_numpy"])
+    assert f"| {row['probe_fraction']:.0%} |" in printed
+
+
+def _run(times, rows=None, steps_per_call=1, probe=True):
+    rows = rows or [dict(name=n, gbps=1.0 / statistics.median(t), probe_fraction=0.5) for n, t in times.items()]
+    return dict(times=times, rows=rows, steps_per_call=steps_per_call, probe_bytes={"probe_triad": 12} if probe else {})
+
+
+def test_rule_tables_ratios_per_process_then_over_processes():
+    from pyopt.benchmarks import rule_tables
+
+    run = _run({"pyopt_op": [1.0, 2.0], "keras": [10.0, 10.0], "tf_raw": [2.0, 3.0]})
+    stats = rule_tables.process_stats(run)
+    assert stats["pyopt_op"]["ms"] == pytest.approx(1500.0)
+    assert stats["pyopt_op"]["x_keras"] == pytest.approx(7.5)  # median of 10/1 and 10/2
+    assert stats["pyopt_op"]["x_tf_raw"] == pytest.approx(1.75)  # median of 2/1 and 3/2
+    assert "x_torch" not in stats["pyopt_op"] and "x_keras" not in stats["keras"]
+    assert stats["keras"]["x_tf_raw"] == pytest.approx(0.25)
+    looped = rule_tables.process_stats(_run({"pyopt_op": [1.0, 3.0]}, steps_per_call=10))
+    assert looped["pyopt_op"]["ms"] == pytest.approx(200.0)  # per step
+    runs = [
+        _run({"pyopt_op": [1.0], "keras": [6.0]}),
+        _run({"pyopt_op": [1.0], "keras": [4.0]}),
+        _run({"pyopt_op": [2.0], "keras": [20.0]}),
+    ]
+    combined = rule_tables.combine(runs)
+    assert combined["pyopt_op"]["x_keras"] == (6.0, 4.0, 10.0)  # median, least, greatest
+    assert combined["pyopt_op"]["ms"] == (1000.0, 1000.0, 2000.0) and combined["pyopt_op"]["processes"] == 3
+    lines = rule_tables.table({"adagrad": combined}).splitlines()
+    assert lines[0] == "| rule | implementation | ms/step | x Keras | x TF op | x torch | GB/s | % probe |"
+    assert lines[2] == "| adagrad | pyopt_op | 1000 | 6 (4-10) |  |  | 1 | 50% (50%-50%) |"
+    no_gbps = rule_tables.table({"adagrad": combined}, gbps=False).splitlines()
+    assert no_gbps[2] == "| adagrad | pyopt_op | 1000 | 6 (4-10) |  |  |"
+
+
+def test_rule_tables_end_to_end_and_from_json(capsys, tmp_path):
+    import json
+
+    from pyopt.benchmarks import rule_tables
+
+    out = tmp_path / "lion.json"
+    argv = ["dense_1K", "--rules", "lion,adagrad", "--impls", "pyopt_numpy", "--processes", "1", "--rounds", "2"]
+    assert rule_tables.main(argv + ["--reps", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert record["workload"] == "dense_1K" and not record["sparse"] and list(record["rules"]) == ["lion", "adagrad"]
+    assert [len(runs) for runs in record["rules"].values()] == [1, 1]
+    table = rule_tables.render(record)
+    assert "| lion | pyopt_numpy |" in table and "| adagrad | pyopt_numpy |" in table and table in printed
+    assert rule_tables.main(["--from-json", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == table
+    with pytest.raises(SystemExit, match="unknown workload"):
+        rule_tables.main(["dense_3M"])

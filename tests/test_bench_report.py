@@ -20,7 +20,7 @@ M16 = 1 << 24
 
 
 def _bench(impl, rule, workload, median, *, kind="dense", clip=None, n=M16, steps_per_call=1, n_tensors=1, train=False):
-    bytes_per = {"gd": 12, "momentum": 20, "adam": 28, "probe": 12}[rule]
+    bytes_per = {"gd": 12, "momentum": 20, "adam": 28, "adagrad": 20, "lion": 20, "probe": 12}[rule]
     return {
         "name": f"{rule}-{workload}-{impl}",
         "stats": {"median": median, "iqr": median / 10, "rounds": 5},
@@ -363,3 +363,74 @@ def test_pyopt_bench_runs_from_an_empty_directory(tmp_path):
     assert [c[0] for c in cases] == ["probe_rmw_1t"]
     assert "No headline case was measured in this run." in (out / "summary.md").read_text()
     assert not (bench_report.suites_dir() / ".pytest_cache").exists()
+
+
+# Issue #20's rules at 16M (seconds per step): Adagrad has TF's op, Lion none.
+ADAGRAD_16M = {"pyopt_op": 0.013, "pyopt_keras": 0.014, "pyopt_numpy": 0.0115, "keras": 0.100, "tf_raw": 0.018}
+LION_16M = {"pyopt_op": 0.012, "keras": 0.050}
+# The Embedding, 1M x 64: pyopt's dense and lazy steps, Keras, TF's sparse op.
+EMBEDDING = {"pyopt_op": 0.090, "pyopt_op_lazy": 0.0004, "keras": 0.600, "tf_raw": 0.002}
+
+
+def _new_rules_json(tmp_path):
+    path = _json(tmp_path)
+    raw = json.loads(path.read_text())
+    raw["benchmarks"] += [_bench(i, "adagrad", "dense_16M", t) for i, t in ADAGRAD_16M.items()]
+    raw["benchmarks"] += [_bench(i, "lion", "dense_16M", t) for i, t in LION_16M.items()]
+    raw["benchmarks"] += [
+        _bench(i, "adagrad", "embedding_1Mx64", t, kind="embedding", n=64 << 20) for i, t in EMBEDDING.items()
+    ]
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def test_new_rule_targets_at_16m(tmp_path):
+    rows, _ = bench_report.load(_new_rules_json(tmp_path))
+    targets = bench_report.evaluate_targets(rows)
+    keras = _target(targets, "pyopt_op", "dense Adagrad 16M vs Keras built-in", exact=True)
+    assert keras["measured"] == pytest.approx(0.100 / 0.013) and keras["passed"] is True
+    raw = _target(targets, "pyopt_op", "dense Adagrad 16M vs ResourceApplyAdagradV2", exact=True)
+    assert raw["measured"] == pytest.approx(0.018 / 0.013) and raw["threshold"] == 1.3 and raw["passed"] is True
+    assert _target(targets, "pyopt_keras", "dense Adagrad 16M vs ResourceApplyAdagradV2")["passed"] is False  # 1.29x
+    probe_gbps = 12 * M16 / PROBE_16M / 1e9
+    numpy_fraction = 20 * M16 / 0.0115 / 1e9 / probe_gbps  # 87%
+    fraction = _target(targets, "pyopt_numpy", "dense Adagrad 16M, fraction of bandwidth probe")
+    assert fraction["measured"] == pytest.approx(numpy_fraction) and fraction["passed"] is True
+    assert _target(targets, "pyopt_op", "dense Adagrad 16M, fraction of bandwidth probe")["passed"] is False  # 77%
+    # 20 bytes per element at the probe's 33.6 GB/s: 10 ms at best, so Keras can be beaten by 10x,
+    # TF's op by 1.8x
+    best_s = 20 * M16 / (probe_gbps * 1e9)
+    bound = _target(targets, bench_report.BOUND, "dense Adagrad 16M: Keras built-in time / (the step's bytes")
+    assert bound["measured"] == pytest.approx(0.100 / best_s)
+    bound = _target(targets, bench_report.BOUND, "dense Adagrad 16M: ResourceApplyAdagradV2 time / (the step's")
+    assert bound["measured"] == pytest.approx(0.018 / best_s) and bound["passed"] is True
+    # Lion: no TF op, so no target against one; Keras's is met
+    assert not [t for t in targets if "Lion" in t["target"] and "Resource" in t["target"]]
+    lion = _target(targets, "pyopt_op", "dense Lion 16M vs Keras built-in", exact=True)
+    assert lion["measured"] == pytest.approx(0.050 / 0.012)
+    unmeasured = _target(targets, "pyopt_op", "dense Nadam 16M vs Keras built-in", exact=True)
+    assert unmeasured["passed"] is None
+    table = bench_report.headline_table(rows)
+    assert "| Adagrad, float32 16M | 14.0 (24.0) | 13.0 (25.8) | 11.5 (29.2) | 100 (3.36) |" in table
+    assert "| 7.14x | 1.38x |" in table  # pyopt Keras vs Keras, pyopt op vs TF op
+
+
+def test_the_embedding_rows_have_speedups_but_no_bandwidth(tmp_path):
+    rows, _ = bench_report.load(_new_rules_json(tmp_path))
+    lazy = bench_report._find(rows, "pyopt_op_lazy", "adagrad", "embedding_1Mx64")
+    assert lazy["x_keras"] == pytest.approx(0.600 / 0.0004) and lazy["x_tf_raw"] == pytest.approx(5.0)
+    assert "probe_fraction" not in lazy
+    out = tmp_path / "out"
+    assert bench_report.main(["--from-json", str(_new_rules_json(tmp_path)), "--out", str(out)]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "### Embedding 1M x 64, IndexedSlices gradients (dense and lazy steps)" in summary
+    assert "| Adagrad, embedding_1Mx64 | pyopt_op_lazy | 0.400 |  |  | 1500 | 5.00 |" in summary
+    lines = [line for line in summary.splitlines() if line.startswith("| Adagrad, ")]
+    # the report's order: the rules in the table's order, then the implementations
+    assert [line.split(" | ")[1] for line in lines if "dense_16M" in line] == [
+        "pyopt_op",
+        "pyopt_keras",
+        "pyopt_numpy",
+        "keras",
+        "tf_raw",
+    ]

@@ -7,9 +7,14 @@ reads the parameters at the check positions. TensorFlow implementations are writ
 ``tf.function``, so the same code serves the update-only cases (fixed gradients) and the
 train steps (gradients from a tape).
 
+A row-sparse workload (the Embedding) gives the TF implementations a ``tf.IndexedSlices``
+gradient, the NumPy ones ``values`` and ``indices``, torch a sparse COO gradient (ids repeated,
+uncoalesced, as ``nn.Embedding(sparse=True)`` gives). pyopt's implementations take the step with
+the densified gradient there (``lazy=False``), their ``*_lazy`` twins the lazy one.
+
 An implementation that cannot run here raises ``Unavailable`` with the reason (the test
 turns it into a skip): pyopt's TF op library or Keras optimizers not built yet, torch not
-installed, a combination that does not exist.
+installed, a combination that does not exist (TF has no fused Nadam op, torch no fused Lion).
 """
 
 from __future__ import annotations
@@ -20,7 +25,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .workloads import BETA_1, BETA_2, CLIP, DTYPES, EPSILON, LR, MOMENTUM, SLOTS_PER_RULE, TABLE_ROWS, hyper
+from .workloads import (
+    BETA_1,
+    BETA_2,
+    CLIP,
+    DTYPES,
+    EPSILON,
+    FIRST_RULES,
+    INITIAL_ACCUMULATOR,
+    LR,
+    MOMENTUM,
+    TABLE_ROWS,
+    given,
+    hyper,
+    nadam_u,
+    slot_init,
+    slots_used,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -33,6 +54,7 @@ class Unavailable(Exception):
 class Runner:
     step: Callable[[], object]
     sample: Callable[[list], np.ndarray]  # positions -> float64 values
+    form: str = "keras"  # the reference it is checked against (workloads.reference_step)
 
 
 def _clip_kwargs(clip) -> dict:
@@ -70,12 +92,29 @@ def tf_sample(variables) -> Callable[[list], np.ndarray]:
     return sample
 
 
-def _zeros_like(variables) -> list:
+def _zeros_like(variables, value: float = 0.0) -> list:
     tf = _tf()
-    return [tf.Variable(tf.zeros(v.shape, v.dtype)) for v in variables]
+    return [tf.Variable(tf.fill(v.shape, tf.constant(value, v.dtype))) for v in variables]
 
 
-def _pyopt_ops_updater(backend: str):
+def _slot_lists(rule, make):
+    """Per slot of the rule's row, ``make(slot)`` for the slots it uses, None for the others."""
+    used = slots_used(rule)
+    return [make(slot) if slot in used else None for slot in TABLE_ROWS[rule].slots]
+
+
+def tf_grads(data) -> list:
+    """The gradients as TF takes them: dense tensors, or tf.IndexedSlices (ids repeated, unsorted)."""
+    tf = _tf()
+    if not data.workload.sparse:
+        return [tf.constant(g) for g in data.grads]
+    return [
+        tf.IndexedSlices(tf.constant(v), tf.constant(i), tf.constant(p.shape, tf.int64))
+        for p, v, i in zip(data.params, data.values, data.indices, strict=True)
+    ]
+
+
+def _pyopt_ops_updater(backend: str, lazy: bool = False):
     def make(rule, clip, variables):
         tf = _tf()
         try:
@@ -91,20 +130,60 @@ def _pyopt_ops_updater(backend: str):
 
         # What pyopt.ops.<rule>_multi does per call: a Step of the rule's table row, called once.
         row = TABLE_ROWS[rule]
-        slots = [None if slot.optional else _zeros_like(variables) for slot in row.slots]
+        slots = _slot_lists(rule, lambda slot: _zeros_like(variables, slot_init(rule, slot)))
         t = tf.Variable(0, dtype=tf.int64) if "step" in row.param_names else None
+        # Nadam: the running product u_1*...*u_t, advanced before each step's update (as Keras)
+        u_product = tf.Variable(1.0, dtype=tf.float64) if "u_product" in row.param_names else None
+        options = dict(_clip_kwargs(clip), weight_decay=row.weight_decay, lazy=lazy)
 
         def apply(grads):
-            step = Step(row, variables, slots, backend=backend, **_clip_kwargs(clip))
-            step(grads, hyper(rule, None if t is None else t.assign_add(1)))
+            step = Step(row, variables, slots, backend=backend, **options)
+            t_now = None if t is None else t.assign_add(1)
+            product = None
+            if u_product is not None:
+                beta_1 = hyper(rule, 1)["beta_1"]
+                product = u_product.assign(u_product * nadam_u(tf.cast(t_now, tf.float64), beta_1))
+            step(grads, hyper(rule, t_now, u_product=product))
 
         return apply
 
     return make
 
 
-def _keras_optimizer(module_name: str, backend: str | None):
-    """Keras' (or pyopt's drop-in) SGD / Adam, ``apply_gradients`` per step."""
+# Keras's class per table row, and its constructor's arguments besides the learning rate.
+KERAS_CLASSES = {
+    "gradient_descent": "SGD",
+    "momentum": "SGD",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "adagrad": "Adagrad",
+    "rmsprop": "RMSprop",
+    "adamax": "Adamax",
+    "nadam": "Nadam",
+    "lion": "Lion",
+}
+
+
+def keras_arguments(rule) -> tuple[str, dict]:
+    """(class name, keyword arguments) of the Keras optimizer that takes ``rule``'s step with the
+    benchmarks' hyperparameters (the same class names in keras.optimizers and pyopt.optimizers)."""
+    row = TABLE_ROWS[rule]
+    h = hyper(rule, 1)
+    kw = {name: h[name] for name in ("momentum", "beta_1", "beta_2", "epsilon", "rho") if name in h}
+    if row.name == "gradient_descent":
+        kw["momentum"] = 0.0
+    if row.name == "adagrad":
+        kw["initial_accumulator_value"] = INITIAL_ACCUMULATOR
+    if row.name == "rmsprop":  # a momentum buffer when momentum > 0
+        kw["centered"] = "centered" in given(rule)
+    if row.weight_decay:
+        kw["weight_decay"] = row.weight_decay
+    return KERAS_CLASSES[row.name], kw
+
+
+def _keras_optimizer(module_name: str, backend: str | None, lazy: bool = False):
+    """Keras' (or pyopt's drop-in) optimizer of the rule (:func:`keras_arguments`),
+    ``apply_gradients`` per step; pyopt's with ``lazy`` for IndexedSlices gradients."""
 
     def make(rule, clip, variables):
         import importlib
@@ -113,12 +192,12 @@ def _keras_optimizer(module_name: str, backend: str | None):
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise Unavailable(f"{module_name} not importable: {exc}") from exc
-        kw = dict(_clip_kwargs(clip), **({} if backend is None else {"backend": backend}))
+        name, kw = keras_arguments(rule)
+        kw.update(_clip_kwargs(clip))
+        if backend is not None:
+            kw.update(backend=backend, lazy=lazy)
         try:
-            if rule == "adam":
-                opt = module.Adam(learning_rate=LR, beta_1=BETA_1, beta_2=BETA_2, epsilon=EPSILON, **kw)
-            else:
-                opt = module.SGD(learning_rate=LR, momentum=MOMENTUM if rule == "momentum" else 0.0, **kw)
+            opt = getattr(module, name)(learning_rate=LR, **kw)
         except (ImportError, AttributeError) as exc:
             raise Unavailable(f"{module_name}: {exc}") from exc
         if backend == "fused":
@@ -209,6 +288,8 @@ class ChapterAdam(ChapterGradientDescent):
 
 
 def _chapter_updater(rule, clip, variables):
+    if rule not in FIRST_RULES:
+        raise Unavailable(f"the chapter writes classes for {', '.join(FIRST_RULES)} only")
     kw = _clip_kwargs(clip)
     opt = {
         "gd": lambda: ChapterGradientDescent(LR, **kw),
@@ -219,32 +300,95 @@ def _chapter_updater(rule, clip, variables):
     return lambda grads: opt.apply_gradients(grads, variables)
 
 
+# TF's fused training ops per rule: the same formulas as Keras's except where noted. AdamW,
+# Nadam and Lion have none.
+TF_RAW_OPS = {
+    "gd": "ResourceApplyGradientDescent",
+    "momentum": "ResourceApplyKerasMomentum",
+    "adam": "ResourceApplyAdam",
+    "adagrad": "ResourceApplyAdagradV2",  # p -= lr*g/(sqrt(acc) + eps): epsilon outside the root
+    "rmsprop": "ResourceApplyRMSProp",  # always a momentum buffer (at momentum 0: b = inc, 28 bytes/element)
+    "rmsprop_cm": "ResourceApplyCenteredRMSProp",
+    "adamax": "ResourceApplyAdaMax",
+}
+# ... and for row-sparse gradients (their rows taken one index at a time: repeats summed first).
+TF_RAW_SPARSE_OPS = {"adagrad": "ResourceSparseApplyAdagradV2"}
+
+
 def _tf_raw_updater(rule, clip, variables):
     """TF's own fused training ops, one per variable (gradients clipped with tf.clip_by_*)."""
     tf = _tf()
     kw = _clip_kwargs(clip)
     dtype = variables[0].dtype
+    if rule not in TF_RAW_OPS:
+        raise Unavailable(f"TF has no fused training op for {TABLE_ROWS[rule].name}")
+    h = hyper(rule, 1)
 
-    def const(x):
-        return tf.constant(x, dtype)
+    def const(name):
+        return tf.constant(h[name], dtype)
+
+    def clipped(grads):
+        return _chapter_clip(grads, kw.get("clipnorm"), kw.get("global_clipnorm"))
 
     if rule == "gd":
 
         def apply(grads):
-            clipped = _chapter_clip(grads, kw.get("clipnorm"), kw.get("global_clipnorm"))
-            for g, var in zip(clipped, variables, strict=True):
-                tf.raw_ops.ResourceApplyGradientDescent(var=var.handle, alpha=const(LR), delta=g)
+            for g, var in zip(clipped(grads), variables, strict=True):
+                tf.raw_ops.ResourceApplyGradientDescent(var=var.handle, alpha=const("lr"), delta=g)
 
         return apply
     if rule == "momentum":
         ms = _zeros_like(variables)
 
         def apply(grads):
-            clipped = _chapter_clip(grads, kw.get("clipnorm"), kw.get("global_clipnorm"))
-            for g, var, m in zip(clipped, variables, ms, strict=True):
+            for g, var, m in zip(clipped(grads), variables, ms, strict=True):
                 tf.raw_ops.ResourceApplyKerasMomentum(
-                    var=var.handle, accum=m.handle, lr=const(LR), grad=g, momentum=const(MOMENTUM)
+                    var=var.handle, accum=m.handle, lr=const("lr"), grad=g, momentum=const("momentum")
                 )
+
+        return apply
+    if rule == "adagrad":
+        accs = _zeros_like(variables, INITIAL_ACCUMULATOR)
+
+        def apply(grads):
+            for g, var, acc in zip(clipped(grads), variables, accs, strict=True):
+                if isinstance(g, tf.IndexedSlices):  # as tf.keras did: repeats summed, then the op
+                    rows, where = tf.unique(g.indices)
+                    summed = tf.math.unsorted_segment_sum(g.values, where, tf.size(rows))
+                    tf.raw_ops.ResourceSparseApplyAdagradV2(
+                        var=var.handle,
+                        accum=acc.handle,
+                        lr=const("lr"),
+                        epsilon=const("epsilon"),
+                        grad=summed,
+                        indices=rows,
+                    )
+                else:
+                    tf.raw_ops.ResourceApplyAdagradV2(
+                        var=var.handle, accum=acc.handle, lr=const("lr"), epsilon=const("epsilon"), grad=g
+                    )
+
+        return apply
+    if rule in ("rmsprop", "rmsprop_cm"):
+        ms, moms = _zeros_like(variables), _zeros_like(variables)
+        mgs = _zeros_like(variables) if "centered" in given(rule) else None
+
+        def apply(grads):
+            for k, (g, var) in enumerate(zip(clipped(grads), variables, strict=True)):
+                common = dict(
+                    var=var.handle,
+                    ms=ms[k].handle,
+                    mom=moms[k].handle,
+                    lr=const("lr"),
+                    rho=const("rho"),
+                    momentum=const("momentum"),
+                    epsilon=const("epsilon"),
+                    grad=g,
+                )
+                if mgs is None:
+                    tf.raw_ops.ResourceApplyRMSProp(**common)
+                else:
+                    tf.raw_ops.ResourceApplyCenteredRMSProp(mg=mgs[k].handle, **common)
 
         return apply
     ms, vs = _zeros_like(variables), _zeros_like(variables)
@@ -252,24 +396,44 @@ def _tf_raw_updater(rule, clip, variables):
 
     def apply(grads):
         step = t.assign_add(1.0)
-        b1p, b2p = tf.cast(BETA_1**step, dtype), tf.cast(BETA_2**step, dtype)
-        for g, var, m, v in zip(
-            _chapter_clip(grads, kw.get("clipnorm"), kw.get("global_clipnorm")), variables, ms, vs, strict=True
-        ):
+        b1p, b2p = tf.cast(h["beta_1"] ** step, dtype), tf.cast(h["beta_2"] ** step, dtype)
+        for g, var, m, v in zip(clipped(grads), variables, ms, vs, strict=True):
+            if rule == "adamax":  # m, u; p -= lr/(1-b1^t) * m/(u+eps)
+                tf.raw_ops.ResourceApplyAdaMax(
+                    var=var.handle,
+                    m=m.handle,
+                    v=v.handle,
+                    beta1_power=b1p,
+                    lr=const("lr"),
+                    beta1=const("beta_1"),
+                    beta2=const("beta_2"),
+                    epsilon=const("epsilon"),
+                    grad=g,
+                )
+                continue
             tf.raw_ops.ResourceApplyAdam(
                 var=var.handle,
                 m=m.handle,
                 v=v.handle,
                 beta1_power=b1p,
                 beta2_power=b2p,
-                lr=const(LR),
-                beta1=const(BETA_1),
-                beta2=const(BETA_2),
-                epsilon=const(EPSILON),
+                lr=const("lr"),
+                beta1=const("beta_1"),
+                beta2=const("beta_2"),
+                epsilon=const("epsilon"),
                 grad=g,
             )
 
     return apply
+
+
+def _keras_form(rule, sparse: bool) -> str:
+    """Keras on IndexedSlices squares each repeat of a row before summing them."""
+    return "keras_sparse" if sparse else "keras"
+
+
+def _tf_raw_form(rule, sparse: bool) -> str:
+    return "tf" if TABLE_ROWS[rule].core == "adagrad" else "keras"
 
 
 @dataclass(frozen=True)
@@ -281,10 +445,17 @@ class TFImpl:
     jit_compile: bool = False
     max_tensors: int | None = None  # above this, skip: the first step (tracing / compiling) takes minutes
     too_many_reason: str = ""
+    lazy: bool = False  # pyopt's lazy step: only for row-sparse gradients
+    form: Callable[[str, bool], str] = lambda rule, sparse: "keras"  # (rule, sparse) -> reference form
+    sparse_rules: tuple | None = None  # the rules it takes row-sparse gradients for (None: all)
 
     kind = "tf"
 
-    def check(self, workload) -> None:
+    def check(self, workload, rule=None) -> None:
+        if self.lazy and not workload.sparse:
+            raise Unavailable(f"{self.label}: lazy concerns row-sparse gradients only")
+        if workload.sparse and self.sparse_rules is not None and rule not in self.sparse_rules:
+            raise Unavailable(f"{self.label}: nothing for row-sparse gradients of {TABLE_ROWS[rule].name}")
         if self.max_tensors is not None and workload.n_tensors > self.max_tensors:
             raise Unavailable(
                 f"{self.label}: skipped above {self.max_tensors} tensors ({self.too_many_reason}; "
@@ -298,10 +469,10 @@ class TFImpl:
         return _tf().function(fn, jit_compile=self.jit_compile or None)
 
     def build(self, rule, clip, data, steps_per_call: int = 1) -> Runner:
-        self.check(data.workload)
+        self.check(data.workload, rule)
         tf = _tf()
         variables = tf_variables(data.params, self.keras_variables)
-        grads = [tf.constant(g) for g in data.grads]
+        grads = tf_grads(data)
         apply = self.updater(rule, clip, variables)
 
         def step():
@@ -311,7 +482,7 @@ class TFImpl:
                 for _ in tf.range(steps_per_call):
                     apply(grads)
 
-        return Runner(self.function(step), tf_sample(variables))
+        return Runner(self.function(step), tf_sample(variables), self.form(rule, data.workload.sparse))
 
 
 def _call_floor_updater(rule, clip, variables):
@@ -325,7 +496,7 @@ def _call_floor_updater(rule, clip, variables):
     with no consumer (side by side at 200 x 10K Adam, that floor took 17% less time per call
     than this one: it timed the call but not the node)."""
     tf = _tf()
-    slots = [_zeros_like(variables) for _ in range(SLOTS_PER_RULE[rule])]
+    slots = [_zeros_like(variables) for _ in slots_used(rule)]
 
     def apply(grads):
         inputs = [v.handle for v in variables] + [v.handle for s in slots for v in s] + list(grads)
@@ -337,19 +508,43 @@ def _call_floor_updater(rule, clip, variables):
 # --------------------------------------------------------------------------- NumPy
 
 
-def _pyopt_numpy_runner(rule, clip, data) -> Runner:
+def _pyopt_numpy_runner(rule, clip, data, lazy: bool = False) -> Runner:
     import pyopt.kernels as pk
 
-    # What pyopt.kernels.<rule>_multi does: its checks and the rule's _core call, by the table row.
     row = TABLE_ROWS[rule]
     ps = [p.copy() for p in data.params]
-    slots = [None if slot.optional else [np.zeros_like(p) for p in ps] for slot in row.slots]
+    slots = _slot_lists(rule, lambda slot: [np.full_like(p, slot_init(rule, slot)) for p in ps])
+    t, u_product = [0], [1.0]
+
+    def hyper_now():
+        t[0] += 1
+        if "u_product" in row.param_names:  # the running product, advanced before the update (as Keras)
+            u_product[0] *= nadam_u(t[0], hyper(rule, 1)["beta_1"])
+        return hyper(rule, t[0], u_product=u_product[0])
+
+    if data.workload.sparse:
+        # pyopt.kernels.<rule>_sparse per tensor: values and indices, the step with the densified
+        # gradient (lazy=False) or the lazy one
+        sparse = getattr(pk, f"{row.name}_sparse")
+        used = slots_used(rule)
+
+        def step():
+            h = hyper_now()
+            for k, (p, values, indices) in enumerate(zip(ps, data.values, data.indices, strict=True)):
+                arrays = [s[k] for s in slots if s is not None]
+                required = [a for a, slot in zip(arrays, used, strict=True) if not slot.optional]
+                optional = {slot.name: a for a, slot in zip(arrays, used, strict=True) if slot.optional}
+                sparse(p, values, indices, *required, **optional, **h, lazy=lazy)
+
+        return Runner(step, _numpy_sample(ps))
+
+    # What pyopt.kernels.<rule>_multi does: its checks and the rule's _core call, by the table row.
     kw = dict(dict(clipnorm=None, global_clipnorm=None), **_clip_kwargs(clip))
-    t = [0]
 
     def step():
-        t[0] += 1
-        pk._step(row, [ps, data.grads, *slots], hyper(rule, t[0]), {}, weight_decay=0.0, skip_nonfinite=False, **kw)
+        pk._step(
+            row, [ps, data.grads, *slots], hyper_now(), {}, weight_decay=row.weight_decay, skip_nonfinite=False, **kw
+        )
 
     return Runner(step, _numpy_sample(ps))
 
@@ -360,6 +555,8 @@ def _numpy_sample(arrays):
 
 def _numpy_runner(rule, clip, data) -> Runner:
     """The same update as NumPy expressions, in place (``out=``), one scratch buffer per tensor."""
+    if rule not in FIRST_RULES or data.workload.sparse:
+        raise Unavailable(f"NumPy expressions are written for dense {', '.join(FIRST_RULES)} only")
     ps = [p.copy() for p in data.params]
     gs = data.grads
     tmps = [np.empty_like(p) for p in ps]
@@ -423,8 +620,11 @@ class FnImpl:
     label: str
     run: Callable
     kind: str = "numpy"
+    lazy: bool = False  # pyopt's lazy step: only for row-sparse gradients
 
     def build(self, rule, clip, data, steps_per_call: int = 1) -> Runner:
+        if self.lazy and not data.workload.sparse:
+            raise Unavailable(f"{self.label}: lazy concerns row-sparse gradients only")
         runner = self.run(rule, clip, data)
         if steps_per_call == 1:
             return runner
@@ -433,7 +633,7 @@ class FnImpl:
             for _ in range(steps_per_call):
                 runner.step()
 
-        return Runner(steps, runner.sample)
+        return Runner(steps, runner.sample, runner.form)
 
 
 # --------------------------------------------------------------------------- PyTorch
@@ -454,11 +654,40 @@ def torch_tensor(array):
     return torch.from_numpy(array.copy())
 
 
-def torch_optimizer(rule, params):
+def torch_form(rule) -> str:
+    """torch's Adam/AdamW add epsilon after the bias correction, its Adagrad outside the root."""
+    return "torch" if TABLE_ROWS[rule].core in ("adam", "adagrad") else "keras"
+
+
+def torch_optimizer(rule, params, sparse: bool = False):
+    """torch's fused optimizer of the rule (dense gradients), or the one that takes sparse
+    gradients (SparseAdam, Adagrad); Unavailable where torch has none."""
     torch = torch_module()
-    if rule == "adam":
-        return torch.optim.Adam(params, lr=LR, betas=(BETA_1, BETA_2), eps=EPSILON, fused=True)
-    return torch.optim.SGD(params, lr=LR, momentum=MOMENTUM if rule == "momentum" else 0.0, fused=True)
+    row = TABLE_ROWS[rule]
+    h = hyper(rule, 1)
+    if sparse:
+        if row.name == "adam":  # lazy Adam, Keras's "epsilon hat" form (eps added to sqrt(v))
+            return torch.optim.SparseAdam(params, lr=LR, betas=(h["beta_1"], h["beta_2"]), eps=h["epsilon"])
+        if row.name == "adagrad":  # no fused form for sparse gradients
+            return torch.optim.Adagrad(params, lr=LR, eps=h["epsilon"], initial_accumulator_value=INITIAL_ACCUMULATOR)
+        raise Unavailable(f"torch has no optimizer for sparse gradients of {row.name}")
+    if row.name in ("adam", "adamw"):
+        cls = torch.optim.AdamW if row.name == "adamw" else torch.optim.Adam
+        return cls(
+            params,
+            lr=LR,
+            betas=(h["beta_1"], h["beta_2"]),
+            eps=h["epsilon"],
+            weight_decay=row.weight_decay,
+            fused=True,
+        )
+    if row.name == "adagrad":
+        return torch.optim.Adagrad(
+            params, lr=LR, eps=h["epsilon"], initial_accumulator_value=INITIAL_ACCUMULATOR, fused=True
+        )
+    if row.name in ("gradient_descent", "momentum"):
+        return torch.optim.SGD(params, lr=LR, momentum=h.get("momentum", 0.0), fused=True)
+    raise Unavailable(f"torch has no fused {row.name} (fused=True: SGD, Adam, AdamW, Adagrad)")
 
 
 def torch_clip(clip, params) -> None:
@@ -472,26 +701,63 @@ def torch_clip(clip, params) -> None:
 
 
 def _torch_runner(rule, clip, data) -> Runner:
-    """torch.optim.Adam / SGD with fused=True (torch's SGD momentum is m = mu*m + g; p -= lr*m:
-    the same memory traffic, the same first step)."""
+    """torch.optim.Adam / AdamW / Adagrad / SGD with fused=True (torch's SGD momentum is
+    m = mu*m + g; p -= lr*m: the same memory traffic, the same steps). Row-sparse: a sparse COO
+    gradient with the ids repeated (uncoalesced, as nn.Embedding(sparse=True) gives; the
+    optimizer coalesces it each step) for SparseAdam or Adagrad."""
     torch = torch_module()
-    params = [torch.nn.Parameter(torch_tensor(p)) for p in data.params]
-    for p, g in zip(params, data.grads, strict=True):
-        p.grad = torch_tensor(g)
-    opt = torch_optimizer(rule, params)
+    sparse = data.workload.sparse
+    opt_params = [torch.nn.Parameter(torch_tensor(p)) for p in data.params]
+    if sparse:
+        for p, values, indices in zip(opt_params, data.values, data.indices, strict=True):
+            p.grad = torch.sparse_coo_tensor(
+                torch.from_numpy(indices)[None],
+                torch_tensor(values),
+                tuple(p.shape),
+                is_coalesced=False,
+                check_invariants=False,  # the ids are in range (zipf_ids)
+            )
+    else:
+        for p, g in zip(opt_params, data.grads, strict=True):
+            p.grad = torch_tensor(g)
+    opt = torch_optimizer(rule, opt_params, sparse=sparse)
+    if rule == "adagrad" and sparse:
+        form = "torch"
+    else:
+        form = "keras" if sparse else torch_form(rule)
 
     @torch.no_grad()
     def step():
-        torch_clip(clip, params)
+        torch_clip(clip, opt_params)
         opt.step()
 
     def sample(positions):
-        return np.array([float(params[t].detach().reshape(-1)[i].float()) for t, i in positions])
+        return np.array([float(opt_params[t].detach().reshape(-1)[i].float()) for t, i in positions])
 
-    return Runner(step, sample)
+    return Runner(step, sample, form)
 
 
 # --------------------------------------------------------------------------- registry
+
+
+def case_note(name: str, rule: str, workload) -> str | None:
+    """What the report should say about an implementation's step beside its time, if anything."""
+    core = TABLE_ROWS[rule].core
+    if name == "tf_raw" and core == "adagrad":
+        return "ApplyAdagradV2 adds epsilon outside the square root (p -= lr*g/(sqrt(acc) + eps)): a timing peer"
+    if name == "tf_raw" and rule == "rmsprop":
+        return "ResourceApplyRMSProp always keeps a momentum buffer (28 bytes/element at momentum 0, not 20)"
+    if name == "tf_raw" and workload.sparse:
+        return "repeated ids summed first (tf.unique + unsorted_segment_sum, as tf.keras did), then the op"
+    if name in ("keras", "keras_xla") and workload.sparse:
+        return (
+            "Keras on IndexedSlices squares each repeat of an id before summing them (its step differs from the "
+            "densified gradient's on repeated rows)"
+        )
+    if name == "torch" and workload.sparse:
+        return "torch.optim.SparseAdam (lazy) / Adagrad (lazy, no fused form) on an uncoalesced sparse gradient"
+    return None
+
 
 XLA_MAX_TENSORS = 8
 GRAPH_MAX_TENSORS = 200  # per-variable TF graphs: tracing + graph optimisation grow faster than linearly
@@ -502,8 +768,16 @@ IMPLEMENTATIONS = {
     impl.name: impl
     for impl in (
         TFImpl("pyopt_op", "pyopt op (fused)", _pyopt_ops_updater("fused")),
+        TFImpl("pyopt_op_lazy", "pyopt op (fused), lazy", _pyopt_ops_updater("fused", lazy=True), lazy=True),
         TFImpl(
             "pyopt_keras", "pyopt Keras (fused)", _keras_optimizer("pyopt.optimizers", "fused"), keras_variables=True
+        ),
+        TFImpl(
+            "pyopt_keras_lazy",
+            "pyopt Keras (fused), lazy",
+            _keras_optimizer("pyopt.optimizers", "fused", lazy=True),
+            keras_variables=True,
+            lazy=True,
         ),
         TFImpl(
             "pyopt_tf",
@@ -519,6 +793,7 @@ IMPLEMENTATIONS = {
             keras_variables=True,
             max_tensors=GRAPH_MAX_TENSORS,
             too_many_reason=GRAPH_REASON,
+            form=_keras_form,
         ),
         TFImpl(
             "keras_xla",
@@ -528,13 +803,27 @@ IMPLEMENTATIONS = {
             jit_compile=True,
             max_tensors=XLA_MAX_TENSORS,
             too_many_reason=XLA_REASON,
+            form=_keras_form,
         ),
         TFImpl(
-            "chapter", "chapter classes", _chapter_updater, max_tensors=GRAPH_MAX_TENSORS, too_many_reason=GRAPH_REASON
+            "chapter",
+            "chapter classes",
+            _chapter_updater,
+            max_tensors=GRAPH_MAX_TENSORS,
+            too_many_reason=GRAPH_REASON,
+            sparse_rules=(),
         ),
-        TFImpl("tf_raw", "TF ResourceApply*", _tf_raw_updater),
-        TFImpl("tf_call_floor", "tf.function call, no update (floor)", _call_floor_updater),
+        TFImpl(
+            "tf_raw", "TF ResourceApply*", _tf_raw_updater, form=_tf_raw_form, sparse_rules=tuple(TF_RAW_SPARSE_OPS)
+        ),
+        TFImpl("tf_call_floor", "tf.function call, no update (floor)", _call_floor_updater, sparse_rules=()),
         FnImpl("pyopt_numpy", "pyopt NumPy kernels", _pyopt_numpy_runner),
+        FnImpl(
+            "pyopt_numpy_lazy",
+            "pyopt NumPy kernels, lazy",
+            lambda rule, clip, data: _pyopt_numpy_runner(rule, clip, data, lazy=True),
+            lazy=True,
+        ),
         FnImpl("numpy", "NumPy expressions", _numpy_runner),
         FnImpl("torch", "torch fused", _torch_runner, kind="torch"),
     )

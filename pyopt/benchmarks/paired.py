@@ -10,6 +10,7 @@ ratios are taken within a round before the median: drift hits all of them alike.
     python -m pyopt.benchmarks.paired adam many_200x10K_10_per_call pyopt_op,keras,tf_call_floor --rounds 8
     python -m pyopt.benchmarks.paired adam dense_16M pyopt_op,pyopt_numpy,torch --processes 3
     python -m pyopt.benchmarks.paired adam many_200x10K pyopt_op,keras,tf_call_floor --with-concrete
+    python -m pyopt.benchmarks.paired adagrad dense_16M pyopt_op,keras,tf_raw,torch --with-probe --processes 3
 
 The first implementation is the base: "x base" is (its time) / (this one's time) per round,
 median over rounds (> 1: this one is faster). ``--with-unclipped`` also times each
@@ -18,7 +19,11 @@ implementation unclipped and prints clipped / unclipped per implementation.
 graph called directly, without the per-call lookup of the trace that a ``tf.function`` call
 makes (it hashes every captured input: with hundreds of variables, about half of the call
 floor). Every implementation is checked once against the float64 reference of the first
-step, as in the benchmark suites. ``--processes K`` repeats the whole comparison in K fresh processes and
+step, as in the benchmark suites. ``--with-probe`` also times the bandwidth probes
+(:mod:`pyopt.benchmarks.probes`: ``a += b`` on the kernels' threads and the core's triad) at
+the step's float32-equivalent size in the same rounds, and prints each implementation's GB/s
+(the step's nominal bytes) and its % of the faster probe, per round then the median.
+``--processes K`` repeats the whole comparison in K fresh processes and
 prints each ratio per process and their median. On the 2-core VM of the README one process
 timed the op's Adam 16M step at 7.6 ms and the next, a minute later, at 10.3 ms: a single
 process's ratios can mislead. Workloads: the names of the suites (``dense_16M``, ``many_200x10K``,
@@ -36,8 +41,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from .implementations import IMPLEMENTATIONS, Unavailable
-from .workloads import CLIPS, FLOOR_IMPL, RULES, check_runner, data_for, update_cases
+from .probes import PROBE_BYTES_PER_ELEMENT, expected_after, probe_step
+from .probes import arrays as probe_arrays
+from .workloads import CLIPS, DTYPES, FLOOR_IMPL, RULES, check_runner, data_for, update_cases
+
+# The probes --with-probe interleaves (the single-threaded one is never the faster on the kernels' threads).
+PAIRED_PROBES = ("probe_rmw_mt", "probe_triad")
 
 
 def round_orders(names: list[str], rounds: int, seed: int = 0) -> list[list[str]]:
@@ -101,6 +113,22 @@ def ratio_of(times: dict[str, list[float]], num: str, den: str) -> float:
     return statistics.median(a / b for a, b in zip(times[num], times[den]))
 
 
+def probe_fractions(
+    times: dict[str, list[float]], bytes_per_call: dict[str, float], probes: dict[str, float]
+) -> dict[str, float]:
+    """Per implementation (``bytes_per_call``: its nominal bytes per timed call): the median over
+    rounds of its bytes/s over the faster probe's in the same round (``probes``: each probe's
+    bytes per call)."""
+    out = {}
+    for name, nbytes in bytes_per_call.items():
+        per_round = []
+        for r, t in enumerate(times[name]):
+            probe_rate = max(probes[p] / times[p][r] for p in probes)
+            per_round.append(nbytes / t / probe_rate)
+        out[name] = statistics.median(per_round)
+    return out
+
+
 def variant_name(name: str, unclipped: bool = False, concrete: bool = False) -> str:
     """The row of one implementation: 'pyopt_op', 'pyopt_op (unclipped)', 'pyopt_op (unclipped, concrete)'."""
     tags = [t for t, on in (("unclipped", unclipped), ("concrete", concrete)) if on]
@@ -139,6 +167,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also time each TF implementation through its ConcreteFunction (rows '... (concrete)'): "
         "the traced graph called directly, without tf.function's per-call lookup of the "
         "trace, which hashes every captured input",
+    )
+    p.add_argument(
+        "--with-probe",
+        action="store_true",
+        help="also time the bandwidth probes at the step's size in the same rounds: GB/s and %% of probe per "
+        "implementation",
     )
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--reps", type=int, default=5, help="calls per implementation per round")
@@ -238,7 +272,7 @@ def _run_processes(args, argv: list[str]) -> int:
             f"median {statistics.median(vals):.3f}"
         )
     if args.json:
-        args.json.write_text(json.dumps(dict(rows=rows, clip_ratios_per_process=clip_ratios), indent=1))
+        args.json.write_text(json.dumps(dict(rows=rows, clip_ratios_per_process=clip_ratios, runs=runs), indent=1))
     return 0
 
 
@@ -273,16 +307,41 @@ def main(argv=None) -> int:
                     print(f"skipped {key}: {exc}")
     if not steps:
         raise SystemExit("no implementation could run here")
+    implementations = list(steps)
+    probes = {}
+    if args.with_probe:
+        # float32-equivalent elements: the probe moves the step's parameter bytes
+        n = workload.n_elements * DTYPES[workload.dtype].itemsize // 4
+        for name in PAIRED_PROBES:
+            try:
+                steps[name] = _build_probe(name, n)
+                probes[name] = PROBE_BYTES_PER_ELEMENT * n
+            except Unavailable as exc:
+                print(f"skipped {name}: {exc}")
     times = time_rounds(steps, args.rounds, args.reps, seed=args.seed)
-    rows = summarize(times, workload.steps_per_call)
+    impl_times = {name: times[name] for name in implementations}
+    rows = summarize(impl_times, workload.steps_per_call)
+    step_bytes = workload.bytes_per_step(args.rule)
+    for r in rows:
+        r["gbps"] = step_bytes / r["median_s"] / 1e9
+    if probes:
+        per_call = {name: step_bytes * workload.steps_per_call for name in implementations}
+        fractions = probe_fractions(times, per_call, probes)
+        for r in rows:
+            r["probe_fraction"] = fractions[r["name"]]
     base = rows[0]["name"]
     print(
         f"{args.rule}{' ' + args.clip if args.clip else ''} {workload.name}: {args.rounds} rounds x {args.reps} "
         f"calls, {workload.steps_per_call} step(s) per call, interleaved"
     )
-    print(f"| implementation | ms/step (median) | ms/step (min) | x {base} |\n|---|---:|---:|---:|")
+    head, rule = f"| implementation | ms/step (median) | ms/step (min) | x {base} |", "|---|---:|---:|---:|"
+    print(head + " GB/s | % probe |\n" + rule + "---:|---:|" if probes else head + "\n" + rule)
     for r in rows:
-        print(f"| {r['name']} | {r['median_s'] * 1e3:.3f} | {r['min_s'] * 1e3:.3f} | {r['x_base']:.2f} |")
+        cells = f" {r['gbps']:.1f} | {r['probe_fraction']:.0%} |" if probes else ""
+        print(f"| {r['name']} | {r['median_s'] * 1e3:.3f} | {r['min_s'] * 1e3:.3f} | {r['x_base']:.2f} |{cells}")
+    for name, nbytes in probes.items():
+        median = statistics.median(times[name])
+        print(f"{name}: {median * 1e3:.3f} ms per pass, {nbytes / median / 1e9:.1f} GB/s (median of rounds)")
     clip_ratios = {}
     if args.with_unclipped:
         for name in names:
@@ -292,8 +351,29 @@ def main(argv=None) -> int:
                     clip_ratios[clipped] = ratio_of(times, clipped, unclipped)
                     print(f"{clipped}: {args.clip} / unclipped = {clip_ratios[clipped]:.3f}")
     if args.json:
-        args.json.write_text(json.dumps(dict(rows=rows, clip_ratios=clip_ratios), indent=1))
+        record = dict(
+            rows=rows,
+            clip_ratios=clip_ratios,
+            rule=args.rule,
+            workload=workload.name,
+            steps_per_call=workload.steps_per_call,
+            bytes_per_step=step_bytes,
+            probe_bytes=probes,
+            times=times,
+        )
+        args.json.write_text(json.dumps(record, indent=1))
     return 0
+
+
+def _build_probe(name: str, n: int):
+    """A probe's pass over ``n`` float32 elements, checked once (as in the suites)."""
+    a, b, c = probe_arrays(n)
+    step = probe_step(name, a, b, c)
+    before = a.copy()
+    step()
+    if not np.allclose(a, expected_after(name, before, b, c), rtol=1e-6):
+        raise AssertionError(f"{name} did not compute its loop")
+    return step
 
 
 if __name__ == "__main__":

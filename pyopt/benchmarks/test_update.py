@@ -2,15 +2,18 @@
 
 Cases (``workloads.update_cases``): float32 size sweep 1K..64M, bfloat16 and float64 at 4M,
 many small tensors (200 x 10K, 1000 x 1K), clipnorm / global_clipnorm variants, and the
-chapter's MLP 13-4-1. Each case first runs one step from the known initial state and checks
-the parameters against a float64 reference (no benchmark times a no-op).
+chapter's MLP 13-4-1; issue #20's rules (Adagrad, RMSprop plain and centered with momentum,
+Adamax, Nadam, Lion, AdamW) at 16M and 200 x 10K; an Embedding of 1M x 64 with an
+IndexedSlices gradient of 4096 repeated ids (Adagrad and Adam, pyopt's dense and lazy steps).
+Each case first runs one step from the known initial state and checks the parameters against
+a float64 reference (no benchmark times a no-op).
 """
 
 from __future__ import annotations
 
 import time
 
-from .implementations import IMPLEMENTATIONS
+from .implementations import IMPLEMENTATIONS, case_note
 from .plugin import build_or_skip, selected
 from .workloads import (
     FLOOR_IMPL,
@@ -43,7 +46,7 @@ def pytest_generate_tests(metafunc):
     quick = metafunc.config.getoption("quick")
     params, ids = [], []
     for workload, rule, clip in update_cases(quick):
-        names = list(case_impls(workload, rule, clip) or (n for n in IMPLEMENTATIONS if n != FLOOR_IMPL))
+        names = list(case_impls(workload, rule, clip, quick))
         if runs_call_floor(workload, clip):
             names.append(FLOOR_IMPL)
         for name in selected(metafunc.config, names):
@@ -61,7 +64,7 @@ def test_update(case, timed, benchmark):
     runner = build_or_skip(lambda: impl.build(rule, clip, data, steps_per_call=workload.steps_per_call))
     runner.step()  # the first call (steps_per_call steps): trace/compile + the value check
     first_step_s = time.perf_counter() - t0
-    note = None
+    note = case_note(name, rule, workload)
     if name == FLOOR_IMPL:  # updates nothing, by design; but it must take every input
         inputs = workload.n_tensors * (1 + SLOTS_PER_RULE[rule]) + workload.n_tensors  # variables, slots, grads
         graph_fn = runner.step.get_concrete_function()
@@ -96,4 +99,5 @@ def test_update(case, timed, benchmark):
         train=False,
         note=note,
         steps_per_call=workload.steps_per_call,
+        rows_touched=len(set(data.indices[0].tolist())) if workload.sparse else None,
     )
