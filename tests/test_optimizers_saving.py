@@ -20,6 +20,10 @@ OPTIMIZERS = {
     "adam": lambda b: po.Adam(0.01, amsgrad=True, weight_decay=0.01, clipnorm=1.0, backend=b),
     "momentum": lambda b: po.Momentum(0.05, beta=0.9, nesterov=True, global_clipnorm=1.0, backend=b),
     "gradient_descent": lambda b: po.GradientDescent(lr=0.05, clipnorm=1.0, backend=b),
+    # RMSprop with both optional slots; Nadam with Keras's running product u_1*...*u_t (an
+    # optimizer variable, not a slot). The other new classes have one or two plain slots.
+    "rmsprop": lambda b: po.RMSprop(0.01, momentum=0.5, centered=True, global_clipnorm=1.0, backend=b),
+    "nadam": lambda b: po.Nadam(0.01, weight_decay=0.01, clipnorm=1.0, backend=b),
 }
 
 
@@ -28,7 +32,7 @@ def data(n=48):
     return rng.standard_normal((n, 6)).astype("float32"), rng.standard_normal((n, 3)).astype("float32")
 
 
-@pytest.mark.parametrize("which", ["adam", "momentum"])
+@pytest.mark.parametrize("which", ["adam", "momentum", "nadam"])
 def test_keras_file_round_trip(which, backend, tmp_path):
     x, y = data()
     model = small_model(seed=1)
@@ -90,16 +94,28 @@ def test_checkpoint_resume_equals_uninterrupted(which, backend, tmp_path):
     assert fresh_optimizer.last_backend == backend
 
 
-def test_keras_adam_checkpoint_restores_into_pyopt_adam(backend, tmp_path):
-    # Same slot variables and names as keras.optimizers.Adam: a Keras checkpoint resumes in pyopt.
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("Adam", dict(learning_rate=0.01)),
+        ("RMSprop", dict(learning_rate=0.01, momentum=0.5, centered=True)),
+        ("Nadam", dict(learning_rate=0.01)),
+    ],
+    ids=["adam", "rmsprop", "nadam"],
+)
+def test_keras_checkpoint_restores_into_pyopt(name, kwargs, backend, tmp_path):
+    # Same slot variables and names as the Keras built-in (RMSprop's optional slots, Nadam's
+    # running product included): a Keras checkpoint resumes in pyopt.
     steps = batches()
-    model, optimizer = small_model(seed=3), keras.optimizers.Adam(0.01)
+    model, optimizer = small_model(seed=3), getattr(keras.optimizers, name)(**kwargs)
     train_steps(model, optimizer, steps[:3])
     saved = tf.train.Checkpoint(model=model, optimizer=optimizer).save(str(tmp_path / "ckpt"))
     train_steps(model, optimizer, steps[3:])
 
-    fresh_model, fresh_optimizer = small_model(seed=4), po.Adam(0.01, backend=backend)
+    fresh_model, fresh_optimizer = small_model(seed=4), getattr(po, name)(**kwargs, backend=backend)
     fresh_optimizer.build(fresh_model.trainable_variables)
     tf.train.Checkpoint(model=fresh_model, optimizer=fresh_optimizer).restore(saved).assert_consumed()
     train_steps(fresh_model, fresh_optimizer, steps[3:])
     assert_close(fresh_model.get_weights(), model.get_weights(), 1e-5, "pyopt after a Keras checkpoint")
+    assert_close([v.numpy() for v in fresh_optimizer.variables], [v.numpy() for v in optimizer.variables], 1e-5)
+    assert fresh_optimizer.last_backend == backend
