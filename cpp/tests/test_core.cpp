@@ -392,9 +392,10 @@ struct Reference<Adagrad> {
 template <>
 struct Reference<Rmsprop> {
   static Rmsprop::Hyper hyper() { return {0.01, 0.9, 0.8, 1e-7, false, false}; }
-  // v: 0.01 + 0.01 x^2;  b: 0.01 x;  a: 0.05 x (so that v - a^2 > 0 on most elements)
-  static double slot(int k, double x, const double*) {
-    return k == 0 ? 0.01 + 0.01 * x * x : k == 1 ? 0.01 * x : 0.05 * x;
+  // v: 0.01 + 0.01 x^2;  b: 0.01 x;  a: 0.5 sqrt(v) x/(1+|x|), so a^2 < v/4 (a mean gradient
+  // and mean square of one history have a^2 <= v)
+  static double slot(int k, double x, const double* earlier) {
+    return k == 0 ? 0.01 + 0.01 * x * x : k == 1 ? 0.01 * x : 0.5 * std::sqrt(earlier[0]) * x / (1 + std::fabs(x));
   }
   static double update(const Rmsprop::Hyper& h, double p, double g, double* const* s) {
     double& v = *s[0];
@@ -443,7 +444,9 @@ struct Reference<Nadam> {
 
 template <>
 struct Reference<Lion> {
-  static Lion::Hyper hyper() { return {0.01, 0.9, 0.99}; }
+  // beta_1 = 0.5: b1*m and (1-b1)*g are exact in every type, so the sign of their sum is the exact
+  // sum's in float and in double (with 0.9 a sum near 0 takes either sign from rounding alone).
+  static Lion::Hyper hyper() { return {0.01, 0.5, 0.99}; }
   static double slot(int, double x, const double*) { return 0.1 * x; }
   static double update(const Lion::Hyper& h, double p, double g, double* const* s) {
     double& m = *s[0];
@@ -516,7 +519,7 @@ template <class Rule>
 static void checks_for_rule() {
   const auto valid = defaults<Rule>();
   check(check<Rule>(valid).empty(), "%s: the defaults are valid", Rule::kName);
-  check(check<Rule>(Reference<Rule>::hyper()).empty(), "%s: the test hyperparameters are valid", Rule::kName);
+  check(check_ranges<Rule>(Reference<Rule>::hyper()).empty(), "%s: the test hyperparameters are valid", Rule::kName);
   for (const auto& p : Rule::kParams) {
     auto h = valid;
     h.*p.field = p.range.low;
@@ -544,6 +547,12 @@ static void section_checks() {
       {check<Adam>({0.1, 0.9, INFINITY, 1e-7, 1, false}), "beta_2 must be in [0, 1), got inf"},
       {check<Adam>({0.1, 0.9, 0.9, 0.0, 1, false}), "epsilon must be a finite number > 0, got 0"},
       {check<Adam>({0.1, 0.9, 0.9, 1e-7, 0, false}), "step must be an integer >= 1, got 0"},
+      {check<Rmsprop>({0.01, 0.9, 0.5, 1e-7, false, false}),
+       "momentum must be 0 when no momentum_buffers are given, got 0.5"},
+      {check<Rmsprop>({0.01, 0.9, 0.5, 1e-7, true, false}), ""},
+      {check<Rmsprop>({0.01, 0.9, 0.0, 1e-7, false, true}), ""},
+      {check<Lion>({0.01, 0.0, 0.99}), "beta_1 must be in (0, 1], got 0"},
+      {check<Lion>({0.01, 1.0, 0.99}), ""},
       {check_weight_decay(-0.5), "weight_decay must be a finite number >= 0, got -0.5"},
       {check_gradient_options(GradientOptions{-1.0, 0.0, false}),
        "clipnorm must be a finite number > 0 (or None), got -1"},
