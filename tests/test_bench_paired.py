@@ -330,3 +330,29 @@ def test_rule_tables_end_to_end_and_from_json(capsys, tmp_path):
     assert capsys.readouterr().out.strip() == table
     with pytest.raises(SystemExit, match="unknown workload"):
         rule_tables.main(["dense_3M"])
+
+
+def test_rule_tables_bounds_use_the_best_bandwidth_of_each_round():
+    from pyopt.benchmarks import rule_tables
+
+    # 100 bytes a step; the probe moves 60 bytes a pass. Round 0: probe 60/1 = 60 B/s, numpy
+    # 100/2 = 50: best 60, Keras's 10 s over 100/60 s = 6. Round 1: numpy 100/1 beats the probe's
+    # 60/2: best 100, Keras's 20 s over 1 s = 20.
+    times = {"pyopt_numpy": [2.0, 1.0], "keras": [10.0, 20.0], "probe_triad": [1.0, 2.0]}
+    run = dict(
+        times=times,
+        rows=[dict(name="pyopt_numpy"), dict(name="keras")],
+        steps_per_call=1,
+        bytes_per_step=100,
+        n_elements=5,
+        probe_bytes={"probe_triad": 60},
+    )
+    bounds = rule_tables.process_bounds(run)
+    assert bounds["bound_keras"] == pytest.approx(13.0)  # median of 6 and 20
+    assert bounds["best_gbps"] == pytest.approx(80e-9) and "bound_tf_raw" not in bounds
+    combined = rule_tables.combine_bounds([run, run])
+    assert combined["bound_keras"] == pytest.approx((13.0, 13.0, 13.0)) and combined["bytes_per_element"] == 20
+    table = rule_tables.bounds_table({"adagrad": combined}).splitlines()
+    assert table[0] == "| rule | bytes/element | best GB/s | bound x Keras | bound x TF op | bound x torch |"
+    assert table[2].startswith("| adagrad | 20 | 8e-08 (8e-08-8e-08) | 13 (13-13) |")
+    assert rule_tables.combine_bounds([dict(run, probe_bytes={})]) == {}  # no probes, no bounds

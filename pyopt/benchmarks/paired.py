@@ -358,6 +358,7 @@ def main(argv=None) -> int:
             workload=workload.name,
             steps_per_call=workload.steps_per_call,
             bytes_per_step=step_bytes,
+            n_elements=workload.n_elements,
             probe_bytes=probes,
             times=times,
         )

@@ -4,7 +4,10 @@ default): per rule, ``python -m pyopt.benchmarks.paired RULE WORKLOAD IMPLS --pr
 ``--with-probe`` on dense workloads), then per implementation the median over the processes
 of its ms/step, its speedups over the Keras built-in, TF's fused op and torch (each a median of
 per-round ratios within a process), its GB/s and its % of the bandwidth probe, with the spread
-(least and greatest over the processes).
+(least and greatest over the processes). With the probes, a second table bounds what any
+implementation could gain on each reference: per round, the reference's time over the time
+the step's bytes take at the best bandwidth of that round (the faster probe, or an
+implementation that moved the step's bytes faster still).
 
     python -m pyopt.benchmarks.rule_tables dense_16M --processes 3 --json dense_16M.json
     python -m pyopt.benchmarks.rule_tables many_200x10K --rules adagrad,lion --rounds 6
@@ -57,6 +60,44 @@ def process_stats(run: dict) -> dict:
     return out
 
 
+def process_bounds(run: dict) -> dict:
+    """One process with probes: the best bandwidth of each round (bytes/s: the faster probe or
+    the fastest implementation), its median over rounds in GB/s, and per reference present the
+    median over rounds of (its time) / (the step's bytes at that round's best bandwidth)."""
+    times, probes = run["times"], run["probe_bytes"]
+    per_call = run["bytes_per_step"] * run["steps_per_call"]
+    names = [row["name"] for row in run["rows"]]
+    best = [
+        max([probes[p] / times[p][r] for p in probes] + [per_call / times[n][r] for n in names])
+        for r in range(len(times[names[0]]))
+    ]
+    out = dict(best_gbps=statistics.median(best) / 1e9)
+    for ref in REFERENCES:
+        if ref in times:
+            out[f"bound_{ref}"] = statistics.median(t * b / per_call for t, b in zip(times[ref], best, strict=True))
+    return out
+
+
+def _spread(values: list) -> tuple:
+    return statistics.median(values), min(values), max(values)
+
+
+def combine_bounds(runs: list[dict]) -> dict:
+    """:func:`process_bounds` per process, then (median, least, greatest) of each over them;
+    bytes per element from the first run."""
+    per_process = [process_bounds(run) for run in runs if run.get("probe_bytes")]
+    if not per_process:
+        return {}
+    out = {k: _spread([p[k] for p in per_process]) for k in per_process[0] if all(k in p for p in per_process)}
+    if runs[0].get("n_elements"):
+        out["bytes_per_element"] = runs[0]["bytes_per_step"] / runs[0]["n_elements"]
+    elif runs[0].get("rule"):  # a record written before paired kept n_elements: the float32 count
+        from .workloads import BYTES_PER_F32_ELEMENT
+
+        out["bytes_per_element"] = BYTES_PER_F32_ELEMENT[runs[0]["rule"]]
+    return out
+
+
 def combine(runs: list[dict]) -> dict:
     """Per implementation (in the first run's order) and per statistic: (median, least,
     greatest) over the processes that ran it."""
@@ -65,10 +106,7 @@ def combine(runs: list[dict]) -> dict:
     for name in per_process[0]:
         found = [p[name] for p in per_process if name in p]
         keys = [k for k in found[0] if all(f.get(k) is not None for f in found)]
-        out[name] = {
-            k: (statistics.median(f[k] for f in found), min(f[k] for f in found), max(f[k] for f in found))
-            for k in keys
-        }
+        out[name] = {k: _spread([f[k] for f in found]) for k in keys}
         out[name]["processes"] = len(found)
     return out
 
@@ -100,6 +138,18 @@ def table(results: dict, gbps: bool = True) -> str:
     return "\n".join(lines)
 
 
+def bounds_table(bounds: dict) -> str:
+    """Markdown: per rule, bytes per element, the best GB/s seen and the bound over each reference."""
+    head = ["rule", "bytes/element", "best GB/s", *(f"bound {v}" for v in REFERENCES.values())]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for rule, b in bounds.items():
+        per = b.get("bytes_per_element")
+        cells = [rule, "" if per is None else f"{per:g}", _cell(b.get("best_gbps"))]
+        cells += [_cell(b.get(f"bound_{ref}")) for ref in REFERENCES]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def render(record: dict) -> str:
     """The table of a ``--json`` record ({"workload", "sparse", "rules": {rule: [runs]}})."""
     results = {rule: combine(runs) for rule, runs in record["rules"].items() if runs}
@@ -109,7 +159,16 @@ def render(record: dict) -> str:
         "median of its rounds); speedups and % probe: median (least-greatest) over the processes of each "
         "process's median of per-round ratios."
     )
-    return intro + "\n\n" + table(results, gbps=not record.get("sparse"))
+    text = intro + "\n\n" + table(results, gbps=not record.get("sparse"))
+    bounds = {rule: combine_bounds(runs) for rule, runs in record["rules"].items() if runs}
+    bounds = {rule: b for rule, b in bounds.items() if b}
+    if bounds:
+        text += (
+            "\n\nBounds: per round, the reference's time over the time the step's bytes take at the round's best "
+            "bandwidth (the faster probe or the fastest implementation); median (least-greatest) over the "
+            "processes of each process's median.\n\n" + bounds_table(bounds)
+        )
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
