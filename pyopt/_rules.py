@@ -268,8 +268,16 @@ class Rule:
         return f"check_{self.core}"
 
 
+def _float64(h, s, *names, one_minus=()) -> dict:
+    """The hyperparameters ``names`` as float64 scalars, and ``one_minus_<name>`` (1 - name,
+    rounded once) for each of ``one_minus``: the per-step scalars most rules need."""
+    out = {name: s.f64(h[name]) for name in names}
+    out.update((f"one_minus_{name}", s.one_minus(h[name])) for name in one_minus)
+    return out
+
+
 def _gd_scalars(h, s):
-    return dict(lr=s.f64(h["lr"]))
+    return _float64(h, s, "lr")
 
 
 def _gd_update(p, g, slots, c, flags, m):
@@ -278,7 +286,7 @@ def _gd_update(p, g, slots, c, flags, m):
 
 
 def _momentum_scalars(h, s):
-    return dict(lr=s.f64(h["lr"]), momentum=s.f64(h["momentum"]))
+    return _float64(h, s, "lr", "momentum")
 
 
 def _momentum_update(p, g, slots, c, flags, m):
@@ -290,15 +298,9 @@ def _momentum_update(p, g, slots, c, flags, m):
 
 def _adam_scalars(h, s):
     # alpha = lr*sqrt(1-b2^t)/(1-b1^t)
-    lr, t = s.f64(h["lr"]), s.f64(h["step"])
-    alpha = lr * s.sqrt(1.0 - s.pow(s.f64(h["beta_2"]), t)) / (1.0 - s.pow(s.f64(h["beta_1"]), t))
-    return dict(
-        lr=lr,
-        alpha=alpha,
-        one_minus_beta_1=s.one_minus(h["beta_1"]),
-        one_minus_beta_2=s.one_minus(h["beta_2"]),
-        epsilon=s.f64(h["epsilon"]),
-    )
+    c, t = _float64(h, s, "lr", "epsilon", one_minus=("beta_1", "beta_2")), s.f64(h["step"])
+    c["alpha"] = c["lr"] * s.sqrt(1.0 - s.pow(s.f64(h["beta_2"]), t)) / (1.0 - s.pow(s.f64(h["beta_1"]), t))
+    return c
 
 
 def _adam_update(p, g, slots, c, flags, m):
@@ -313,7 +315,7 @@ def _adam_update(p, g, slots, c, flags, m):
 
 
 def _adagrad_scalars(h, s):
-    return dict(lr=s.f64(h["lr"]), epsilon=s.f64(h["epsilon"]))
+    return _float64(h, s, "lr", "epsilon")
 
 
 def _adagrad_update(p, g, slots, c, flags, m):
@@ -323,13 +325,7 @@ def _adagrad_update(p, g, slots, c, flags, m):
 
 
 def _rmsprop_scalars(h, s):
-    return dict(
-        lr=s.f64(h["lr"]),
-        rho=s.f64(h["rho"]),
-        one_minus_rho=s.one_minus(h["rho"]),
-        momentum=s.f64(h["momentum"]),
-        epsilon=s.f64(h["epsilon"]),
-    )
+    return _float64(h, s, "lr", "rho", "momentum", "epsilon", one_minus=("rho",))
 
 
 def _rmsprop_update(p, g, slots, c, flags, m):
@@ -355,14 +351,9 @@ def _rmsprop_update(p, g, slots, c, flags, m):
 
 def _adamax_scalars(h, s):
     # alpha = lr/(1-b1^t)
-    lr = s.f64(h["lr"])
-    return dict(
-        lr=lr,
-        alpha=lr / (1.0 - s.pow(s.f64(h["beta_1"]), s.f64(h["step"]))),
-        one_minus_beta_1=s.one_minus(h["beta_1"]),
-        beta_2=s.f64(h["beta_2"]),
-        epsilon=s.f64(h["epsilon"]),
-    )
+    c = _float64(h, s, "lr", "beta_2", "epsilon", one_minus=("beta_1",))
+    c["alpha"] = c["lr"] / (1.0 - s.pow(s.f64(h["beta_1"]), s.f64(h["step"])))
+    return c
 
 
 def _adamax_update(p, g, slots, c, flags, m):
@@ -374,18 +365,14 @@ def _adamax_update(p, g, slots, c, flags, m):
 
 def _nadam_scalars(h, s):
     # u_t = b1*(1 - 0.5*0.96^t); the coefficients of m and g in the step, and 1/(1-b2^t)
-    lr, t, beta_1, u_product = s.f64(h["lr"]), s.f64(h["step"]), s.f64(h["beta_1"]), s.f64(h["u_product"])
+    c = _float64(h, s, "lr", "epsilon", one_minus=("beta_1", "beta_2"))
+    lr, t, beta_1, u_product = c["lr"], s.f64(h["step"]), s.f64(h["beta_1"]), s.f64(h["u_product"])
     u_t = beta_1 * (1.0 - 0.5 * s.pow(s.f64(0.96), t))
     u_next = beta_1 * (1.0 - 0.5 * s.pow(s.f64(0.96), t + 1.0))
-    return dict(
-        lr=lr,
-        m_coefficient=lr * u_next / (1.0 - u_product * u_next),
-        g_coefficient=lr * (1.0 - u_t) / (1.0 - u_product),
-        one_minus_beta_1=s.one_minus(h["beta_1"]),
-        one_minus_beta_2=s.one_minus(h["beta_2"]),
-        v_scale=1.0 / (1.0 - s.pow(s.f64(h["beta_2"]), t)),
-        epsilon=s.f64(h["epsilon"]),
-    )
+    c["m_coefficient"] = lr * u_next / (1.0 - u_product * u_next)
+    c["g_coefficient"] = lr * (1.0 - u_t) / (1.0 - u_product)
+    c["v_scale"] = 1.0 / (1.0 - s.pow(s.f64(h["beta_2"]), t))
+    return c
 
 
 def _nadam_update(p, g, slots, c, flags, m):
@@ -397,13 +384,7 @@ def _nadam_update(p, g, slots, c, flags, m):
 
 
 def _lion_scalars(h, s):
-    return dict(
-        lr=s.f64(h["lr"]),
-        beta_1=s.f64(h["beta_1"]),
-        one_minus_beta_1=s.one_minus(h["beta_1"]),
-        beta_2=s.f64(h["beta_2"]),
-        one_minus_beta_2=s.one_minus(h["beta_2"]),
-    )
+    return _float64(h, s, "lr", "beta_1", "beta_2", one_minus=("beta_1", "beta_2"))
 
 
 def _lion_update(p, g, slots, c, flags, m):
