@@ -80,8 +80,9 @@ _DECAY = _rules.Param("decay", _rules.at_least(0), 0.0, "learning-rate decay")
 class _PyoptLegacyOptimizer(tf_keras.optimizers.legacy.Optimizer):
     """What the optimizers share: argument checks, per-step scalars, clipnorm fusion.
 
-    Subclasses set their own hyperparameters and implement ``_create_slots``,
-    ``_resource_apply_dense``, ``_resource_apply_sparse`` and ``get_config``.
+    Subclasses set their own hyperparameters and implement ``_create_slots``, ``_update``
+    (one ``pyopt.ops`` call of their rule), ``get_config``, and ``_sparse_lazy`` where the
+    ``tf_keras`` class moves every row for a sparse gradient.
     """
 
     _HAS_AGGREGATE_GRAD = True
@@ -161,6 +162,28 @@ class _PyoptLegacyOptimizer(tf_keras.optimizers.legacy.Optimizer):
             self._clipnorm_fn([(g, v)])[0] if isinstance(g, tf.IndexedSlices) else (g, v) for g, v in grads_and_vars
         ]
 
+    def _update(self, grad, var, c: dict, **options) -> None:
+        """One ``pyopt.ops`` step of the rule on ``var`` (``c``: the per-step scalars of
+        ``_prepare_local``; ``options``: clipnorm, lazy, use_locking, backend)."""
+        raise NotImplementedError
+
+    def _sparse_lazy(self) -> bool:
+        """Whether a sparse gradient moves only the touched rows and their slots, as the
+        ``tf_keras`` class's sparse kernel does (False: the densified gradient's step)."""
+        return True
+
+    def _resource_apply_dense(self, grad, var, apply_state=None):
+        self._update(grad, var, self._coefficients(var, apply_state), **self._op_options(self._fused_clipnorm))
+        return tf.no_op()
+
+    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+        # The touched rows (repeated indices summed by the op), already clipped by the base class
+        options = self._op_options(clipnorm=None)
+        self._update(
+            _rows(grad, var, indices), var, self._coefficients(var, apply_state), lazy=self._sparse_lazy(), **options
+        )
+        return tf.no_op()
+
     def _op_options(self, clipnorm) -> dict:
         return dict(clipnorm=clipnorm, use_locking=self._use_locking, backend=self._backend)
 
@@ -198,16 +221,9 @@ class GradientDescent(_PyoptLegacyOptimizer):
     def __init__(self, learning_rate=0.01, clipnorm=None, name="GradientDescent", *, backend="auto", **kwargs):
         super().__init__(name, learning_rate, backend=backend, clipnorm=clipnorm, **kwargs)
 
-    def _resource_apply_dense(self, grad, var, apply_state=None):
-        c = self._coefficients(var, apply_state)
-        pyopt_ops.gradient_descent(var, grad, lr=c["lr_t"], **self._op_options(self._fused_clipnorm))
-        return tf.no_op()
-
-    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
-        # p[i] = p[i] - lr*g[i] on the touched rows (repeated indices summed); already clipped
-        c = self._coefficients(var, apply_state)
-        pyopt_ops.gradient_descent(var, _rows(grad, var, indices), lr=c["lr_t"], lazy=True, **self._op_options(None))
-        return tf.no_op()
+    def _update(self, grad, var, c, **options):
+        # sparse: p[i] = p[i] - lr*g[i] on the touched rows, as legacy SGD
+        pyopt_ops.gradient_descent(var, grad, lr=c["lr_t"], **options)
 
 
 @_register
@@ -248,8 +264,8 @@ class Momentum(_PyoptLegacyOptimizer):
         for var in var_list:
             self.add_slot(var, "momentum")
 
-    def _apply(self, grad, var, apply_state, clipnorm, lazy=False):
-        c = self._coefficients(var, apply_state)
+    def _update(self, grad, var, c, **options):
+        # sparse: on the touched rows only, as legacy SGD (other rows keep their velocity)
         pyopt_ops.momentum(
             var,
             grad,
@@ -257,18 +273,8 @@ class Momentum(_PyoptLegacyOptimizer):
             lr=c["lr_t"],
             momentum=c["momentum"],
             nesterov=self.nesterov,
-            lazy=lazy,
-            **self._op_options(clipnorm),
+            **options,
         )
-        return tf.no_op()
-
-    def _resource_apply_dense(self, grad, var, apply_state=None):
-        return self._apply(grad, var, apply_state, self._fused_clipnorm)
-
-    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
-        # On the touched rows only, as legacy SGD: m[i] = beta*m[i] - lr*g[i]; p[i] += m[i]
-        # (nesterov: p[i] += beta*m[i] - lr*g[i]). Other rows keep their velocity. Already clipped.
-        return self._apply(_rows(grad, var, indices), var, apply_state, clipnorm=None, lazy=True)
 
     def get_config(self):
         config = super().get_config()
@@ -322,8 +328,7 @@ class Adam(_PyoptLegacyOptimizer):
                 for var in var_list:
                     self.add_slot(var, slot.name)
 
-    def _apply(self, grad, var, apply_state, clipnorm):
-        c = self._coefficients(var, apply_state)
+    def _update(self, grad, var, c, **options):
         pyopt_ops.adam(
             var,
             grad,
@@ -335,17 +340,13 @@ class Adam(_PyoptLegacyOptimizer):
             epsilon=self.epsilon,
             step=c["step"],
             vhat=self.get_slot(var, "vhat") if self.amsgrad else None,
-            **self._op_options(clipnorm),
+            **options,
         )
-        return tf.no_op()
 
-    def _resource_apply_dense(self, grad, var, apply_state=None):
-        return self._apply(grad, var, apply_state, self._fused_clipnorm)
-
-    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+    def _sparse_lazy(self):
         # Legacy Adam's sparse update is the dense step with the densified gradient (m and v
-        # decay everywhere, every row moves): pyopt's lazy=False. The rows are already clipped.
-        return self._apply(_rows(grad, var, indices), var, apply_state, clipnorm=None)
+        # decay everywhere, every row moves)
+        return False
 
     def get_config(self):
         config = super().get_config()
@@ -407,25 +408,9 @@ class Adagrad(_PyoptLegacyOptimizer):
             init = tf.compat.v1.constant_initializer(self._initial_accumulator_value, dtype=var.dtype.base_dtype)
             self.add_slot(var, "accumulator", init)
 
-    def _apply(self, grad, var, apply_state, clipnorm, lazy=False):
-        c = self._coefficients(var, apply_state)
-        pyopt_ops.adagrad(
-            var,
-            grad,
-            self.get_slot(var, "accumulator"),
-            lr=c["lr_t"],
-            epsilon=self.epsilon,
-            lazy=lazy,
-            **self._op_options(clipnorm),
-        )
-        return tf.no_op()
-
-    def _resource_apply_dense(self, grad, var, apply_state=None):
-        return self._apply(grad, var, apply_state, self._fused_clipnorm)
-
-    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
-        # On the touched rows only, as legacy Adagrad (ResourceSparseApplyAdagradV2). Already clipped.
-        return self._apply(_rows(grad, var, indices), var, apply_state, clipnorm=None, lazy=True)
+    def _update(self, grad, var, c, **options):
+        # sparse: on the touched rows only, as legacy Adagrad (ResourceSparseApplyAdagradV2)
+        pyopt_ops.adagrad(var, grad, self.get_slot(var, "accumulator"), lr=c["lr_t"], epsilon=self.epsilon, **options)
 
     def get_config(self):
         config = super().get_config()
@@ -508,8 +493,7 @@ class RMSprop(_PyoptLegacyOptimizer):
             for var in var_list:
                 self.add_slot(var, "mg")
 
-    def _apply(self, grad, var, apply_state, clipnorm, lazy=False):
-        c = self._coefficients(var, apply_state)
+    def _update(self, grad, var, c, **options):
         pyopt_ops.rmsprop(
             var,
             grad,
@@ -520,19 +504,14 @@ class RMSprop(_PyoptLegacyOptimizer):
             epsilon=self.epsilon,
             momentum_buffer=self.get_slot(var, "momentum") if self._momentum else None,
             average_gradient=self.get_slot(var, "mg") if self.centered else None,
-            lazy=lazy,
-            **self._op_options(clipnorm),
+            **options,
         )
-        return tf.no_op()
 
-    def _resource_apply_dense(self, grad, var, apply_state=None):
-        return self._apply(grad, var, apply_state, self._fused_clipnorm)
-
-    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+    def _sparse_lazy(self):
         # Legacy RMSprop with momentum (TF's sparse kernels) moves only the touched rows and their
-        # slots: lazy=True. Without momentum it decays rms (and mg) everywhere and moves the
-        # touched rows: the dense step with the densified gradient, lazy=False. Already clipped.
-        return self._apply(_rows(grad, var, indices), var, apply_state, clipnorm=None, lazy=self._momentum)
+        # slots. Without momentum it decays rms (and mg) everywhere and moves the touched rows:
+        # the dense step with the densified gradient.
+        return self._momentum
 
     def get_config(self):
         config = super().get_config()
