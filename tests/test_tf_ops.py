@@ -30,10 +30,9 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 import reference as ref
-from kernel_cases import DTYPES, HYPER, call_multi, random_state
+from kernel_cases import DTYPES, HYPER, STEPPED, at_step, call_multi, random_state, slot_arguments, table_row
 
-from pyopt import _loader
-from pyopt._rules import RULES
+from pyopt import _loader, ops
 
 OPS = _loader._try_load()  # no warning here: the reason goes into the skip message
 pytestmark = pytest.mark.skipif(OPS is None, reason=f"pyopt TF op library not loaded: {_loader.unavailable_reason()}")
@@ -91,20 +90,29 @@ class Case:
         grads = [tf.constant(g) for g in self.grads] if grads is None else grads
         return run_fused(self.rule, self.vars, grads, self.slot_vars, hyper, function, use_locking)
 
-    def check(self, hyper):
-        """Compare the variables with the reference and, bitwise, with the NumPy kernels."""
+    def check(self, hyper, kernels=True, operands=False):
+        """Compare the variables with the reference and (``kernels``), bitwise, with the NumPy
+        kernels; ``operands``: the param also at the scale of its update's operands
+        (reference.param_operand_scale), as the pure-TF backend's other order of operations needs."""
         kw = dict(hyper)
-        expected = ref.step_multi(self.rule, self.params, self.grads, self.slots, **kw)
-        params, slots = [p.copy() for p in self.params], [[s.copy() for s in ss] for ss in self.slots]
-        assert call_multi(self.rule, params, self.grads, slots, **kw)
+        got = [[self.vars[i].numpy(), *(lst[i].numpy() for lst in self.slot_vars)] for i in range(len(self.vars))]
+        # Lion: a sign tie of the reference follows the op
+        expected = ref.step_multi(self.rule, self.params, self.grads, self.slots, ties=[g[0] for g in got], **kw)
         names = ["var", *ref.SLOTS[self.rule]]
         for i in range(len(self.vars)):
-            got = [self.vars[i].numpy(), *(lst[i].numpy() for lst in self.slot_vars)]
             before = [self.params[i], *self.slots[i]]
+            scale = ref.param_operand_scale(self.rule, self.grads[i], self.slots[i], expected[i][1:], **kw)
             for k, name in enumerate(names):
-                assert got[k].dtype == DTYPES[self.dtype] and got[k].shape == before[k].shape
-                assert_close(got[k], expected[i][k], before[k], self.dtype, f"{name}[{i}]")
-                assert same_bits(got[k], [params[i], *slots[i]][k]), f"{name}[{i}] differs from pyopt.kernels"
+                assert got[i][k].dtype == DTYPES[self.dtype] and got[i][k].shape == before[k].shape
+                operand_scale = scale if operands and k == 0 else 0.0
+                assert_close(got[i][k], expected[i][k], before[k], self.dtype, f"{name}[{i}]", operand_scale)
+        if not kernels:
+            return
+        params, slots = [p.copy() for p in self.params], [[s.copy() for s in ss] for ss in self.slots]
+        assert call_multi(self.rule, params, self.grads, slots, **kw)
+        for i in range(len(self.vars)):
+            for k, name in enumerate(names):
+                assert same_bits(got[i][k], [params[i], *slots[i]][k]), f"{name}[{i}] differs from pyopt.kernels"
 
 
 def fused_call(rule, variables, grads, slot_vars, hyper, use_locking=True):
@@ -112,7 +120,7 @@ def fused_call(rule, variables, grads, slot_vars, hyper, use_locking=True):
     contract), with ``StepOptions`` built as given (unchecked: the op's own checks run).
     ``rule``: a name of reference.SLOTS; ``slot_vars[k]``: slot k of every variable."""
     hyper = dict(hyper)
-    row = RULES["adam" if rule == "adam_amsgrad" else rule]
+    row = table_row(rule)
     options = StepOptions(
         weight_decay=tuple(hyper.pop("weight_decay", [0.0] * len(variables))),
         clipnorm=hyper.pop("clipnorm", None),
@@ -121,7 +129,8 @@ def fused_call(rule, variables, grads, slot_vars, hyper, use_locking=True):
         use_locking=use_locking,
     )
     flags = {name: hyper.pop(name, False) for name in row.flags}
-    slot_lists = list(slot_vars) + [None] * (len(row.slots) - len(slot_vars))  # amsgrad's vhats, or none
+    given = dict(zip(ref.slot_names(rule), slot_vars, strict=True))
+    slot_lists = [given.get(slot.name) for slot in row.slots]  # None: an optional slot not given
     return _fused.run(row, variables, grads, slot_lists, dict(row.defaults, **hyper), flags, options, sparse=False)
 
 
@@ -151,11 +160,25 @@ CONFIGS = [
     ("adam", dict(step=1)),
     ("adam", dict(step=7, clipnorm=1.0, weight_decay=WD)),
     ("adam_amsgrad", dict(step=3, global_clipnorm=2.0, weight_decay=WD)),
+    ("adagrad", {}),
+    ("adagrad", dict(clipnorm=1.0, weight_decay=WD)),
+    ("rmsprop", dict(global_clipnorm=2.0)),
+    ("rmsprop_momentum", dict(clipnorm=1.0, weight_decay=WD)),
+    ("rmsprop_centered", dict(weight_decay=WD)),
+    ("rmsprop_centered_momentum", dict(global_clipnorm=2.0, weight_decay=WD)),
+    ("adamax", dict(step=1)),
+    ("adamax", dict(step=7, clipnorm=1.0, weight_decay=WD)),
+    ("nadam", dict(step=1)),
+    ("nadam", dict(step=7, global_clipnorm=2.0, weight_decay=WD)),
+    ("lion", {}),
+    ("lion", dict(clipnorm=1.0, weight_decay=WD)),
 ]
 
 
 def _hyper(rule, options, n):
     hyper = dict(HYPER[rule], **options)
+    if "step" in options:
+        hyper = at_step(rule, hyper, options["step"])
     hyper.setdefault("weight_decay", [0.0] * n)
     return hyper
 
@@ -175,7 +198,7 @@ def test_multi_matches_reference(rule, options, dtype, function):
 def test_large_tensor_on_the_thread_pool(rule):
     """2**20+3 elements: many chunks on TF's intra-op pool, chunk edges inside a tensor."""
     case = Case(rule, "float32", shapes=[(2**20 + 3,), (5,)], seed=1)
-    hyper = _hyper(rule, dict(clipnorm=100.0, step=2) if "adam" in rule else dict(clipnorm=100.0), 2)
+    hyper = _hyper(rule, dict(clipnorm=100.0, step=2) if rule in STEPPED else dict(clipnorm=100.0), 2)
     case.run(hyper)
     case.check(hyper)
 
@@ -184,9 +207,9 @@ def test_large_tensor_on_the_thread_pool(rule):
 @pytest.mark.parametrize("rule", list(ref.SLOTS))
 def test_single_tensor_ops(rule, dtype):
     """The single-tensor ops (N = 1 of the same kernel), called directly."""
-    row = RULES["adam" if rule == "adam_amsgrad" else rule]
+    row = table_row(rule)
     case = Case(rule, dtype, shapes=[(3, 41)])
-    hyper = dict(HYPER[rule], clipnorm=2.0, weight_decay=0.1, **({"step": 4} if "step" in row.param_names else {}))
+    hyper = _hyper(rule, dict(clipnorm=2.0, weight_decay=0.1, **({"step": 4} if rule in STEPPED else {})), 1)
     args = dict(
         var=case.vars[0].handle,
         grad=tf.constant(case.grads[0]),
@@ -194,8 +217,11 @@ def test_single_tensor_ops(rule, dtype):
         weight_decay=tf.constant(0.1, tf.float64),
         clipnorm=tf.constant(2.0, tf.float64),
     )
-    for slot, slot_vars in zip(row.slots, case.slot_vars + [[]]):
-        args[slot.name] = [v.handle for v in slot_vars[:1]] if slot.optional else slot_vars[0].handle
+    given = dict(zip(ref.SLOTS[rule], case.slot_vars, strict=True))
+    for slot in row.slots:  # an optional slot: a list of none or one
+        handles = [v.handle for v in given.get(slot.name, [])]
+        args[slot.name] = handles if slot.optional else handles[0]
+    hyper = dict(row.defaults, **hyper)  # RMSprop's momentum 0 when the case gives none
     for param in row.params[1:]:
         args[param.name] = tf.constant(hyper[param.name], tf.int64 if param.range.integer else tf.float64)
     getattr(OPS, row.fused_single_op)(**args)
@@ -216,6 +242,40 @@ def test_hyperparameters_as_tensors_and_variables(function):
         case = Case("gradient_descent", "float64", shapes=[(9,)])
         case.run(dict(lr=lr, weight_decay=[0.0]), function=function)
         case.check(dict(lr=float(lr.numpy()), weight_decay=[0.0]))
+
+
+def _variable_hyperparameters(rule):
+    """The case's hyperparameters as Keras passes them: lr a float32 variable, step an int64
+    variable, Nadam's u_product a float64 variable (Keras's own is its optimizer's variable);
+    and the numbers they hold (lr rounded to float32)."""
+    numbers = dict(HYPER[rule])
+    if rule in STEPPED:
+        numbers = at_step(rule, numbers, 5)
+    numbers["lr"] = float(np.float32(numbers["lr"]))
+    tensors = dict(numbers, lr=tf.Variable(numbers["lr"], dtype=tf.float32))
+    if "step" in numbers:
+        tensors["step"] = tf.Variable(numbers["step"], dtype=tf.int64)
+    if "u_product" in numbers:
+        tensors["u_product"] = tf.Variable(numbers["u_product"], dtype=tf.float64)
+    return tensors, numbers
+
+
+@pytest.mark.parametrize("backend", ["fused", "tf"])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("rule", list(ref.SLOTS))
+def test_public_functions_match_reference_on_both_backends(rule, dtype, backend):
+    """pyopt.ops.<rule>_multi with variable hyperparameters (_variable_hyperparameters),
+    weight decay and clipping, on each backend, against the reference; the fused one also
+    bitwise against pyopt.kernels. The pure-TF backend computes the same expressions in
+    another order (the rule row's update): the param is also compared at its operands' scale."""
+    case = Case(rule, dtype)
+    tensors, numbers = _variable_hyperparameters(rule)
+    options = dict(weight_decay=WD, clipnorm=1.0)
+    positional, optional = slot_arguments(rule, case.slot_vars, lambda slot: slot.list)
+    function = getattr(ops, f"{table_row(rule).name}_multi")
+    grads = [tf.constant(g) for g in case.grads]
+    assert function(case.vars, grads, *positional, **optional, **tensors, **options, backend=backend) == backend
+    case.check(dict(numbers, **options), kernels=backend == "fused", operands=backend == "tf")
 
 
 def test_keras_variables():
@@ -553,6 +613,81 @@ def _():
     return [v, m], lambda: _adam([v], [g3()], [m], [m]), r"m\[0\] and v\[0\] are the same variable"
 
 
+@bad("rmsprop: momentum without buffers")
+def _():
+    v, s = _f32(3), _f32(3)
+    call = lambda: fused_call("rmsprop", [v], [g3()], [[s]], dict(lr=0.1, momentum=0.5))
+    return [v, s], call, r"momentum must be 0 when no momentum_buffers are given, got 0.5"
+
+
+@bad("rmsprop: rho > 1")
+def _():
+    v, s, b = _f32(3), _f32(3), _f32(3)
+    call = lambda: fused_call("rmsprop_momentum", [v], [g3()], [[s], [b]], dict(lr=0.1, rho=1.5, momentum=0.9))
+    return [v, s, b], call, r"rho must be in \[0, 1\], got 1.5"
+
+
+def _raw_rmsprop_multi(variables, velocities, buffers, averages, momentum=0.9):
+    """The multi-tensor RMSprop op called directly (no list checks of pyopt.ops._fused)."""
+    f64 = lambda x: tf.constant(x, tf.float64)
+    return OPS.pyopt_apply_rmsprop_multi(
+        var=[x.handle for x in variables],
+        velocity=[x.handle for x in velocities],
+        momentum_buffer=[x.handle for x in buffers],
+        average_gradient=[x.handle for x in averages],
+        grad=[g3() for _ in variables],
+        lr=0.1,
+        rho=f64(0.9),
+        momentum=f64(momentum),
+        epsilon=f64(1e-7),
+        weight_decay=f64(0.0),
+        clipnorm=f64(0.0),
+        global_clipnorm=f64(0.0),
+    )
+
+
+@bad("op: momentum_buffer length")
+def _():
+    v, w, s, s2, b = (_f32(3) for _ in range(5))
+    call = lambda: _raw_rmsprop_multi([v, w], [s, s2], [b], [])
+    return [v, w, s, s2, b], call, r"momentum_buffer has 1 variables but "
+
+
+@bad("op: average_gradient length")
+def _():
+    v, w, s, s2, a = (_f32(3) for _ in range(5))
+    call = lambda: _raw_rmsprop_multi([v, w], [s, s2], [], [a], momentum=0.0)
+    return [v, w, s, s2, a], call, r"average_gradient has 1 variables but "
+
+
+@bad("adamax: beta_2 > 1")
+def _():
+    v, m, u = _f32(3), _f32(3), _f32(3)
+    call = lambda: fused_call("adamax", [v], [g3()], [[m], [u]], dict(lr=0.1, step=1, beta_2=1.5))
+    return [v, m, u], call, r"beta_2 must be in \[0, 1\], got 1.5"
+
+
+@bad("nadam: u_product = 1")
+def _():
+    v, m, s = _f32(3), _f32(3), _f32(3)
+    call = lambda: fused_call("nadam", [v], [g3()], [[m], [s]], dict(lr=0.1, step=1, u_product=1.0))
+    return [v, m, s], call, r"u_product must be in \[0, 1\), got 1"
+
+
+@bad("lion: beta_1 = 0")
+def _():
+    v, m = _f32(3), _f32(3)
+    call = lambda: fused_call("lion", [v], [g3()], [[m]], dict(lr=0.1, beta_1=0.0))
+    return [v, m], call, r"beta_1 must be in \(0, 1\], got 0"
+
+
+@bad("adagrad: epsilon = 0")
+def _():
+    v, a = _f32(3), _f32(3)
+    call = lambda: fused_call("adagrad", [v], [g3()], [[a]], dict(lr=0.1, epsilon=0.0))
+    return [v, a], call, r"epsilon must be a finite number > 0, got 0"
+
+
 @pytest.mark.parametrize("function", [False, True], ids=["eager", "tf.function"])
 @pytest.mark.parametrize("name", list(BAD))
 def test_bad_input_raises_and_writes_nothing(name, function):
@@ -601,6 +736,29 @@ def test_list_length_mismatch_is_rejected(lists, match):
     )
 
 
+@pytest.mark.parametrize(
+    "lists, error, match",
+    [
+        (dict(momentum_buffers=1), ValueError, r"^momentum_buffers has 1 entries but variables has 2$"),
+        (dict(average_gradients=3), ValueError, r"^average_gradients has 3 entries but variables has 2$"),
+        (dict(momentum_buffers=None), TypeError, r"^momentum_buffers\[1\] must be a tf.Variable or keras.Variable"),
+        (dict(average_gradients=None), TypeError, r"^average_gradients\[1\] must be a tf.Variable or keras.Variable"),
+    ],
+)
+def test_rmsprop_optional_slots_for_some_variables_only(lists, error, match):
+    """An optional slot list holds one variable per variable or is not given: shorter or longer
+    lists, or None for one variable, are refused before either backend runs."""
+    variables = [_f32(3), _f32(3)]
+    slots = {name: [_f32(3), _f32(3)] for name in ("velocities", "momentum_buffers", "average_gradients")}
+    for name, n in lists.items():
+        slots[name] = [slots[name][0], None] if n is None else [_f32(3) for _ in range(n)]
+    watch = [*variables, *(v for lst in slots.values() for v in lst if v is not None)]
+    before = snapshot(watch)
+    with pytest.raises(error, match=match):
+        ops.rmsprop_multi(variables, [g3(), g3()], **slots, lr=0.1, momentum=0.9, backend="fused")
+    assert all(same_bits(a, b) for a, b in zip(snapshot(watch), before))
+
+
 # --------------------------------------------------------------------------- supports()
 
 
@@ -621,3 +779,8 @@ def test_supports_reasons(monkeypatch):
 def test_op_docs_state_the_formula():
     assert "alpha = lr*sqrt(1-beta_2^t)/(1-beta_1^t)" in OPS.pyopt_apply_adam_multi.__doc__
     assert "m = mu*m - lr*g" in OPS.pyopt_apply_momentum.__doc__
+    assert "acc = acc + g^2;  p = p - lr*wd*p - lr*g/sqrt(acc + epsilon)" in OPS.pyopt_apply_adagrad_multi.__doc__
+    assert "[centered: a = rho*a + (1-rho)*g, v - a^2 in place of v]" in OPS.pyopt_apply_rmsprop_multi.__doc__
+    assert "u = max(beta_2*u, |g|)" in OPS.pyopt_apply_adamax.__doc__
+    assert "u_{t+1}*m/(1 - u_product*u_{t+1})" in OPS.pyopt_apply_nadam_multi.__doc__
+    assert "p = p - lr*wd*p - lr*sign(beta_1*m + (1-beta_1)*g)" in OPS.pyopt_apply_lion.__doc__

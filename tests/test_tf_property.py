@@ -29,22 +29,37 @@ BACKENDS = ["tf"] + (["fused"] if _loader._try_load() is not None else [])
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 shapes = st.lists(st.integers(0, 40), min_size=0, max_size=3).map(tuple)
-hyper_rules = st.sampled_from(["gradient_descent", "momentum", "adam", "adam_amsgrad"])
+hyper_rules = st.sampled_from(list(ref.SLOTS))
+TINY = float(np.finfo(np.float64).tiny)  # the smallest normal float64
 
 
 @st.composite
 def valid_steps(draw):
+    """Hyperparameter ranges as tests/test_kernels_property.py draws them (beta_2 of the second
+    moments and rho >= 0.5, so that v and v - a*a do not cancel to ~0; see there)."""
     rule = draw(hyper_rules)
     hyper = dict(lr=draw(st.floats(0.0, 0.5)))
     if rule == "momentum":
         hyper.update(momentum=draw(st.floats(0.0, 1.0)), nesterov=draw(st.booleans()))
-    elif rule != "gradient_descent":
+    elif rule.startswith("adam") or rule in ("adamax", "nadam"):
         hyper.update(
             beta_1=draw(st.floats(0.0, 0.99)),
-            beta_2=draw(st.floats(0.5, 0.9999)),
+            beta_2=draw(st.floats(0.0, 1.0) if rule == "adamax" else st.floats(0.5, 0.9999)),
             epsilon=draw(st.floats(1e-8, 1e-2)),
             step=draw(st.integers(1, 1000)),
         )
+        if rule == "nadam":
+            hyper["u_product"] = draw(st.floats(0.0, 0.99))
+    elif rule == "adagrad":
+        hyper["epsilon"] = draw(st.floats(1e-8, 1e-2))
+    elif rule.startswith("rmsprop"):
+        hyper.update(rho=draw(st.floats(0.5, 1.0)), epsilon=draw(st.floats(1e-8, 1e-2)))
+        if "momentum_buffer" in ref.SLOTS[rule]:
+            hyper["momentum"] = draw(st.floats(0.0, 1.0))
+    elif rule == "lion":
+        # beta_1 in (0, 1], not subnormal: the fused op refuses those (test_tf_api_checks.py,
+        # test_subnormal_hyperparameters_are_in_range)
+        hyper.update(beta_1=draw(st.floats(TINY, 1.0)), beta_2=draw(st.floats(0.0, 1.0)))
     clip = draw(st.sampled_from([None, "clipnorm", "global_clipnorm"]))
     if clip:
         hyper[clip] = draw(st.floats(0.1, 10.0))
@@ -73,8 +88,9 @@ def test_random_valid_steps_match_reference(backend, step, seed):
     variables = [tf.Variable(p) for p, _, _ in states]
     slots = [[tf.Variable(s[k]) for _, _, s in states] for k in range(len(ref.SLOTS[rule]))]
     assert call(rule, variables, [tf.constant(g) for _, g, _ in states], slots, backend=backend, **hyper) == backend
+    written = [v.numpy() for v in variables]  # Lion: a sign tie of the reference follows the step
     expected = ref.step_multi(
-        rule, [p for p, _, _ in states], [g for _, g, _ in states], [s for _, _, s in states], **hyper
+        rule, [p for p, _, _ in states], [g for _, g, _ in states], [s for _, _, s in states], ties=written, **hyper
     )
     for i, (p, g, s) in enumerate(states):
         got = [variables[i].numpy(), *(lst[i].numpy() for lst in slots)]
@@ -108,7 +124,23 @@ BAD = [
     ("tensor beta_2", tf.errors.InvalidArgumentError, r"beta_2 must be in \[0, 1\)"),
     ("tensor epsilon", tf.errors.InvalidArgumentError, r"epsilon must be a finite number > 0"),
     ("tensor momentum", tf.errors.InvalidArgumentError, r"momentum must be in \[0, 1\]"),
+    ("tensor u_product", tf.errors.InvalidArgumentError, r"u_product must be in \[0, 1\)"),
+    ("tensor rho", tf.errors.InvalidArgumentError, r"rho must be in \[0, 1\]"),
+    # RMSprop's momentum needs momentum buffers: a number when the step is built, a tensor when it runs.
+    ("rmsprop momentum", ValueError, r"momentum must be 0 when no momentum_buffers are given, got"),
+    ("tensor rmsprop momentum", tf.errors.InvalidArgumentError, r"momentum must be 0 when no momentum_buffers"),
+    ("alias average", ValueError, r"variables\[1\] and average_gradients\[1\] are the same variable"),
 ]
+# The rule each kind calls (Adam when not named).
+RULE_OF = {
+    "tensor momentum": "momentum",
+    "alias velocity": "momentum",
+    "tensor u_product": "nadam",
+    "tensor rho": "rmsprop",
+    "rmsprop momentum": "rmsprop",
+    "tensor rmsprop momentum": "rmsprop",
+    "alias average": "rmsprop",
+}
 
 
 def _every_kind(test):
@@ -160,15 +192,32 @@ def test_random_bad_calls_raise_and_write_nothing(backend, which, size, nan, fun
         hyper["beta_2"] = tf.constant(float("nan") if nan else 1.0)
     elif kind == "tensor epsilon":
         hyper["epsilon"] = tf.constant(float("inf") if nan else 0.0, tf.float64)
-    else:  # tensor momentum
+    elif kind == "tensor momentum":
         hyper = dict(lr=tf.constant(0.1), momentum=tf.Variable(float("nan") if nan else 1.5))
+    elif kind == "tensor u_product":
+        value = float("nan") if nan else 1.0
+        hyper["u_product"] = tf.Variable(value, dtype=tf.float64) if size % 2 else tf.constant(value, tf.float64)
+    elif kind == "tensor rho":
+        hyper = dict(lr=0.1, rho=tf.constant(float("nan") if nan else 1.5, tf.float64))
+    elif kind == "rmsprop momentum":
+        hyper = dict(lr=0.1, momentum=0.5 if nan else 5e-324)
+    elif kind == "tensor rmsprop momentum":
+        hyper = dict(lr=0.1, momentum=tf.Variable(0.5) if nan else tf.constant(1e-3, tf.float64))
+    elif kind == "alias average":
+        hyper, call_vs = dict(lr=0.1), [vs[0], variables[1]]
+    rule = RULE_OF.get(kind, "adam")
     before = [v.numpy().copy() for v in watched]
 
     def step(hyper):
-        if "momentum" in kind or kind == "alias velocity":
+        if rule == "momentum":
             ops.momentum_multi(
                 variables, grads, call_ms, backend=backend, lr=hyper["lr"], momentum=hyper.get("momentum", 0.9)
             )
+        elif rule == "rmsprop":  # ms as the velocities, vs as the average gradients (centered) when aliased
+            averages = call_vs if kind == "alias average" else None
+            ops.rmsprop_multi(variables, grads, call_ms, average_gradients=averages, backend=backend, **hyper)
+        elif rule == "nadam":
+            ops.nadam_multi(variables, grads, call_ms, call_vs, backend=backend, **dict(dict(u_product=0.5), **hyper))
         else:
             ops.adam_multi(variables, grads, call_ms, call_vs, backend=backend, **hyper)
 
