@@ -17,6 +17,10 @@ POS, KW = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONL
 _GD = [("lr", KW, E)]
 _MOMENTUM = [("lr", KW, E), ("momentum", KW, E), ("nesterov", KW, False)]
 _ADAM = [("lr", KW, E), ("beta_1", KW, 0.9), ("beta_2", KW, 0.999), ("epsilon", KW, 1e-7), ("step", KW, E)]
+_ADAGRAD = [("lr", KW, E), ("epsilon", KW, 1e-7)]
+_RMSPROP = [("lr", KW, E), ("rho", KW, 0.9), ("momentum", KW, 0.0), ("epsilon", KW, 1e-7)]
+_NADAM = _ADAM + [("u_product", KW, E)]
+_LION = [("lr", KW, E), ("beta_1", KW, 0.9), ("beta_2", KW, 0.99)]
 _KERNEL_OPTIONS = [("clipnorm", KW, None), ("weight_decay", KW, 0.0), ("skip_nonfinite", KW, False)]
 _KERNEL_MULTI_OPTIONS = [
     ("clipnorm", KW, None),
@@ -52,6 +56,16 @@ def _pos(*names):
     return [(name, POS, E) for name in names]
 
 
+def _kw(*names):
+    """Optional slots: keyword-only, None (not given) by default."""
+    return [(name, KW, None) for name in names]
+
+
+def _wd(options, weight_decay):
+    """``options`` with another weight_decay default (AdamW's)."""
+    return [(n, k, weight_decay if n == "weight_decay" else d) for n, k, d in options]
+
+
 KERNELS = {
     "gradient_descent": _pos("param", "grad") + _GD + _KERNEL_OPTIONS,
     "gradient_descent_multi": _pos("params", "grads") + _GD + _KERNEL_MULTI_OPTIONS,
@@ -62,6 +76,39 @@ KERNELS = {
     "adam": _pos("param", "grad", "m", "v") + _ADAM + [("vhat", KW, None)] + _KERNEL_OPTIONS,
     "adam_multi": _pos("params", "grads", "ms", "vs") + _ADAM + [("vhats", KW, None)] + _KERNEL_MULTI_OPTIONS,
     "adam_sparse": _pos("param", "values", "indices", "m", "v") + _ADAM + [("vhat", KW, None)] + _KERNEL_SPARSE_OPTIONS,
+    "adagrad": _pos("param", "grad", "accumulator") + _ADAGRAD + _KERNEL_OPTIONS,
+    "adagrad_multi": _pos("params", "grads", "accumulators") + _ADAGRAD + _KERNEL_MULTI_OPTIONS,
+    "adagrad_sparse": _pos("param", "values", "indices", "accumulator") + _ADAGRAD + _KERNEL_SPARSE_OPTIONS,
+    "rmsprop": _pos("param", "grad", "velocity")
+    + _RMSPROP
+    + _kw("momentum_buffer", "average_gradient")
+    + _KERNEL_OPTIONS,
+    "rmsprop_multi": _pos("params", "grads", "velocities")
+    + _RMSPROP
+    + _kw("momentum_buffers", "average_gradients")
+    + _KERNEL_MULTI_OPTIONS,
+    "rmsprop_sparse": _pos("param", "values", "indices", "velocity")
+    + _RMSPROP
+    + _kw("momentum_buffer", "average_gradient")
+    + _KERNEL_SPARSE_OPTIONS,
+    "adamax": _pos("param", "grad", "m", "u") + _ADAM + _KERNEL_OPTIONS,
+    "adamax_multi": _pos("params", "grads", "ms", "us") + _ADAM + _KERNEL_MULTI_OPTIONS,
+    "adamax_sparse": _pos("param", "values", "indices", "m", "u") + _ADAM + _KERNEL_SPARSE_OPTIONS,
+    "nadam": _pos("param", "grad", "m", "v") + _NADAM + _KERNEL_OPTIONS,
+    "nadam_multi": _pos("params", "grads", "ms", "vs") + _NADAM + _KERNEL_MULTI_OPTIONS,
+    "nadam_sparse": _pos("param", "values", "indices", "m", "v") + _NADAM + _KERNEL_SPARSE_OPTIONS,
+    "lion": _pos("param", "grad", "m") + _LION + _KERNEL_OPTIONS,
+    "lion_multi": _pos("params", "grads", "ms") + _LION + _KERNEL_MULTI_OPTIONS,
+    "lion_sparse": _pos("param", "values", "indices", "m") + _LION + _KERNEL_SPARSE_OPTIONS,
+    "adamw": _pos("param", "grad", "m", "v") + _ADAM + [("vhat", KW, None)] + _wd(_KERNEL_OPTIONS, 0.004),
+    "adamw_multi": _pos("params", "grads", "ms", "vs")
+    + _ADAM
+    + [("vhats", KW, None)]
+    + _wd(_KERNEL_MULTI_OPTIONS, 0.004),
+    "adamw_sparse": _pos("param", "values", "indices", "m", "v")
+    + _ADAM
+    + [("vhat", KW, None)]
+    + _wd(_KERNEL_SPARSE_OPTIONS, 0.004),
 }
 OPS = {
     "gradient_descent": _pos("variable", "grad") + _GD + _OPS_OPTIONS,
@@ -70,12 +117,39 @@ OPS = {
     "momentum_multi": _pos("variables", "grads", "velocities") + _MOMENTUM + _OPS_MULTI_OPTIONS,
     "adam": _pos("variable", "grad", "m", "v") + _ADAM + [("vhat", KW, None)] + _OPS_OPTIONS,
     "adam_multi": _pos("variables", "grads", "ms", "vs") + _ADAM + [("vhats", KW, None)] + _OPS_MULTI_OPTIONS,
+    "adagrad": _pos("variable", "grad", "accumulator") + _ADAGRAD + _OPS_OPTIONS,
+    "adagrad_multi": _pos("variables", "grads", "accumulators") + _ADAGRAD + _OPS_MULTI_OPTIONS,
+    "rmsprop": _pos("variable", "grad", "velocity")
+    + _RMSPROP
+    + _kw("momentum_buffer", "average_gradient")
+    + _OPS_OPTIONS,
+    "rmsprop_multi": _pos("variables", "grads", "velocities")
+    + _RMSPROP
+    + _kw("momentum_buffers", "average_gradients")
+    + _OPS_MULTI_OPTIONS,
+    "adamax": _pos("variable", "grad", "m", "u") + _ADAM + _OPS_OPTIONS,
+    "adamax_multi": _pos("variables", "grads", "ms", "us") + _ADAM + _OPS_MULTI_OPTIONS,
+    "nadam": _pos("variable", "grad", "m", "v") + _NADAM + _OPS_OPTIONS,
+    "nadam_multi": _pos("variables", "grads", "ms", "vs") + _NADAM + _OPS_MULTI_OPTIONS,
+    "lion": _pos("variable", "grad", "m") + _LION + _OPS_OPTIONS,
+    "lion_multi": _pos("variables", "grads", "ms") + _LION + _OPS_MULTI_OPTIONS,
+    "adamw": _pos("variable", "grad", "m", "v") + _ADAM + [("vhat", KW, None)] + _wd(_OPS_OPTIONS, 0.004),
+    "adamw_multi": _pos("variables", "grads", "ms", "vs")
+    + _ADAM
+    + [("vhats", KW, None)]
+    + _wd(_OPS_MULTI_OPTIONS, 0.004),
 }
 # A line of each rule's formula, as its docstrings state it.
 FORMULA = {
     "gradient_descent": "p = p - lr*wd*p - lr*g",
     "momentum": "p = p - lr*wd*p + momentum*m - lr*g",
     "adam": "alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)",
+    "adagrad": "p = p - lr*wd*p - lr*g / sqrt(acc + epsilon)",
+    "rmsprop": "a = rho*a + (1 - rho)*g",
+    "adamax": "u = max(beta_2*u, |g|)",
+    "nadam": "m_hat = u_next*m / (1 - u_product*u_next) + (1 - u_t)*g / (1 - u_product)",
+    "lion": "p = p - lr*wd*p - lr * sign(beta_1*m + (1 - beta_1)*g)",
+    "adamw": "p = p - lr*wd*p - alpha * m / (sqrt(v or vhat) + epsilon)",
 }
 FORMS = {"kernels": ("", "_multi", "_sparse"), "ops": ("", "_multi")}
 

@@ -25,15 +25,19 @@ BAD_DTYPES = ["int32", "complex64"]
 
 
 def test_the_table_is_the_core_s():
-    """Names, order, hyperparameters (integer or not, range), slots and flags as in the C++
-    traits (pyopt._core.rules); Python's defaults where it has one."""
+    """Names, order, hyperparameters (integer or not, range, the optional slot a value other
+    than 0 needs), slots and flags as in the C++ traits (pyopt._core.rules); Python's defaults
+    where it has one. A row that runs another trait (``rule.core``: AdamW runs Adam's) is
+    compared with that trait, and the core lists exactly the rows that are traits, in order."""
     core = pytest.importorskip("pyopt._core")
-    assert list(core.rules) == list(RULES)
+    assert list(core.rules) == [name for name, rule in RULES.items() if rule.core == name]
+    assert [name for name, rule in RULES.items() if rule.core != name] == ["adamw"]
     for name, rule in RULES.items():
-        described = core.rules[name]
+        described = core.rules[rule.core]
         assert [p["name"] for p in described["params"]] == list(rule.param_names), name
         for param, p in zip(rule.params, described["params"], strict=True):
             assert p["integer"] == param.range.integer and p["must_be"] == param.range.text, (name, param.name)
+            assert p["needs"] == param.needs, (name, param.name)
             if param.default is not None:
                 assert p["default"] == param.default, (name, param.name)
         assert [(s["name"], s["list"], s["given_flag"]) for s in described["slots"]] == [
@@ -42,16 +46,37 @@ def test_the_table_is_the_core_s():
         assert described["flags"] == list(rule.flags), name
 
 
+def test_aliases_differ_only_by_their_weight_decay():
+    """AdamW is Adam's row with Keras's AdamW default weight decay (0.004); every other row 0."""
+    adam, adamw = RULES["adam"], RULES["adamw"]
+    assert (adamw.core, adamw.weight_decay) == ("adam", 0.004)
+    assert (adamw.params, adamw.slots, adamw.flags) == (adam.params, adam.slots, adam.flags)
+    assert (adamw.scalars, adamw.update, adamw.fused_ops) == (adam.scalars, adam.update, adam.fused_ops)
+    assert all(rule.weight_decay == 0.0 for name, rule in RULES.items() if name != "adamw")
+
+
+def test_needs_names_an_optional_slot_s_flag():
+    """RMSprop's momentum needs its momentum buffers; no other hyperparameter needs a slot."""
+    needs = {(name, p.name): p.needs for name, rule in RULES.items() for p in rule.params if p.needs}
+    assert needs == {("rmsprop", "momentum"): "with_momentum"}
+    assert RULES["rmsprop"].slot_error(dict(momentum=0.5), dict(with_momentum=False, centered=True)) == (
+        "momentum must be 0 when no momentum_buffers are given, got 0.5"
+    )
+    assert RULES["rmsprop"].slot_error(dict(momentum=0.5), dict(with_momentum=True, centered=False)) is None
+    assert RULES["rmsprop"].slot_error(dict(momentum=0.0), dict(with_momentum=False, centered=False)) is None
+
+
 def test_every_rule_starts_with_lr_and_names_its_ops():
-    for name, rule in RULES.items():
+    for rule in RULES.values():
         assert rule.params[0] is _rules.LR
         assert rule.fused_ops == (
-            f"pyopt_apply_{name}",
-            f"pyopt_apply_{name}_multi",
-            f"pyopt_sparse_apply_{name}_multi",
+            f"pyopt_apply_{rule.core}",
+            f"pyopt_apply_{rule.core}_multi",
+            f"pyopt_sparse_apply_{rule.core}_multi",
         )
         assert all(not s.optional for s in rule.required_slots) and rule.param("lr") is _rules.LR
-    assert _loader.op_functions() == tuple(op for rule in RULES.values() for op in rule.fused_ops)
+    traits = [rule for name, rule in RULES.items() if rule.core == name]
+    assert _loader.op_functions() == tuple(op for rule in traits for op in rule.fused_ops)
 
 
 CHECKS = [
@@ -135,7 +160,17 @@ def _keras(rule, dtype):
     tf = pytest.importorskip("tensorflow")
     import pyopt.optimizers as po
 
-    make = {"gradient_descent": po.GradientDescent, "momentum": po.Momentum, "adam": po.Adam}[rule]
+    make = {
+        "gradient_descent": po.GradientDescent,
+        "momentum": po.Momentum,
+        "adam": po.Adam,
+        "adagrad": po.Adagrad,
+        "rmsprop": po.RMSprop,
+        "adamax": po.Adamax,
+        "nadam": po.Nadam,
+        "lion": po.Lion,
+        "adamw": po.AdamW,
+    }[rule]
     var = keras.Variable(np.array([10, 20], dtype), dtype=dtype)
     optimizer = make(0.1)
     optimizer.build([var])  # its slots, of the variable's dtype, and the iteration counter
@@ -151,7 +186,13 @@ def _legacy(rule, dtype):
     import pyopt.legacy as pl
 
     tf, (var, *_) = _tf_variables(rule, dtype)
-    make = {"gradient_descent": pl.GradientDescent, "momentum": pl.Momentum, "adam": pl.Adam}[rule]
+    make = {
+        "gradient_descent": pl.GradientDescent,
+        "momentum": pl.Momentum,
+        "adam": pl.Adam,
+        "adagrad": pl.Adagrad,
+        "rmsprop": pl.RMSprop,
+    }[rule]
     optimizer = make(0.1, backend="tf")
 
     def step():
@@ -161,11 +202,32 @@ def _legacy(rule, dtype):
 
 
 FRONT_ENDS = {"kernels": _kernels, "ops-tf": _ops("tf"), "ops-fused": _ops("fused"), "keras": _keras, "legacy": _legacy}
+LEGACY_RULES = ("gradient_descent", "momentum", "adam", "adagrad", "rmsprop")  # pyopt.legacy's optimizers
+# Known departures (strict xfails): pyopt.optimizers.Nadam advances its u_product (Keras's
+# Nadam._u_product *= u_t) before the step is built, so a step refused for its dtype has
+# written it (1.0 -> 0.468); pyopt.legacy.Adagrad makes its accumulator slot (initial value
+# 0.1, of the variable's dtype) before the dtype is checked, so an int32 variable gets
+# TensorFlow's "Cannot convert 0.1 to EagerTensor of dtype int32" instead of the message.
+KNOWN = {
+    ("nadam", "keras"): (BAD_DTYPES, "pyopt.optimizers.Nadam advances u_product before the refused step is checked"),
+    ("adagrad", "legacy"): (["int32"], "pyopt.legacy.Adagrad's int32 accumulator of 0.1 fails before the dtype check"),
+}
 
 
-@pytest.mark.parametrize("dtype", BAD_DTYPES)
-@pytest.mark.parametrize("front_end", list(FRONT_ENDS))
-@pytest.mark.parametrize("rule", list(RULES))
+def _front_end_cases():
+    out = []
+    for rule in RULES:
+        for front_end in FRONT_ENDS:
+            if front_end == "legacy" and rule not in LEGACY_RULES:
+                continue
+            for dtype in BAD_DTYPES:
+                dtypes, reason = KNOWN.get((rule, front_end), ((), ""))
+                marks = [pytest.mark.xfail(strict=True, reason=reason)] if dtype in dtypes else []
+                out.append(pytest.param(rule, front_end, dtype, marks=marks, id=f"{rule}-{front_end}-{dtype}"))
+    return out
+
+
+@pytest.mark.parametrize("rule, front_end, dtype", _front_end_cases())
 def test_an_unsupported_dtype_is_refused_alike(rule, front_end, dtype):
     """pyopt.ops refuses it on both backends before choosing one (the pure-TF path would run
     integer maths, 10 - 2.0*1 = 8, and Adam's sqrt would fail in TF's words)."""

@@ -20,21 +20,42 @@ RULES = {
     "gradient_descent": dict(lr=0.1),
     "momentum": dict(lr=0.1, momentum=0.9, nesterov=True),
     "adam": dict(lr=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step=3),
+    "adamw": dict(lr=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step=3),  # weight_decay 0.004 by default
+    "adagrad": dict(lr=0.05, epsilon=1e-7),
+    "rmsprop_centered_momentum": dict(lr=0.01, rho=0.9, momentum=0.9, epsilon=1e-7),
+    "adamax": dict(lr=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step=3),
+    "nadam": dict(lr=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, step=3, u_product=ref.nadam_u_product(3)),
+    "lion": dict(lr=0.01, beta_1=0.9, beta_2=0.99),
 }
+FUNCTION = {"rmsprop_centered_momentum": "rmsprop"}  # the function of each case of reference.SLOTS
+OPTIONAL = ("momentum_buffer", "average_gradient", "vhat")  # slots given by keyword
 SIZE = 1027  # fills several SIMD vectors and leaves a tail
 
 
 def _state(rule, dtype):
+    """Random param, gradient and slots; second moments >= 0, RMSprop's a*a < v."""
     rng = np.random.default_rng(7)
     param, grad = (rng.standard_normal(SIZE).astype(dtype) for _ in range(2))
-    slots = [rng.standard_normal(SIZE).astype(dtype) for _ in ref.SLOTS[rule]]
-    if rule == "adam":
-        slots[1] = np.abs(slots[1])  # v >= 0
-    return param, grad, slots
+    slots = {name: rng.standard_normal(SIZE).astype(dtype) for name in ref.slot_names(rule)}
+    for name in ("v", "velocity", "accumulator", "u"):
+        if name in slots:
+            slots[name] = np.abs(slots[name])
+    if "average_gradient" in slots:
+        slots["average_gradient"] = (0.5 * np.sqrt(slots["velocity"]) * np.tanh(slots["average_gradient"])).astype(
+            dtype
+        )
+    return param, grad, list(slots.values())
 
 
 def _expected(rule, param, grad, slots):
     return ref.step(rule, param, grad, slots, clipnorm=1.5, **RULES[rule])
+
+
+def _arguments(rule, slots):
+    """The slots as the functions take them: required ones positional, optional ones by keyword."""
+    names = ref.slot_names(rule)
+    positional = [s for name, s in zip(names, slots) if name not in OPTIONAL]
+    return positional, {name: s for name, s in zip(names, slots) if name in OPTIONAL}
 
 
 def test_installed_where_expected():
@@ -55,7 +76,9 @@ def test_numpy_kernels_step(rule, dtype):
 
     param, grad, slots = _state(rule, dtype)
     expected = _expected(rule, param, grad, slots)
-    getattr(kernels, rule)(param, grad, *slots, clipnorm=1.5, **RULES[rule])
+    positional, optional = _arguments(rule, slots)
+    function = getattr(kernels, FUNCTION.get(rule, rule))
+    assert function(param, grad, *positional, **optional, clipnorm=1.5, **RULES[rule]) is True
     tol = 1e-5 if dtype == np.float32 else 1e-12
     for got, want in zip([param, *slots], expected):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
@@ -70,16 +93,12 @@ def test_fused_tf_op_step(rule):
     param, grad, slots = _state(rule, np.float32)
     expected = _expected(rule, param, grad, slots)
     variables = [tf.Variable(x) for x in [param, *slots]]
-    hyper = dict(RULES[rule])
+    positional, optional = _arguments(rule, variables[1:])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a loader warning would mean the fused op did not load
-        if rule == "adam":
-            m, v = variables[1:]
-            used = pyopt.ops.adam(variables[0], tf.constant(grad), m, v, clipnorm=1.5, backend="fused", **hyper)
-        else:
-            used = getattr(pyopt.ops, rule)(
-                variables[0], tf.constant(grad), *variables[1:], clipnorm=1.5, backend="fused", **hyper
-            )
+        used = getattr(pyopt.ops, FUNCTION.get(rule, rule))(
+            variables[0], tf.constant(grad), *positional, **optional, clipnorm=1.5, backend="fused", **RULES[rule]
+        )
     assert used == "fused"
     for got, want in zip(variables, expected):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
