@@ -3,7 +3,8 @@
 XLA: custom ops have no XLA kernel, so ``backend="auto"`` runs the pure-TF maths inside an
 XLA-compiled step by itself (``last_backend == "tf"``); ``backend="fused"`` refuses with a
 clear error. XLA vs the non-XLA (fused) run: rtol=atol=1e-5 (float32; XLA fuses the model's
-own ops differently, the optimizer maths is the same up to rounding; observed ~1e-7).
+own ops differently, the optimizer maths is the same up to rounding; observed ~1e-7), but
+for Lion's near ties (its sign may flip there, 2*lr; ``test_optimizers.lion_near_ties``).
 
 Saving: a model trained with pyopt reloads with equal predictions (``.keras``: exactly, the
 same weights run through the same ops; SavedModel: rtol=atol=1e-6, a different graph of the
@@ -25,7 +26,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from backends import fused_unavailable_reason
-from test_optimizers import assert_close, small_model
+from test_optimizers import assert_close, gradient_sequence, lion_near_ties, lion_slack, small_model
 
 import pyopt.optimizers as po
 from pyopt.ops import FusedBackendError
@@ -38,6 +39,16 @@ OPTIMIZERS = {
     "adam": lambda b: po.Adam(0.01, amsgrad=True, weight_decay=0.01, global_clipnorm=1.0, backend=b),
     "momentum": lambda b: po.Momentum(0.05, beta=0.8, nesterov=True, clipnorm=0.5, weight_decay=0.01, backend=b),
     "gradient_descent": lambda b: po.GradientDescent(lr=0.05, clipnorm=1.0, backend=b),
+}
+# The new rules' pure-TF maths under XLA, in the custom loop: RMSprop's optional slots,
+# Adamax's max and bias correction, Nadam's schedule (powers of 0.96) and running product.
+# (AdamW is Adam's maths; Adagrad's ops are a subset of RMSprop's; Lion, whose sign may flip
+# at near ties, on fixed gradients: test_lion_xla_step_matches_fused_step.)
+XLA_OPTIMIZERS = {
+    **OPTIMIZERS,
+    "rmsprop": lambda b: po.RMSprop(0.01, momentum=0.5, centered=True, global_clipnorm=1.0, backend=b),
+    "adamax": lambda b: po.Adamax(0.01, clipnorm=1.0, backend=b),
+    "nadam": lambda b: po.Nadam(0.01, weight_decay=0.01, backend=b),
 }
 
 
@@ -107,14 +118,44 @@ def test_model_compile_jit_runs_tf_path_and_matches_non_xla(which):
     assert_close(got, want, XLA_TOL, f"{which} XLA fit vs fused fit")
 
 
-@pytest.mark.parametrize("which", list(OPTIMIZERS))
+@pytest.mark.parametrize("which", list(XLA_OPTIMIZERS))
 def test_tf_function_jit_loop_runs_tf_path_and_matches_non_xla(which):
     results = {}
     for jit in (False, True):
-        optimizer = OPTIMIZERS[which]("auto")
+        optimizer = XLA_OPTIMIZERS[which]("auto")
         results[jit] = train_loop(small_model(seed=6), optimizer, steps=8, jit_compile=jit)
         assert optimizer.last_backend == ("tf" if jit else AUTO_BACKEND)
     assert_close(results[True], results[False], XLA_TOL, f"{which} XLA loop vs fused loop")
+
+
+def test_lion_xla_step_matches_fused_step():
+    # On fixed gradients Lion's m and g do not depend on the params, so near ties of its sign
+    # are known (test_optimizers.lion_near_ties): only there may XLA and the fused op differ.
+    shapes = [(), (7,), (4, 3)]
+    rng = np.random.default_rng(42)
+    init = [rng.standard_normal(s) for s in shapes]
+    grads = gradient_sequence(shapes, 20, seed=43)
+    stacked = [tf.constant(np.stack(per_var), tf.float32) for per_var in zip(*grads)]
+
+    def run(jit):
+        optimizer = po.Lion(0.01, weight_decay=0.1, global_clipnorm=2.0)
+        variables = [keras.Variable(x, dtype="float32") for x in init]
+        optimizer.build(variables)
+
+        @tf.function(jit_compile=jit)
+        def loop():
+            for t in tf.range(len(grads)):
+                optimizer.apply_gradients(zip([g[t] for g in stacked], variables))
+
+        loop()
+        assert optimizer.last_backend == ("tf" if jit else AUTO_BACKEND)
+        return [v.numpy() for v in variables], [v.numpy() for v in optimizer.variables]
+
+    results = {jit: run(jit) for jit in (False, True)}
+    ties = lion_near_ties(grads, global_clipnorm=2.0)
+    slack = lion_slack(ties, 0.01, 20 * sum(int(np.prod(s)) for s in shapes))
+    assert_close(results[True][0], results[False][0], XLA_TOL, "Lion XLA vs fused", slack=slack)
+    assert_close(results[True][1], results[False][1], XLA_TOL, "Lion XLA vs fused, optimizer variables")
 
 
 def test_default_compile_on_cpu_uses_fused_path():
