@@ -817,7 +817,7 @@ def write_report(rows, machine, out: Path) -> list:
         "Every case: [results.md](results.md)"
         + ("; GB/s against size: [throughput.png](throughput.png)" if has_plot else "")
         + ". Reproduce with `pyopt bench --out DIR` "
-        "(every case, ~25 minutes on 2 cores) or `pyopt bench --quick --out DIR` (a subset, ~3 minutes); "
+        "(every case, ~30 minutes on 2 cores) or `pyopt bench --quick --out DIR` (a subset, ~3.5 minutes); "
         f"`pyopt bench --from-json DIR/{MEDIANS_JSON} --out DIR` rebuilds the report.",
         machine_part,
         *(["## Key cases\n\n" + CASES_LEGEND] + key if key else []),
@@ -844,7 +844,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pyopt bench", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--quick", action="store_true", help="a subset of cases and fewer rounds (~3 minutes)")
+    p.add_argument("--quick", action="store_true", help="a subset of cases and fewer rounds (~3.5 minutes)")
     p.add_argument("--out", type=Path, default=Path("bench_out"), help="output directory (default: bench_out)")
     p.add_argument("--impl", action="append", help="only this implementation (repeatable), e.g. pyopt_op, keras")
     p.add_argument(

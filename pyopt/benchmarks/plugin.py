@@ -36,7 +36,7 @@ def pytest_addoption(parser):
         "--quick",
         action="store_true",
         default=False,
-        help="pyopt bench: a subset of cases and fewer rounds (~3 minutes)",
+        help="pyopt bench: a subset of cases and fewer rounds (~3.5 minutes)",
     )
     group.addoption(
         "--impl",
