@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
-import pytest
 from reference import SLOTS, nadam_u_product, slot_names
 
 from pyopt import kernels
@@ -63,23 +62,6 @@ def at_step(rule: str, hyper: dict, step: int) -> dict:
     return hyper
 
 
-# pyopt.kernels crashes (SIGSEGV) on RMSprop with average gradients and no momentum buffers:
-# cpp/python/module.cpp (run_typed, run_sparse) fills each tensor's slot pointers from the
-# lists given, in order (slots[s - 2] = the s-th array), so the average gradient takes the
-# momentum buffer's place and the kernel reads a null average_gradient. Until that is fixed,
-# call/call_sparse/call_multi xfail that case instead of crashing the test process;
-# test_kernels.py::test_rmsprop_centered_alone_runs (strict) tells when it is.
-KERNELS_CRASH = {
-    "rmsprop_centered": "pyopt.kernels.rmsprop* segfault with average_gradient(s) and no momentum_buffer(s) "
-    "(cpp/python/module.cpp passes the slots given by position, leaving average_gradient null)"
-}
-
-
-def _not_a_crash(rule: str) -> None:
-    if rule in KERNELS_CRASH:
-        pytest.xfail(KERNELS_CRASH[rule])
-
-
 def random_state(rule: str, shape, dtype, rng: np.random.Generator) -> tuple:
     """``(param, grad, slots)`` in ``dtype``: values of order 1, slots as after a few steps:
     momenta (velocity, m, momentum_buffer) of either sign, second moments (v, RMSprop's
@@ -126,14 +108,12 @@ def slot_arguments(rule: str, slots, keyword) -> tuple:
 
 def call(rule: str, param, grad, slots=(), **kw) -> bool:
     """Runs the single-tensor NumPy kernel of ``rule`` in place."""
-    _not_a_crash(rule)
     positional, optional = slot_arguments(rule, slots, lambda slot: slot.name)
     return getattr(kernels, table_row(rule).name)(param, grad, *positional, **optional, **kw)
 
 
 def call_sparse(rule: str, param, values, indices, slots=(), **kw) -> bool:
     """Runs the row-sparse NumPy kernel of ``rule`` in place."""
-    _not_a_crash(rule)
     positional, optional = slot_arguments(rule, slots, lambda slot: slot.name)
     return getattr(kernels, f"{table_row(rule).name}_sparse")(param, values, indices, *positional, **optional, **kw)
 
@@ -146,7 +126,6 @@ def call_multi(rule: str, params, grads, slots=None, **kw) -> bool:
 
 def call_multi_lists(rule: str, params, grads, per_slot, **kw) -> bool:
     """Runs the multi-tensor NumPy kernel; ``per_slot[k]`` is the list of slot k of every tensor."""
-    _not_a_crash(rule)
     positional, optional = slot_arguments(rule, per_slot, lambda slot: slot.list)
     return getattr(kernels, f"{table_row(rule).name}_multi")(params, grads, *positional, **optional, **kw)
 

@@ -583,8 +583,7 @@ def test_edge_hyperparameters_are_valid(rule):
 @pytest.mark.parametrize("centered", [False, True], ids=["plain", "centered"])
 def test_rmsprop_momentum_needs_momentum_buffers(centered, form):
     """Keras keeps RMSprop's momentum buffers only when momentum > 0: a momentum other than 0
-    without them is refused in the core's words, centered or not, and nothing is written.
-    (The kernels are called directly: kernel_cases xfails the centered case's calls.)"""
+    without them is refused in the core's words, centered or not, and nothing is written."""
     for momentum in (0.5, 1.0, 5e-324):
         c = _hyper_call("rmsprop_centered_momentum", form)
         hyper = dict(c.hyper, momentum=momentum)

@@ -219,15 +219,18 @@ GradientOptions gradient_options(std::optional<double> clipnorm, std::optional<d
   return o;
 }
 
-// Builds TensorSlots<T> from gathered args (per_tensor arrays per tensor) and runs `apply`.
+// Builds TensorSlots<T> from gathered args (per_tensor arrays per tensor: param, grad, then the
+// slots given, array s being the rule's slot slot_of[s]) and runs `apply`.
 template <class T, class Apply>
-bool run_typed(const std::vector<Arg>& args, std::size_t per_tensor, const std::vector<double>& wd, Apply&& apply) {
+bool run_typed(const std::vector<Arg>& args, std::size_t per_tensor, const std::vector<int>& slot_of,
+               const std::vector<double>& wd, Apply&& apply) {
   std::vector<TensorSlots<T>> tensors(args.size() / per_tensor);
   for (std::size_t t = 0; t < tensors.size(); ++t) {
     Arg* a = const_cast<Arg*>(&args[t * per_tensor]);  // arrays were checked writeable
     tensors[t].param = static_cast<T*>(a[0].array.mutable_data());
     tensors[t].grad = static_cast<const T*>(a[1].array.data());
-    for (std::size_t s = 2; s < per_tensor; ++s) tensors[t].slots[s - 2] = static_cast<T*>(a[s].array.mutable_data());
+    for (std::size_t s = 2; s < per_tensor; ++s)
+      tensors[t].slots[slot_of[s]] = static_cast<T*>(a[s].array.mutable_data());
     tensors[t].size = std::int64_t(a[0].array.size());
     tensors[t].weight_decay = wd[t];
   }
@@ -237,13 +240,14 @@ bool run_typed(const std::vector<Arg>& args, std::size_t per_tensor, const std::
 
 // Dispatches the common dtype to run_typed<T>. `apply` is a generic lambda over tensors.
 template <class Apply>
-bool run(const std::vector<Arg>& args, std::size_t per_tensor, const std::vector<double>& wd, Apply&& apply) {
+bool run(const std::vector<Arg>& args, std::size_t per_tensor, const std::vector<int>& slot_of,
+         const std::vector<double>& wd, Apply&& apply) {
   const DType dtype = check_arrays(args, per_tensor);
   switch (dtype) {
-    case DType::float32: return run_typed<float>(args, per_tensor, wd, apply);
-    case DType::float64: return run_typed<double>(args, per_tensor, wd, apply);
-    case DType::float16: return run_typed<half>(args, per_tensor, wd, apply);
-    case DType::bfloat16: return run_typed<bfloat16>(args, per_tensor, wd, apply);
+    case DType::float32: return run_typed<float>(args, per_tensor, slot_of, wd, apply);
+    case DType::float64: return run_typed<double>(args, per_tensor, slot_of, wd, apply);
+    case DType::float16: return run_typed<half>(args, per_tensor, slot_of, wd, apply);
+    case DType::bfloat16: return run_typed<bfloat16>(args, per_tensor, slot_of, wd, apply);
   }
   return false;
 }
@@ -279,8 +283,9 @@ std::vector<std::vector<std::int64_t>> gather_indices(const py::object& indices,
 }
 
 template <class Rule>
-bool run_sparse(const std::vector<Arg>& args, std::size_t per_tensor, const py::object& indices,
-                const std::vector<double>& wd, const typename Rule::Hyper& h, const GradientOptions& opt, bool lazy) {
+bool run_sparse(const std::vector<Arg>& args, std::size_t per_tensor, const std::vector<int>& slot_of,
+                const py::object& indices, const std::vector<double>& wd, const typename Rule::Hyper& h,
+                const GradientOptions& opt, bool lazy) {
   const DType dtype = check_arrays(args, per_tensor);
   const auto idx = gather_indices(indices, args, per_tensor);
   auto typed = [&](auto tag) {
@@ -291,7 +296,7 @@ bool run_sparse(const std::vector<Arg>& args, std::size_t per_tensor, const py::
       auto& st = tensors[t];
       st.param = static_cast<T*>(a[0].array.mutable_data());
       st.values = static_cast<const T*>(a[1].array.data());
-      for (std::size_t s = 2; s < per_tensor; ++s) st.slots[s - 2] = static_cast<T*>(a[s].array.mutable_data());
+      for (std::size_t s = 2; s < per_tensor; ++s) st.slots[slot_of[s]] = static_cast<T*>(a[s].array.mutable_data());
       st.rows = a[0].array.shape(0);
       st.row_size = st.rows ? std::int64_t(a[0].array.size()) / st.rows : 0;
       st.indices = idx[t].data();
@@ -322,7 +327,8 @@ enum class Form { dense, sparse, check };
 
 // What a Python argument is.
 enum class Kind {
-  updated,        // a list of arrays written in place: params, a slot
+  updated,        // a list of arrays written in place: params
+  slot,           // a list of arrays written in place: a required slot
   gradient,       // grads or values (read)
   indices,        // the sparse gradient's row numbers
   optional_slot,  // a list of arrays, or None
@@ -368,7 +374,7 @@ struct Signature {
       a[i++] = {F == Form::sparse ? "values" : "grads", Kind::gradient, 0};
       if (F == Form::sparse) a[i++] = {"indices", Kind::indices, 0};
       for (std::size_t k = 0; k < Rule::kSlots.size(); ++k)
-        a[i++] = {Rule::kSlots[k].list, Rule::kSlots[k].optional() ? Kind::optional_slot : Kind::updated, k};
+        a[i++] = {Rule::kSlots[k].list, Rule::kSlots[k].optional() ? Kind::optional_slot : Kind::slot, k};
     }
     for (std::size_t k = 0; k < Rule::kParams.size(); ++k)
       a[i++] = {Rule::kParams[k].name, Rule::kParams[k].range.integer ? Kind::integer : Kind::real, k};
@@ -420,6 +426,7 @@ struct Call {
   typename Rule::Hyper hyper{};
   std::vector<std::pair<const char*, py::object>> lists;  // params, grads or values, the slots given
   std::vector<bool> written;                              // per list
+  std::vector<int> slot_of;                               // per list: its slot of the rule (-1: none)
   py::object indices, weight_decay;
   std::optional<double> clipnorm, global_clipnorm;
   bool skip_nonfinite = false, lazy = false;
@@ -430,10 +437,12 @@ struct Call {
         if (x.is_none()) return;
         hyper.*Rule::kSlots[a.index].given.field = true;
         [[fallthrough]];
+      case Kind::slot:
       case Kind::updated:
       case Kind::gradient:
         lists.push_back({a.name, x});
         written.push_back(a.kind != Kind::gradient);
+        slot_of.push_back(a.kind == Kind::slot || a.kind == Kind::optional_slot ? int(a.index) : -1);
         return;
       case Kind::indices: indices = x; return;
       default: weight_decay = x; return;
@@ -461,7 +470,7 @@ struct RuleFunctions {
     const std::size_t per_tensor = c.lists.size();
     auto args = gather(c.lists, c.written);
     auto wd = weight_decays(c.weight_decay, args.size() / per_tensor);
-    return run(args, per_tensor, wd,
+    return run(args, per_tensor, c.slot_of, wd,
                [&](const auto& tensors) { return apply<Rule>(tensors, c.hyper, opt, pool_executor()); });
   }
   static bool sparse(Call<Rule>& c) {
@@ -470,7 +479,7 @@ struct RuleFunctions {
     const std::size_t per_tensor = c.lists.size();
     auto args = gather(c.lists, c.written, /*rows_of_param_list=*/1);
     auto wd = weight_decays(c.weight_decay, args.size() / per_tensor);
-    return run_sparse<Rule>(args, per_tensor, c.indices, wd, c.hyper, opt, c.lazy);
+    return run_sparse<Rule>(args, per_tensor, c.slot_of, c.indices, wd, c.hyper, opt, c.lazy);
   }
 
   // The function of form F: one C++ parameter per Python argument, typed as pybind11 converts it.
