@@ -322,20 +322,7 @@ def test_rmsprop_momentum_tensor_is_asserted_0_without_momentum_buffers():
 SUBNORMAL = [("lion", "beta_1"), ("adam", "epsilon"), ("rmsprop", "epsilon")]
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        "tf",
-        pytest.param(
-            "fused",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the fused ops refuse a subnormal hyperparameter > 0 (beta_1 must be in (0, 1], got "
-                "4.94e-324): their range checks run under TF's flush-denormals mode, where it compares as 0",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("backend", ["tf", "fused"])
 @pytest.mark.parametrize("rule, name", SUBNORMAL)
 def test_subnormal_hyperparameters_are_in_range(rule, name, backend):
     """5e-324 > 0: in range for Lion's beta_1 in (0, 1] and every epsilon > 0, as the rule table

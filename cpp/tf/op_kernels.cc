@@ -325,6 +325,9 @@ class StepOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
+    // IEEE arithmetic from here on: the range checks too (with TF's denormal flushing a
+    // subnormal beta_1 or epsilon would compare as 0 and be refused), see PoolExecutor.
+    tsl::port::ScopedDontFlushDenormal denormals;
     Grads grads;
     OP_REQUIRES_OK(ctx, grads.Read(ctx, multi_));
     const int n = grads.size();
@@ -407,7 +410,6 @@ class StepOp : public OpKernel {
     for (size_t l = 0; l < lists_.size(); ++l) data[l].reserve(vars[l].size());
     for (size_t k = 0; k < handles.size(); ++k)
       data[list_of[k]].push_back(reinterpret_cast<CoreT*>(handles[k]->tensor()->flat<T>().data()));
-    tsl::port::ScopedDontFlushDenormal denormals;  // see PoolExecutor
     grads.template Run<Rule>(data, step, attrs_, PoolExecutor(ctx));
   }
 
