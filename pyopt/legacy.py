@@ -137,11 +137,17 @@ class _PyoptLegacyOptimizer(tf_keras.optimizers.legacy.Optimizer):
             **{name: self._constant_hyper(name) for name in self._CONSTANT_HYPERS},
         )
 
+    def _create_all_weights(self, var_list):
+        # An unsupported dtype gets the one message before any slot is made (a slot's initial
+        # value of that dtype, Adagrad's 0.1 in int32, would fail first in TensorFlow's words).
+        for var in var_list:
+            error = _rules.dtype_error(var.name, var.dtype.base_dtype.name)
+            if error:
+                raise TypeError(error)
+        return super()._create_all_weights(var_list)
+
     def _coefficients(self, var, apply_state) -> dict:
         var_dtype = var.dtype.base_dtype
-        error = _rules.dtype_error(var.name, var_dtype.name)
-        if error:
-            raise TypeError(error)
         return (apply_state or {}).get((var.device, var_dtype)) or self._fallback_apply_state(var.device, var_dtype)
 
     @property

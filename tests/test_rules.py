@@ -203,15 +203,6 @@ def _legacy(rule, dtype):
 
 FRONT_ENDS = {"kernels": _kernels, "ops-tf": _ops("tf"), "ops-fused": _ops("fused"), "keras": _keras, "legacy": _legacy}
 LEGACY_RULES = ("gradient_descent", "momentum", "adam", "adagrad", "rmsprop")  # pyopt.legacy's optimizers
-# Known departures (strict xfails): pyopt.optimizers.Nadam advances its u_product (Keras's
-# Nadam._u_product *= u_t) before the step is built, so a step refused for its dtype has
-# written it (1.0 -> 0.468); pyopt.legacy.Adagrad makes its accumulator slot (initial value
-# 0.1, of the variable's dtype) before the dtype is checked, so an int32 variable gets
-# TensorFlow's "Cannot convert 0.1 to EagerTensor of dtype int32" instead of the message.
-KNOWN = {
-    ("nadam", "keras"): (BAD_DTYPES, "pyopt.optimizers.Nadam advances u_product before the refused step is checked"),
-    ("adagrad", "legacy"): (["int32"], "pyopt.legacy.Adagrad's int32 accumulator of 0.1 fails before the dtype check"),
-}
 
 
 def _front_end_cases():
@@ -221,9 +212,7 @@ def _front_end_cases():
             if front_end == "legacy" and rule not in LEGACY_RULES:
                 continue
             for dtype in BAD_DTYPES:
-                dtypes, reason = KNOWN.get((rule, front_end), ((), ""))
-                marks = [pytest.mark.xfail(strict=True, reason=reason)] if dtype in dtypes else []
-                out.append(pytest.param(rule, front_end, dtype, marks=marks, id=f"{rule}-{front_end}-{dtype}"))
+                out.append(pytest.param(rule, front_end, dtype, id=f"{rule}-{front_end}-{dtype}"))
     return out
 
 

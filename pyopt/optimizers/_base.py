@@ -208,8 +208,11 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
         value = getattr(self, name)
         return value if value and value > 0 else None  # Keras: 0 / None mean "off"
 
-    def _fused_update(self, grads, trainable_variables):
-        """clipnorm / global_clipnorm, ``p = p - lr*wd*p`` and the rule's update of every variable, one call."""
+    def _fused_update(self, grads, trainable_variables, **given):
+        """clipnorm / global_clipnorm, ``p = p - lr*wd*p`` and the rule's update of every variable, one call.
+
+        ``given``: hyperparameters the caller computed for this step (Nadam's advanced running product).
+        """
         if self.clipvalue:
             grads = self._clip_gradients(grads)  # clip by value is Keras's own pass
         step = self._step(trainable_variables)
@@ -217,7 +220,7 @@ class PyoptOptimizer(keras.optimizers.Optimizer):
         t = self.iterations + 1 if self.gradient_accumulation_steps else _next_step(self._iterations)
         self.last_backend = step(
             [_dense(g, v.dtype) for g, v in zip(grads, step.variables, strict=True)],
-            self._hyperparameters(self.learning_rate, t),
+            {**self._hyperparameters(self.learning_rate, t), **given},
         )
 
     def _step(self, trainable_variables) -> Step:

@@ -27,7 +27,7 @@ class Nadam(PyoptOptimizer, keras.optimizers.Nadam):
     ``beta_2`` in [0, 1) and ``epsilon`` > 0 are checked; Keras checks none), plus
     :class:`PyoptOptimizer`'s keywords (``lr``, ``backend``, ``lazy``, ``skip_nonfinite``).
     Other keyword arguments are Keras's. The running product is Keras's own variable,
-    advanced as Keras advances it, before the fused call.
+    advanced as Keras advances it: the fused call takes the advanced value.
     """
 
     def __init__(self, learning_rate=_LR, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
@@ -43,15 +43,16 @@ class Nadam(PyoptOptimizer, keras.optimizers.Nadam):
         return self._u_product
 
     def _fused_update(self, grads, trainable_variables):
-        # Keras's Nadam._backend_update_step: u_product *= u_t before the update, in its dtype
+        # Keras's Nadam._backend_update_step: u_product *= u_t (in its dtype), then the update with
+        # it. Written after the fused call, so that a step refused by its checks leaves it as it was.
         dtype = self._u_product.dtype
-        self.assign(
-            self._u_product,
+        advanced = (
             self._u_product
             * self.beta_1
-            * (1.0 - 0.5 * keras_ops.power(0.96, keras_ops.cast(self.iterations + 1, dtype))),
+            * (1.0 - 0.5 * keras_ops.power(0.96, keras_ops.cast(self.iterations + 1, dtype)))
         )
-        super()._fused_update(grads, trainable_variables)
+        super()._fused_update(grads, trainable_variables, u_product=advanced)
+        self.assign(self._u_product, advanced)
 
     def _slot_lists(self, variables):
         return self._slots(variables, self._momentums, self._velocities)
