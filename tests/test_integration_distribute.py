@@ -9,9 +9,7 @@ with a timeout and are killed if anything goes wrong.
 Every run trains the same model on the same data, seed and global batch (16, 2 epochs = 8
 steps) with pyopt's Adam (weight decay), SGD (Nesterov momentum), GradientDescent and
 RMSprop (centered, with momentum: both optional slots, each placed by its variable), and is
-compared with the single-device ``model.fit`` run of the same optimizer. The worker's
-``optimizers()`` holds the first three; the processes start through ``LAUNCHER``, which adds
-RMSprop to them before the worker's ``main`` runs.
+compared with the single-device ``model.fit`` run of the same optimizer.
 
 Tolerance: rtol=atol=1e-5 (float32). The distributed gradient is the sum of two half-batch
 gradients, the single-device one a full-batch gradient, so they differ by float32 rounding
@@ -34,21 +32,6 @@ from backends import fused_unavailable_reason
 
 WORKER = Path(__file__).parent / "integration_workers" / "train_distributed.py"
 OPTIMIZERS = ["adam", "nesterov", "gradient_descent", "rmsprop"]
-# Runs the worker script (argv[1]) with RMSprop added to its optimizers(), then its main(argv[2:])
-LAUNCHER = """
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("train_distributed", sys.argv[1])
-worker = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(worker)
-worker_optimizers = worker.optimizers
-
-def optimizers():
-    import pyopt.optimizers as po
-    return {**worker_optimizers(), "rmsprop": lambda: po.RMSprop(0.01, momentum=0.5, centered=True)}
-
-worker.optimizers = optimizers
-worker.main(*sys.argv[2:])
-"""
 TOL = 1e-5
 TIMEOUT_S = 420  # per process group, on a busy 2-core machine (typically ~1-2 minutes)
 STEPS = 8  # 64 samples / global batch 16 * 2 epochs
@@ -75,10 +58,7 @@ def start(mode: str, out: Path, log: Path, tf_config: dict | None = None) -> sub
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
     return subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, str(WORKER), mode, str(out)],
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
+        [sys.executable, str(WORKER), mode, str(out)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
     )
 
 

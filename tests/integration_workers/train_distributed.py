@@ -53,6 +53,8 @@ def optimizers():
         "adam": lambda: po.Adam(0.01, weight_decay=0.01),
         "nesterov": lambda: po.SGD(0.05, momentum=0.9, nesterov=True),
         "gradient_descent": lambda: po.GradientDescent(lr=0.05),
+        # both optional slots (momentum buffer, mean gradient), each placed by its variable
+        "rmsprop": lambda: po.RMSprop(0.01, momentum=0.5, centered=True),
     }
 
 
