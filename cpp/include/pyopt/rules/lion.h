@@ -51,7 +51,9 @@ struct Lion {
         const C g = load(grad[i]) * scale;
         const C m = load(m_slot[i]);
         const C c = m * b1 + g * omb1;
-        const C sign = c > C(0) ? C(1) : c < C(0) ? C(-1) : c;
+        C sign = c > C(0) ? C(1) : C(-1);  // flat selects, so that the loop vectorises
+        sign = c == C(0) ? c : sign;
+        sign = c != c ? c : sign;
         m_slot[i] = store<T>(m * b2 + g * omb2);
         C p = load(param[i]);
         if (Decay) p = p - p * decay;
