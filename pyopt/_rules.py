@@ -155,10 +155,12 @@ LR = Param("lr", at_least(0), doc="learning rate")
 WEIGHT_DECAY = Param("weight_decay", at_least(0), 0.0, "decoupled weight decay p -= lr*weight_decay*p")
 CLIPNORM = Param("clipnorm", above(0), None, "clip each gradient by its own L2 norm", optional=True)
 GLOBAL_CLIPNORM = Param("global_clipnorm", above(0), None, "clip all gradients by their joint L2 norm", optional=True)
-# The Keras optimizers' own (clipping by value is theirs, not the kernels').
+# The Keras optimizers' own (clipping by value is theirs, not the kernels'; Adagrad's
+# accumulators start at initial_accumulator_value, which the update does not take).
 CLIPVALUE = Param(
     "clipvalue", at_least(0), None, "clip each gradient element to [-clipvalue, clipvalue]", optional=True
 )
+INITIAL_ACCUMULATOR = Param("initial_accumulator_value", at_least(0), 0.1, "Adagrad's accumulators' start")
 
 
 @dataclass(frozen=True)
@@ -224,14 +226,19 @@ class Rule:
     def required_slots(self) -> tuple:
         return tuple(s for s in self.slots if not s.optional)
 
+    def needs_text(self, param: Param) -> str:
+        """What a hyperparameter that needs an optional slot (:attr:`Param.needs`) must be
+        without it, in the core's words: "momentum must be 0 when no momentum_buffers are given"."""
+        slot = next(s for s in self.slots if s.given == param.needs)
+        return f"{param.name} must be 0 when no {slot.list} are given"
+
     def slot_error(self, hyper: dict, flags: dict) -> str | None:
         """The core's message for a number other than 0 whose optional slot is not given
         (:attr:`Param.needs`; ``flags`` by name, each optional slot's included), else None."""
         for p in self.params:
             value = hyper.get(p.name)
             if p.needs and not flags[p.needs] and is_number(value) and value != 0:
-                slot = next(s for s in self.slots if s.given == p.needs)
-                return f"{p.name} must be 0 when no {slot.list} are given, got {_fmt(float(value))}"
+                return f"{self.needs_text(p)}, got {_fmt(float(value))}"
         return None
 
     # The fused TF ops (cpp/tf/ops.cc): Pyopt>Apply<Rule>, Pyopt>Apply<Rule>Multi and

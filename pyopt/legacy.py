@@ -365,10 +365,6 @@ class Adam(_PyoptLegacyOptimizer):
         return config
 
 
-# Legacy Adagrad's starting value of its accumulators (it refuses a negative one).
-_INITIAL_ACCUMULATOR = _rules.Param("initial_accumulator_value", _rules.at_least(0), 0.1, "the accumulators' start")
-
-
 @_register
 class Adagrad(_PyoptLegacyOptimizer):
     """Adagrad with legacy Keras' defaults, slot (``accumulator``) and config, in pyopt's form::
@@ -406,7 +402,7 @@ class Adagrad(_PyoptLegacyOptimizer):
         **kwargs,
     ):
         super().__init__(name, learning_rate, backend=backend, **kwargs)
-        self._initial_accumulator_value = _rules.check(_INITIAL_ACCUMULATOR, initial_accumulator_value)
+        self._initial_accumulator_value = _rules.check(_rules.INITIAL_ACCUMULATOR, initial_accumulator_value)
         self.epsilon = _rules.check(ADAGRAD.param("epsilon"), epsilon or tf_keras.backend.epsilon())
 
     def _create_slots(self, var_list):

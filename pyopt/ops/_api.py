@@ -206,13 +206,12 @@ def _hyper_asserts(rule, hyper: dict, flags: dict) -> list:
             )
         )
         if param.needs and not flags[param.needs]:
-            slot = next(s for s in rule.slots if s.given == param.needs)
             checks.append(
                 tf.raw_ops.Assert(
                     condition=tf.equal(x, 0.0),
-                    data=[f"{param.name} must be 0 when no {slot.list} are given, got", x],
+                    data=[f"{rule.needs_text(param)}, got", x],
                     summarize=1,
-                    name=f"check_{param.name}_needs_{slot.name}",
+                    name=f"check_{param.name}_needs_{param.needs}",
                 )
             )
     return checks

@@ -9,8 +9,6 @@ from .._rules import ADAGRAD
 from ._base import PyoptOptimizer, _Default
 
 _LR = _Default(0.001)  # Keras's default, told apart from a learning_rate the caller gives
-# Keras's constructor argument (the accumulators' start), which the update does not take.
-_INITIAL_ACCUMULATOR = _rules.Param("initial_accumulator_value", _rules.at_least(0), 0.1, "the accumulators' start")
 
 
 @keras.saving.register_keras_serializable(package="pyopt")
@@ -28,7 +26,7 @@ class Adagrad(PyoptOptimizer, keras.optimizers.Adagrad):
 
     def __init__(self, learning_rate=_LR, initial_accumulator_value=0.1, epsilon=1e-7, **kwargs):
         super().__init__(learning_rate, initial_accumulator_value=initial_accumulator_value, epsilon=epsilon, **kwargs)
-        _rules.check(_INITIAL_ACCUMULATOR, initial_accumulator_value)
+        _rules.check(_rules.INITIAL_ACCUMULATOR, initial_accumulator_value)
         self._check_rule_arguments(epsilon=epsilon)
 
     def _rule(self):

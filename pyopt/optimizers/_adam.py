@@ -55,11 +55,8 @@ class Adam(PyoptOptimizer, keras.optimizers.Adam):
             skip_nonfinite=skip_nonfinite,
             **kwargs,
         )
-        # Keras checks none of these; as floats, for the update call (the core divides by sqrt(v)+eps)
-        self.beta_1, self.beta_2, self.epsilon = (
-            _rules.check(ADAM.param(name), value)
-            for name, value in (("beta_1", beta_1), ("beta_2", beta_2), ("epsilon", epsilon))
-        )
+        # Keras checks none of these (the core divides by sqrt(v)+eps)
+        self._check_rule_arguments(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
         _rules.check_flag("amsgrad", amsgrad)
 
     def _rule(self):
@@ -69,9 +66,6 @@ class Adam(PyoptOptimizer, keras.optimizers.Adam):
         # Keras's m, v and (amsgrad) vhat: the table's slots, in its order
         ms, vs = self._slots(variables, self._momentums, self._velocities)
         return [ms, vs, self._slots(variables, self._velocity_hats)[0] if self.amsgrad else None]
-
-    def _hyperparameters(self, learning_rate, step):
-        return dict(lr=learning_rate, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, step=step)
 
 
 @keras.saving.register_keras_serializable(package="pyopt")

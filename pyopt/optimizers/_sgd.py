@@ -60,9 +60,6 @@ class SGD(PyoptOptimizer, keras.optimizers.SGD):
     def _slot_lists(self, variables):
         return [] if self.momentum == 0 else self._slots(variables, self.momentums)  # Keras's velocities
 
-    def _hyperparameters(self, learning_rate, step):
-        return dict(lr=learning_rate) if self.momentum == 0 else dict(lr=learning_rate, momentum=self.momentum)
-
 
 @keras.saving.register_keras_serializable(package="pyopt")
 class GradientDescent(SGD):

@@ -103,18 +103,6 @@ constexpr bool optional_slots_last() {
   return true;
 }
 
-// Every Param::needs of a rule is the `given` flag of one of its optional slots.
-template <class Rule>
-constexpr bool needs_optional_slots() {
-  for (const auto& p : Rule::kParams) {
-    if (p.needs == nullptr) continue;
-    bool found = false;
-    for (const auto& s : Rule::kSlots) found = found || (s.optional() && s.given.field == p.needs);
-    if (!found) return false;
-  }
-  return true;
-}
-
 namespace detail {
 inline std::string fmt(double x) {
   std::ostringstream s;
@@ -160,6 +148,14 @@ constexpr const Slot<typename Rule::Hyper>* needed_slot(const Param<typename Rul
   for (const auto& s : Rule::kSlots)
     if (s.optional() && s.given.field == p.needs) return &s;
   return nullptr;
+}
+
+// Every Param::needs of a rule is the `given` flag of one of its optional slots.
+template <class Rule>
+constexpr bool needs_optional_slots() {
+  for (const auto& p : Rule::kParams)
+    if (p.needs != nullptr && needed_slot<Rule>(p) == nullptr) return false;
+  return true;
 }
 
 // The hyperparameters of a step whose optional slots are set in h (their `given` flags): in
