@@ -151,10 +151,16 @@ constexpr const Slot<typename Rule::Hyper>* needed_slot(const Param<typename Rul
 }
 
 // Every Param::needs of a rule is the `given` flag of one of its optional slots.
+// (Member pointers are compared, not needed_slot's result: a pointer into kSlots is no constant
+// expression to GCC under AddressSanitizer.)
 template <class Rule>
 constexpr bool needs_optional_slots() {
-  for (const auto& p : Rule::kParams)
-    if (p.needs != nullptr && needed_slot<Rule>(p) == nullptr) return false;
+  for (const auto& p : Rule::kParams) {
+    if (p.needs == nullptr) continue;
+    bool found = false;
+    for (const auto& s : Rule::kSlots) found = found || (s.optional() && s.given.field == p.needs);
+    if (!found) return false;
+  }
   return true;
 }
 
